@@ -1,0 +1,348 @@
+"""The one place stack config is read and validated.
+
+`load()` turns the `pouw-cicd:*` keys of the current stack into frozen, typed models. Every error
+names the config key path and the fix, and all errors are raised before the program registers a
+single resource: a typo in `Pulumi.prod.yaml` must never half-deploy prod.
+
+Secrets never enter these models. A model only names the config key that holds a secret; the
+program reads it with `pulumi.Config.require_secret` so it stays an `Output` marked secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pulumi
+import pulumi.runtime
+from pulumi.runtime import config as runtime_config
+from pulumi_docker_build import Platform
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+NAMESPACE = "pouw-cicd"
+
+Environment = Literal["dev", "staging", "prod"]
+
+# Docker tag grammar; `latest` is refused separately because it is valid but mutable.
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+_PLATFORMS = frozenset(p.value for p in Platform)
+
+
+class SettingsError(pulumi.RunError):
+    """Invalid stack config. A `RunError`, so the CLI prints the message without a traceback."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid stack config ({len(problems)} {noun}):\n{body}")
+
+
+class _Model(BaseModel):
+    """Frozen, camelCase-keyed, and strict about unknown keys (a typo is an error, not a no-op)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+
+class BuildSettings(_Model):
+    """How a service's image is built (BuildKit through pulumi-docker-build)."""
+
+    context: str = "app"
+    dockerfile: str = "app/Dockerfile"
+    target: str = "runtime"
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    args: dict[str, str] = Field(default_factory=dict)
+    # BuildKit secret id -> config key (in this namespace) that holds the secret value.
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("platforms")
+    @classmethod
+    def _known_platforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one platform, e.g. [linux/amd64]")
+        for platform in value:
+            if platform not in _PLATFORMS:
+                raise ValueError(
+                    f"unknown platform {platform!r}; use one of linux/amd64, linux/arm64 "
+                    "(any BuildKit os/arch pair is accepted)"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("lists a platform twice; remove the duplicate")
+        return value
+
+
+class ServiceSettings(_Model):
+    """One containerised service: what to build and how it answers health checks."""
+
+    name: str
+    version: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    health_path: str = "/health"
+    build: BuildSettings = Field(default_factory=BuildSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                "must be a DNS label: 2-40 lowercase letters, digits or '-', starting with a letter"
+            )
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _release_version(cls, value: str) -> str:
+        if value.lower() == "latest":
+            raise ValueError("'latest' is a mutable tag; set the release version, e.g. 1.4.2")
+        if not _TAG_RE.match(value):
+            raise ValueError(
+                "is not a valid image tag (letters, digits, '_', '.', '-', at most 128); "
+                "use the release version, e.g. 1.4.2"
+            )
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute HTTP path such as /health")
+        return value
+
+
+class EcrSettings(_Model):
+    """Hardening knobs for the per-service ECR repositories."""
+
+    scan_on_push: bool = True
+    customer_managed_key: bool = False
+    keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
+    expire_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+
+class RegistriesSettings(_Model):
+    ecr: EcrSettings = Field(default_factory=EcrSettings)
+
+
+class Settings(_Model):
+    """Everything one stack deploys, parsed from the `pouw-cicd:*` config keys."""
+
+    environment: Environment
+    owner: str
+    cost_center: str
+    source_repository: Annotated[str, Field(pattern=r"^https://")]
+    registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
+    services: tuple[ServiceSettings, ...]
+
+    @field_validator("services")
+    @classmethod
+    def _some_unique_services(cls, value: tuple[ServiceSettings, ...]) -> tuple[ServiceSettings, ...]:
+        if not value:
+            raise ValueError("needs at least one service")
+        names = [s.name for s in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"service name {name!r} is used twice; names must be unique")
+        return value
+
+    @property
+    def is_prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def secret_keys(self) -> frozenset[str]:
+        """Config keys that the settings reference as secrets."""
+        return frozenset(k for s in self.services for k in s.build.secrets.values())
+
+    def tags(self, service: str | None = None) -> dict[str, str]:
+        """The required tags (owner, environment, cost-center, service) every resource carries."""
+        tags = {
+            "owner": self.owner,
+            "environment": self.environment,
+            "cost-center": self.cost_center,
+            "managed-by": "pulumi",
+        }
+        if service is not None:
+            tags["service"] = service
+        return tags
+
+
+def load(stack: str | None = None) -> Settings:
+    """Parse the current stack's `pouw-cicd:*` config, or raise `SettingsError` naming every problem."""
+    raw = _namespace_config()
+    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys())
+
+
+def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = frozenset()) -> Settings:
+    """Validate a mapping of `key -> value` (namespace stripped, objects already decoded)."""
+    fields = {f.alias or name for name, f in Settings.model_fields.items()}
+    plain = {k: v for k, v in raw.items() if k in fields}
+    extra = sorted(k for k in raw if k not in fields)
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(plain)
+    except ValidationError as err:
+        problems.extend(_describe(e, stack) for e in err.errors())
+
+    referenced = settings.secret_keys if settings else _referenced_secret_keys(raw)
+    for key in extra:
+        if key in referenced:
+            continue
+        problems.append(
+            f"{NAMESPACE}:{key}: unknown key; known keys are {', '.join(sorted(fields))} "
+            f"(secret keys must be referenced from services[].build.secrets). "
+            f"Fix the spelling or remove it with `pulumi config rm {NAMESPACE}:{key} -s {stack}`"
+        )
+    if settings is not None:
+        for i, service in enumerate(settings.services):
+            for secret_id, key in service.build.secrets.items():
+                path = f"{NAMESPACE}:services[{i}].build.secrets.{secret_id}"
+                if key not in raw:
+                    problems.append(
+                        f"{path}: config key {NAMESPACE}:{key} is not set; run "
+                        f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
+                    )
+                elif key not in secret_keys:
+                    problems.append(
+                        f"{path}: config key {NAMESPACE}:{key} is stored in plain text; re-set it with "
+                        f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
+                    )
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
+    return settings
+
+
+def _referenced_secret_keys(raw: Mapping[str, Any]) -> frozenset[str]:
+    """Secret keys named by services[].build.secrets, read leniently from invalid config."""
+    found: set[str] = set()
+    services = raw.get("services")
+    for service in services if isinstance(services, list) else ():
+        build = service.get("build") if isinstance(service, dict) else None
+        secrets = build.get("secrets") if isinstance(build, dict) else None
+        if isinstance(secrets, dict):
+            found.update(str(v) for v in secrets.values())
+    return frozenset(found)
+
+
+def _namespace_config() -> dict[str, Any]:
+    """Every `pouw-cicd:*` key of the stack, JSON objects decoded (the CLI passes them as JSON)."""
+    merged: dict[str, Any] = dict(pulumi.runtime.get_config_env())
+    merged.update(runtime_config.CONFIG.get())
+    prefix = f"{NAMESPACE}:"
+    out: dict[str, Any] = {}
+    for full_key, value in merged.items():
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix) :]
+        if ":" in key:  # the CLI's old `ns:config:key` spelling
+            key = key.split(":", 1)[1]
+        out[key] = _decode(value)
+    return out
+
+
+def _secret_keys() -> frozenset[str]:
+    prefix = f"{NAMESPACE}:"
+    keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
+    return frozenset(k[len(prefix) :] for k in keys if k.startswith(prefix))
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _describe(error: Any, stack: str) -> str:
+    """One line per pydantic error: `<key path>: <what is wrong>, got <value>; <how to fix>`."""
+    loc = tuple(error["loc"])
+    path = _key_path(loc)
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        return f"{path}: is required; add it to Pulumi.{stack}.yaml"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"{path}: unknown key; allowed keys here are {', '.join(allowed)}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        lo, hi = _bounds(loc)
+        return f"{path}: must be {lo}..{hi}, got {value!r}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    else:
+        message = message[:1].lower() + message[1:]
+    if isinstance(value, (str, int, float, bool)) and kind != "value_error":
+        return f"{path}: {message}, got {value!r}"
+    return f"{path}: {message}"
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = NAMESPACE + ":"
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("" if i == 0 else ".") + str(part)
+    return out
+
+
+def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
+    """Walk the model tree along a pydantic error location (aliases, list indexes, dict keys)."""
+    model: Any = Settings
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            # inside a dict[str, X]: the key itself
+            continue
+        by_alias = {(f.alias or n): f for n, f in model.model_fields.items()}
+        info = by_alias.get(str(part))
+        if info is None:
+            return model, None
+        model = _inner_model(info.annotation)
+    return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), info
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return annotation
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model, _ = _field_at(loc)
+    model = model or Settings
+    return sorted((f.alias or n) for n, f in model.model_fields.items())
+
+
+def _bounds(loc: tuple[Any, ...]) -> tuple[Any, Any]:
+    _, info = _field_at(loc)
+    lo: Any = "-inf"
+    hi: Any = "inf"
+    for meta in info.metadata if info else ():
+        lo = getattr(meta, "ge", getattr(meta, "gt", lo))
+        hi = getattr(meta, "le", getattr(meta, "lt", hi))
+    return lo, hi

@@ -1,0 +1,17 @@
+"""The pouw-cicd policy pack: security and quality gates, enforced per environment.
+
+Stands alone: it imports nothing from the program. Enforcement levels and allow-lists come from
+`config/<stack>.json` (`pulumi preview --policy-pack policies --policy-pack-config ...`).
+"""
+
+from pulumi_policy import EnforcementLevel, PolicyPack
+
+import images_registries
+import quality
+
+PolicyPack(
+    name="pouw-cicd",
+    description="Security and quality gates for pouw-cicd stacks.",
+    enforcement_level=EnforcementLevel.ADVISORY,
+    policies=[*images_registries.POLICIES, *quality.POLICIES],
+)

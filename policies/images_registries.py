@@ -1,0 +1,183 @@
+"""Images and registries: what a workload pulls must be scanned, immutable and traceable."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pulumi_policy import ResourceValidationArgs, Severity, StackValidationArgs
+
+from pack_support import (
+    CIS_DOCKER,
+    FSBP,
+    PROJECT,
+    control,
+    present,
+    resource_policy,
+    setting,
+    stack_policy,
+)
+
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+IMAGE = "docker-build:index:Image"
+
+_SECRETISH = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE_KEY|API_KEY|CREDENTIAL)", re.I)
+
+
+def _scan_on_push(args: ResourceValidationArgs) -> Iterable[str]:
+    scanning = args.props.get("imageScanningConfiguration") or {}
+    if scanning.get("scanOnPush") is not True:
+        yield "ECR repository does not scan images on push (imageScanningConfiguration.scanOnPush)"
+
+
+IMMUTABLE_SCHEMA: dict[str, dict[str, Any]] = {
+    "allowedMutableTags": {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": ["buildcache"],
+        "description": "Tag patterns that may stay mutable (the BuildKit registry cache).",
+    }
+}
+
+
+def _immutable_tags(args: ResourceValidationArgs) -> Iterable[str]:
+    mutability = args.props.get("imageTagMutability") or "MUTABLE"
+    if mutability == "IMMUTABLE":
+        return
+    if mutability != "IMMUTABLE_WITH_EXCLUSION":
+        yield f"ECR repository tags are {mutability}; a pushed release tag could be overwritten"
+        return
+    allowed = setting(args, IMMUTABLE_SCHEMA, "allowedMutableTags")
+    for entry in args.props.get("imageTagMutabilityExclusionFilters") or []:
+        pattern = entry.get("filter")
+        if pattern not in allowed:
+            yield (
+                f"ECR repository lets tags matching {pattern!r} be overwritten; "
+                f"only {', '.join(allowed)} may stay mutable"
+            )
+
+
+CMK_SCHEMA: dict[str, dict[str, Any]] = {
+    "requireCustomerManagedKey": {
+        "type": "boolean",
+        "default": False,
+        "description": "Require a customer-managed KMS key (prod), not the AWS-managed one.",
+    }
+}
+
+
+def _kms_encryption(args: ResourceValidationArgs) -> Iterable[str]:
+    configs = args.props.get("encryptionConfigurations") or []
+    encryption = configs[0] if configs else {}
+    if encryption.get("encryptionType") != "KMS":
+        yield "ECR repository is not encrypted with KMS (encryptionConfigurations[0].encryptionType)"
+    elif setting(args, CMK_SCHEMA, "requireCustomerManagedKey") and not present(encryption, "kmsKey"):
+        yield "ECR repository uses the AWS-managed key; this environment requires a customer-managed KMS key"
+
+
+def _no_latest(args: ResourceValidationArgs) -> Iterable[str]:
+    tags = list(args.props.get("tags") or [])
+    if args.props.get("push") and not tags:
+        yield "image is pushed without a tag; tag it with the release version"
+    for tag in tags:
+        name = tag.rsplit("/", 1)[-1]
+        if ":" not in name:
+            yield f"image tag {tag!r} has no version, so registries read it as 'latest'"
+        elif name.rsplit(":", 1)[1] == "latest":
+            yield f"image tag {tag!r} is 'latest', which moves; tag with the release version"
+
+
+def _no_secret_build_args(args: ResourceValidationArgs) -> Iterable[str]:
+    for key in args.props.get("buildArgs") or {}:
+        if _SECRETISH.search(key):
+            yield (
+                f"build arg {key!r} looks like a secret; build args are stored in the image "
+                "history, pass it as a BuildKit secret instead"
+            )
+
+
+def _lifecycle_policies(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
+    covered = set()
+    for resource in args.resources:
+        if resource.resource_type == ECR_LIFECYCLE:
+            covered.add(resource.props.get("repository"))
+    for resource in args.resources:
+        if resource.resource_type == ECR_REPOSITORY and resource.props.get("name") not in covered:
+            yield (
+                f"ECR repository {resource.props.get('name')!r} has no lifecycle policy; "
+                "old images and untagged manifests pile up",
+                resource.urn,
+            )
+
+
+POLICIES = [
+    resource_policy(
+        name="ecr-scan-on-push",
+        description="ECR repositories scan every image for vulnerabilities when it is pushed.",
+        types=[ECR_REPOSITORY],
+        rule=_scan_on_push,
+        severity=Severity.HIGH,
+        framework=control(FSBP, "ECR.1"),
+        remediation="Set registries.ecr.scanOnPush: true in the stack file "
+        "(image_scanning_configuration.scan_on_push=True).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="ecr-immutable-tags",
+        description="ECR release tags are immutable; only the build cache tag may move.",
+        types=[ECR_REPOSITORY],
+        rule=_immutable_tags,
+        severity=Severity.MEDIUM,
+        framework=control(FSBP, "ECR.2"),
+        remediation="Use image_tag_mutability IMMUTABLE (or IMMUTABLE_WITH_EXCLUSION limited to "
+        "the allowedMutableTags patterns).",
+        config=IMMUTABLE_SCHEMA,
+        tags=["images-and-registries"],
+    ),
+    stack_policy(
+        name="ecr-lifecycle-policy",
+        description="Every ECR repository has a lifecycle policy.",
+        rule=_lifecycle_policies,
+        severity=Severity.LOW,
+        framework=control(FSBP, "ECR.3"),
+        remediation="Create the repository through components.registry.EcrRepository, which "
+        "adds the lifecycle policy (registries.ecr.keepTaggedImages, expireUntaggedAfterDays).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="ecr-kms-encryption",
+        description="ECR repositories are encrypted with KMS; with a customer-managed key where required.",
+        types=[ECR_REPOSITORY],
+        rule=_kms_encryption,
+        severity=Severity.MEDIUM,
+        framework=control(PROJECT, "encryption-at-rest"),
+        remediation="Set registries.ecr.customerManagedKey: true in the stack file.",
+        config=CMK_SCHEMA,
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="image-no-latest-tag",
+        description="Images are tagged with a release version, never 'latest' or untagged.",
+        types=[IMAGE],
+        rule=_no_latest,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "immutable-image-references"),
+        remediation="Set services[].version to the release version (e.g. 1.4.2).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="image-no-secret-build-args",
+        description="Secrets reach image builds as BuildKit secrets, never as build args.",
+        types=[IMAGE],
+        rule=_no_secret_build_args,
+        severity=Severity.CRITICAL,
+        framework=control(CIS_DOCKER, "4.10"),
+        remediation="Move the value to services[].build.secrets (a secure config key) and read it "
+        "with RUN --mount=type=secret in the Dockerfile.",
+        tags=["images-and-registries"],
+    ),
+]
+
+__all__ = ["POLICIES"]

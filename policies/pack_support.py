@@ -1,0 +1,111 @@
+"""How every policy in this pack is declared: one helper, so each policy is only its rule.
+
+A rule is a function that receives the validation args and yields violation messages. The helper
+filters on resource type, wires severity, framework control and remediation steps, and leaves the
+SDK's unknown-value handling alone: a rule that touches a value unknown during preview raises
+`UnknownValueError`, which the SDK reports as a "can't run policy during preview" diagnostic
+instead of a silent pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pulumi_policy import (
+    PolicyComplianceFramework,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+ResourceRule = Callable[[ResourceValidationArgs], Iterable[str]]
+StackRule = Callable[[StackValidationArgs], Iterable[tuple[str, str | None]]]
+
+FSBP = "AWS Foundational Security Best Practices"
+CIS_DOCKER = "CIS Docker Benchmark"
+PROJECT = "pouw-cicd baseline"
+
+
+def control(framework: str, reference: str, version: str = "") -> PolicyComplianceFramework:
+    return PolicyComplianceFramework(name=framework, version=version, reference=reference)
+
+
+def resource_policy(
+    *,
+    name: str,
+    description: str,
+    types: Iterable[str],
+    rule: ResourceRule,
+    severity: Severity,
+    framework: PolicyComplianceFramework,
+    remediation: str,
+    config: dict[str, dict[str, Any]] | None = None,
+    tags: list[str] | None = None,
+) -> ResourceValidationPolicy:
+    wanted = frozenset(types)
+
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        if args.resource_type not in wanted:
+            return
+        for message in rule(args):
+            report(message, None)
+
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        severity=severity,
+        framework=framework,
+        remediation_steps=remediation,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
+        tags=tags,
+    )
+
+
+def stack_policy(
+    *,
+    name: str,
+    description: str,
+    rule: StackRule,
+    severity: Severity,
+    framework: PolicyComplianceFramework,
+    remediation: str,
+    config: dict[str, dict[str, Any]] | None = None,
+    tags: list[str] | None = None,
+) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+        for message, urn in rule(args):
+            report(message, urn)
+
+    return StackValidationPolicy(
+        name=name,
+        description=description,
+        validate=validate,
+        severity=severity,
+        framework=framework,
+        remediation_steps=remediation,
+        config_schema=PolicyConfigSchema(properties=config) if config else None,
+        tags=tags,
+    )
+
+
+def setting(
+    args: ResourceValidationArgs | StackValidationArgs, schema: dict[str, dict[str, Any]], key: str
+) -> Any:
+    """A policy config property, or its schema default when the stack's config leaves it out."""
+    config = args.get_config() or {}
+    return config.get(key, schema[key]["default"])
+
+
+def present(mapping: Any, key: str) -> bool:
+    """Whether `key` holds a value. A value that is unknown during preview is set, just not known yet."""
+    try:
+        return mapping.get(key) not in (None, "", [], {})
+    except UnknownValueError:
+        return True

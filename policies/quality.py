@@ -1,0 +1,62 @@
+"""Quality gates: every resource is attributable, and what holds state survives a stray delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pulumi_policy import ResourceValidationArgs, Severity
+
+from pack_support import PROJECT, control, resource_policy, setting
+
+# AWS types this project creates that take tags; the list grows with each target.
+TAGGABLE = frozenset({"aws:ecr/repository:Repository", "aws:kms/key:Key"})
+# Resources whose deletion loses data or breaks every running workload.
+STATEFUL = frozenset({"aws:ecr/repository:Repository", "aws:kms/key:Key"})
+
+TAGS_SCHEMA: dict[str, dict[str, Any]] = {
+    "requiredTags": {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": ["owner", "environment", "service", "cost-center"],
+        "description": "Tag keys every taggable resource must carry, with a non-empty value.",
+    }
+}
+
+
+def _required_tags(args: ResourceValidationArgs) -> Iterable[str]:
+    tags = args.props.get("tags") or {}
+    missing = [key for key in setting(args, TAGS_SCHEMA, "requiredTags") if not tags.get(key)]
+    if missing:
+        yield f"missing required tags: {', '.join(missing)}"
+
+
+def _protected(args: ResourceValidationArgs) -> Iterable[str]:
+    if not args.opts.protect:
+        yield f"{args.resource_type} is not protected; `pulumi destroy` or a rename would delete it"
+
+
+POLICIES = [
+    resource_policy(
+        name="required-tags",
+        description="Taggable resources carry the owner, environment, service and cost-center tags.",
+        types=TAGGABLE,
+        rule=_required_tags,
+        severity=Severity.LOW,
+        framework=control(PROJECT, "attribution"),
+        remediation="Create resources with tags=settings.tags(service); owner and costCenter come "
+        "from the stack file.",
+        config=TAGS_SCHEMA,
+        tags=["quality"],
+    ),
+    resource_policy(
+        name="protect-stateful-resources",
+        description="Registries and keys are created with protect=True (enabled for prod).",
+        types=STATEFUL,
+        rule=_protected,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "stateful-protection"),
+        remediation="Pass ResourceOptions(protect=True); components do this when environment is prod.",
+        tags=["quality"],
+    ),
+]

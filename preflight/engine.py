@@ -1,0 +1,253 @@
+"""Run the Pulumi program under the SDK's official mocks and capture every registration.
+
+`pulumi.runtime.set_mocks` stands in for the engine's resource monitor; `CapturingMonitor`
+subclasses the SDK's `MockMonitor` to record each `RegisterResource` request exactly as the
+program sent it (type, parent, dependencies, provider, options, inputs on the wire with secret
+markers and unknowns). The mocks answer with deterministic placeholder outputs (ids, ARNs, image
+digests), so the graph is concrete; they are not a cloud provider and check nothing a provider
+would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.runtime
+from google.protobuf import json_format
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.stack import run_pulumi_func
+
+from preflight.stackconfig import StackConfig
+
+# Wire-format signatures (sdk/go/common/resource/sig).
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+PLACEHOLDER_ACCOUNT = "123456789012"
+
+
+@dataclass
+class Registration:
+    """One `RegisterResource` request as the monitor received it."""
+
+    urn: str
+    type: str
+    name: str
+    custom: bool
+    parent: str
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    aliases: list[str]
+    additional_secret_outputs: list[str]
+    inputs: dict[str, Any]  # wire format: secrets stay `{SIG_KEY: SECRET_SIG, "value": ...}`
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    project: str
+    resources: list[Registration]
+    outputs: dict[str, Any]
+    secret_outputs: list[str]
+    error: BaseException | None = None
+    error_text: str = ""
+
+    def by_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def get(self, type_: str, name: str) -> Registration:
+        for r in self.resources:
+            if r.type == type_ and r.name == name:
+                return r
+        raise KeyError(f"no {type_} named {name!r}")
+
+
+class CapturingMonitor(MockMonitor):
+    """The SDK's MockMonitor, plus a record of every registration with its options."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                custom=bool(request.custom),
+                parent=request.parent,
+                dependencies=list(request.dependencies),
+                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                provider=request.provider,
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                ignore_changes=list(request.ignoreChanges),
+                aliases=[json_format.MessageToJson(a, indent=None) for a in request.aliases]
+                + list(request.aliasURNs),
+                additional_secret_outputs=list(request.additionalSecretOutputs),
+                inputs=json_format.MessageToDict(request.object),
+                outputs=json_format.MessageToDict(response.object),
+            )
+        )
+        return response
+
+
+def _digest(seed: Any) -> str:
+    return "sha256:" + hashlib.sha256(json.dumps(seed, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class PlaceholderMocks(Mocks):
+    """Deterministic outputs for what a provider would compute; inputs are echoed back."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self._computed: dict[str, Callable[[MockResourceArgs], dict[str, Any]]] = {
+            "aws:ecr/repository:Repository": self._ecr_repository,
+            "aws:kms/key:Key": lambda a: {"keyId": f"{a.name}-key-id"},
+            "docker-build:index:Image": self._image,
+        }
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ.startswith("aws:"):
+            service = args.typ.split(":")[1].split("/")[0]
+            state.setdefault("arn", f"arn:aws:{service}:{self.region}:{PLACEHOLDER_ACCOUNT}:{args.name}")
+        computed = self._computed.get(args.typ)
+        if computed is not None:
+            state.update(computed(args))
+        return f"{args.name}-id", state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            registry = args.args.get("registryId") or PLACEHOLDER_ACCOUNT
+            return {
+                "userName": "AWS",
+                "password": "preflight-placeholder-token",
+                "authorizationToken": "preflight-placeholder-token",
+                "proxyEndpoint": f"https://{registry}.dkr.ecr.{self.region}.amazonaws.com",
+                "expiresAt": "2099-01-01T00:00:00Z",
+                "id": self.region,
+            }, []
+        return {}, []
+
+    def _ecr_repository(self, args: MockResourceArgs) -> dict[str, Any]:
+        name = args.inputs.get("name") or args.name
+        return {
+            "repositoryUrl": f"{PLACEHOLDER_ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{name}",
+            "registryId": PLACEHOLDER_ACCOUNT,
+        }
+
+    def _image(self, args: MockResourceArgs) -> dict[str, Any]:
+        # The same inputs give the same digest, like a reproducible build would.
+        seed = {k: v for k, v in args.inputs.items() if k not in ("registries", "secrets")}
+        digest = _digest(seed)
+        tags = args.inputs.get("tags") or []
+        ref = f"{str(tags[0]).rsplit(':', 1)[0]}@{digest}" if tags else ""
+        return {"digest": digest, "ref": ref}
+
+
+@contextmanager
+def _working_directory(path: Path) -> Iterator[None]:
+    old_cwd = os.getcwd()
+    old_path = list(sys.path)
+    os.chdir(path)
+    sys.path.insert(0, str(path))
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+
+
+def run_program(project_dir: Path, config: StackConfig, preview: bool = True) -> ProgramRun:
+    """Run `<project_dir>/__main__.py` once, in a fresh context and event loop."""
+    context = contextvars.Context()  # fresh Pulumi settings, config and root stack
+    return context.run(_run_program, project_dir.resolve(), config, preview)
+
+
+def _run_program(project_dir: Path, config: StackConfig, preview: bool) -> ProgramRun:
+    region = config.values.get("aws:region", "us-east-1")
+    monitor = CapturingMonitor(PlaceholderMocks(region))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    error: BaseException | None = None
+    error_text = ""
+    outputs: dict[str, Any] = {}
+    secret_outputs: list[str] = []
+    try:
+        pulumi.runtime.set_mocks(
+            monitor.mocks,
+            project=config.project,
+            stack=config.stack,
+            preview=preview,
+            monitor=monitor,
+        )
+        pulumi.runtime.set_all_config(dict(config.values), list(config.secret_keys))
+        main = str(project_dir / "__main__.py")
+
+        def program() -> None:
+            runpy.run_path(main, run_name="__main__")
+
+        with _working_directory(project_dir):
+            try:
+                loop.run_until_complete(run_pulumi_func(program))
+                outputs, secret_outputs = loop.run_until_complete(_stack_outputs())
+            except pulumi.RunError as err:
+                error, error_text = err, str(err)
+            except Exception as err:  # noqa: BLE001 - any program failure is reported, not raised
+                error, error_text = err, "".join(traceback.format_exception(err))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    return ProgramRun(
+        stack=config.stack,
+        project=config.project,
+        resources=monitor.registrations,
+        outputs=outputs,
+        secret_outputs=secret_outputs,
+        error=error,
+        error_text=error_text,
+    )
+
+
+async def _stack_outputs() -> tuple[dict[str, Any], list[str]]:
+    """Resolve `pulumi.export`ed values; secret ones are reported by name, never by value."""
+    root = pulumi.runtime.get_root_resource()
+    exported: dict[str, Any] = getattr(root, "outputs", {}) or {}
+    values: dict[str, Any] = {}
+    secrets: list[str] = []
+    for name, value in exported.items():
+        output = pulumi.Output.from_input(value)
+        resolved = await output.future(with_unknowns=True)
+        if await output.is_secret():
+            secrets.append(name)
+            values[name] = "[secret]"
+        elif not await output.is_known():
+            values[name] = "[unknown until pulumi up]"
+        else:
+            values[name] = resolved
+    return values, secrets
