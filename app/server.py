@@ -18,7 +18,7 @@ SLOT = os.environ.get("APP_SLOT", "")
 class Handler(BaseHTTPRequestHandler):
     server_version = "pouw-sample"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
+    def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, {"status": "ok"})
         elif self.path == "/":
@@ -34,12 +34,12 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server API)
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
 
 def serve(port: int) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer(("0.0.0.0", port), Handler)  # noqa: S104 (a container listens on all)
+    return ThreadingHTTPServer(("0.0.0.0", port), Handler)
 
 
 def main() -> None:

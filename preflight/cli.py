@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the plan as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write a PR-comment summary")
     args = parser.parse_args(argv)
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         result = run_preflight(args.stack, args.project_dir, args.policy_pack, args.policy_config)
     except (StackConfigError, PolicyPackError) as err:

@@ -1,0 +1,172 @@
+"""The policy pack, launched as the CLI launches it and driven over the real Analyzer protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from google.protobuf import empty_pb2
+
+from preflight.analyzer import PolicyPackError, PolicyPackProcess, analyze
+from preflight.cli import main
+from preflight.engine import Registration
+from preflight.report import Preflight
+from tests.conftest import ROOT, STACKS, project_copy, stack_file
+
+FIXTURES: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "fixtures" / "policies.yaml").read_text())
+UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+UNKNOWN_BOOL = "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7"
+
+
+def resource(type_: str, name: str, props: dict[str, Any], protect: bool = False) -> Registration:
+    urn = f"urn:pulumi:test::pouw-cicd::{type_}::{name}"
+    return Registration(
+        urn=urn,
+        type=type_,
+        name=name,
+        custom=True,
+        parent="",
+        dependencies=[],
+        property_dependencies={},
+        provider="",
+        protect=protect,
+        retain_on_delete=False,
+        delete_before_replace=False,
+        ignore_changes=[],
+        aliases=[],
+        additional_secret_outputs=[],
+        inputs=props,
+    )
+
+
+def build(specs: list[dict[str, Any]]) -> list[Registration]:
+    return [resource(s["type"], s["name"], s.get("props", {}), s.get("protect", False)) for s in specs]
+
+
+def verdicts(pack: PolicyPackProcess, policy: str, resources: list[Registration]) -> list[str]:
+    config = {"all": "mandatory", policy: FIXTURES[policy].get("config", {})}
+    result = analyze(pack, resources, config)
+    assert all(v.level == "mandatory" for v in result.violations if v.policy == policy)
+    return [v.detail for v in result.violations if v.policy == policy]
+
+
+def test_every_policy_has_both_fixtures(pack: PolicyPackProcess) -> None:
+    names = {p.name for p in pack.stub.GetAnalyzerInfo(empty_pb2.Empty()).policies}
+    assert names == set(FIXTURES)
+    for name, fixture in FIXTURES.items():
+        assert fixture["pass"] and fixture["fail"]["resources"] and fixture["fail"]["message"], name
+
+
+@pytest.mark.parametrize("policy", sorted(FIXTURES))
+def test_passing_fixture(pack: PolicyPackProcess, policy: str) -> None:
+    assert verdicts(pack, policy, build(FIXTURES[policy]["pass"])) == []
+
+
+@pytest.mark.parametrize("policy", sorted(FIXTURES))
+def test_failing_fixture(pack: PolicyPackProcess, policy: str) -> None:
+    fail = FIXTURES[policy]["fail"]
+    found = verdicts(pack, policy, build(fail["resources"]))
+    assert len(found) == 1 and fail["message"] in found[0], found
+
+
+def test_policy_metadata(pack: PolicyPackProcess) -> None:
+    for p in pack.stub.GetAnalyzerInfo(empty_pb2.Empty()).policies:
+        assert p.description and p.remediation_steps and p.framework.name and p.framework.reference, p.name
+        assert p.severity != 0, p.name
+
+
+def test_unknown_values_neither_crash_nor_pass_silently(pack: PolicyPackProcess) -> None:
+    repo = resource(
+        "aws:ecr/repository:Repository",
+        "repo",
+        {"name": "web", "imageScanningConfiguration": {"scanOnPush": UNKNOWN_BOOL}},
+    )
+    image = resource("docker-build:index:Image", "web", {"push": True, "tags": UNKNOWN_STRING})
+    result = analyze(pack, [repo, image], {"all": "mandatory"})
+    cannot_run = {v.policy: v for v in result.violations if "can't run policy" in v.message}
+    assert set(cannot_run) == {"ecr-scan-on-push", "image-no-latest-tag"}
+    assert all(v.level == "advisory" for v in cannot_run.values())
+    scan = cannot_run["ecr-scan-on-push"].message
+    assert "value at .imageScanningConfiguration.scanOnPush can't be known" in scan
+
+
+def test_unknown_customer_key_counts_as_set(pack: PolicyPackProcess) -> None:
+    repo = resource(
+        "aws:ecr/repository:Repository",
+        "repo",
+        {"name": "web", "encryptionConfigurations": [{"encryptionType": "KMS", "kmsKey": UNKNOWN_STRING}]},
+    )
+    config = {"all": "mandatory", "ecr-kms-encryption": {"requireCustomerManagedKey": True}}
+    result = analyze(pack, [repo], config)
+    assert [v for v in result.violations if v.policy == "ecr-kms-encryption"] == []
+
+
+def test_levels_from_config(pack: PolicyPackProcess) -> None:
+    repo = build(FIXTURES["ecr-scan-on-push"]["fail"]["resources"])
+    advisory = analyze(pack, repo, {"all": "advisory"})
+    assert {v.level for v in advisory.violations} == {"advisory"}
+    disabled = analyze(pack, repo, {"all": "mandatory", "ecr-scan-on-push": "disabled"})
+    assert "ecr-scan-on-push" not in {v.policy for v in disabled.violations}
+    assert {v.policy for v in disabled.violations} >= {"protect-stateful-resources"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"ecr-scan-on-pushh": "mandatory"}, "unknown policies ecr-scan-on-pushh"),
+        ({"all": "blocking"}, "all: 'blocking' is not one of advisory, mandatory, remediate, disabled"),
+        (
+            {"ecr-kms-encryption": {"requireCustomerManagedKey": "yes"}},
+            "ecr-kms-encryption.requireCustomerManagedKey",
+        ),
+        ({"required-tags": {"requiredTag": ["owner"]}}, "Additional properties are not allowed"),
+    ],
+)
+def test_bad_policy_config_is_refused(pack: PolicyPackProcess, config: dict[str, Any], message: str) -> None:
+    with pytest.raises(PolicyPackError, match=message.replace(".", r"\.")):
+        analyze(pack, [], config)
+
+
+def test_pack_process_is_stopped() -> None:
+    with PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="t") as running:
+        process = running._process
+        assert process is not None and process.poll() is None
+    assert process.poll() is not None
+
+
+def test_broken_pack_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "PulumiPolicy.yaml").write_text("version: 0.0.1\n")
+    (tmp_path / "__main__.py").write_text("raise SystemExit('pack exploded')\n")
+    with pytest.raises(PolicyPackError, match="pack exploded"), PolicyPackProcess(tmp_path, "p", "s"):
+        pass
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_project_stacks_pass_their_own_gates(stack_runs: dict[str, Preflight], stack: str) -> None:
+    result = stack_runs[stack]
+    assert result.analysis is not None
+    assert result.analysis.mandatory == []
+    assert result.exit_code == 0
+    assert {p.name for p in result.analysis.policies} == set(FIXTURES)
+
+
+def test_mandatory_violation_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:registries"]["ecr"]["scanOnPush"] = False
+    project = project_copy(tmp_path, "prod", config)
+    markdown = tmp_path / "summary.md"
+    assert main(["--stack", "prod", "--project-dir", str(project), "--markdown", str(markdown)]) == 1
+    out = capsys.readouterr().out
+    assert "mandatory" in out and "ecr-scan-on-push" in out
+    assert "2 mandatory, 0 advisory" in out
+    assert "blocked by mandatory policies" in markdown.read_text()
+
+
+def test_dev_violation_is_advisory_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = stack_file("dev")["config"]
+    config["pouw-cicd:registries"]["ecr"]["scanOnPush"] = False
+    project = project_copy(tmp_path, "dev", config)
+    assert main(["--stack", "dev", "--project-dir", str(project)]) == 0
+    assert "0 mandatory, 1 advisory" in capsys.readouterr().out

@@ -1,0 +1,171 @@
+"""The program under mocks: the captured graph of each stack (types, parents, options, inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from preflight.cli import main
+from preflight.engine import SECRET_SIG, SIG_KEY, ProgramRun, Registration
+from preflight.report import Preflight, plan_json
+from preflight.stackconfig import SECRET_PLACEHOLDER
+from tests.conftest import STACKS, project_copy, stack_file
+
+REPO = "aws:ecr/repository:Repository"
+KEY = "aws:kms/key:Key"
+IMAGE = "docker-build:index:Image"
+LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+
+
+def parent_of(run: ProgramRun, r: Registration) -> Registration:
+    return next(p for p in run.resources if p.urn == r.parent)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    assert run.error is None, run.error_text
+    services = [s["name"] for s in stack_file(stack)["config"]["pouw-cicd:services"]]
+    cmk = stack != "dev"
+    expected = {
+        "pouw:index:EcrRepository": len(services),
+        "pouw:index:ImageBuild": len(services),
+        REPO: len(services),
+        LIFECYCLE: len(services),
+        IMAGE: len(services),
+        KEY: len(services) if cmk else 0,
+    }
+    counts = {t: len(run.by_type(t)) for t in expected}
+    assert counts == expected
+    for name in services:
+        repo = run.get(REPO, f"{name}-ecr")
+        assert parent_of(run, repo).type == "pouw:index:EcrRepository"
+        image = run.get(IMAGE, name)
+        assert parent_of(run, image).type == "pouw:index:ImageBuild"
+        assert repo.urn in image.dependencies  # the build pushes to the repository
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_protect_only_in_prod_and_builds_never_delete_images(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    run = stack_runs[stack].run
+    for r in run.by_type(REPO) + run.by_type(KEY):
+        assert r.protect is (stack == "prod"), r.urn
+    for r in run.by_type(IMAGE):
+        assert r.retain_on_delete, r.urn
+        assert not r.protect
+
+
+def test_ecr_hardened_defaults(stack_runs: dict[str, Preflight]) -> None:
+    prod = stack_runs["prod"].run
+    repo = prod.get(REPO, "web-ecr")
+    assert repo.inputs["name"] == "web"
+    assert repo.inputs["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    assert repo.inputs["imageTagMutabilityExclusionFilters"] == [
+        {"filter": "buildcache", "filterType": "WILDCARD"}
+    ]
+    assert repo.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repo.inputs["encryptionConfigurations"][0]["encryptionType"] == "KMS"
+    assert repo.inputs["encryptionConfigurations"][0]["kmsKey"].endswith(":web-ecr-key")
+    assert repo.inputs["forceDelete"] is False
+    assert repo.inputs["tags"] == {
+        "owner": "platform-team",
+        "environment": "prod",
+        "cost-center": "cc-1042",
+        "managed-by": "pulumi",
+        "service": "web",
+    }
+    key = prod.get(KEY, "web-ecr-key")
+    assert key.inputs["enableKeyRotation"] is True
+    policy = json.loads(prod.get(LIFECYCLE, "web-ecr-lifecycle").inputs["policy"])
+    untagged, tagged = policy["rules"]
+    assert untagged["selection"] == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": 14,
+    }
+    assert tagged["selection"]["countNumber"] == 50
+    dev_repo = stack_runs["dev"].run.get(REPO, "web-ecr")
+    assert "kmsKey" not in dev_repo.inputs["encryptionConfigurations"][0]
+
+
+def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["prod"].run
+    image = run.get(IMAGE, "web")
+    url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web"
+    assert image.inputs["tags"] == [f"{url}:1.4.2"]
+    assert image.inputs["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert image.inputs["target"] == "runtime"
+    assert image.inputs["push"] is True
+    assert image.inputs["buildOnPreview"] is False
+    assert image.inputs["context"] == {"location": "app"}
+    assert image.inputs["dockerfile"] == {"location": "app/Dockerfile"}
+    assert image.inputs["buildArgs"] == {"PYTHON_VERSION": "3.12"}
+    assert image.inputs["labels"]["org.opencontainers.image.version"] == "1.4.2"
+    assert image.inputs["labels"]["org.opencontainers.image.source"].startswith("https://github.com/")
+    assert "org.opencontainers.image.created" not in image.inputs["labels"]
+    assert image.inputs["cacheFrom"] == [{"registry": {"ref": f"{url}:buildcache"}}]
+    assert image.inputs["cacheTo"][0]["registry"]["mode"] == "max"
+    # Secrets stay marked secret on the wire: the build secret and the registry password.
+    assert image.inputs["secrets"][SIG_KEY] == SECRET_SIG
+    password = image.inputs["registries"][0]["password"]
+    assert password[SIG_KEY] == SECRET_SIG
+    assert image.inputs["registries"][0]["address"] == url.split("/")[0]
+    worker = run.get(IMAGE, "worker")
+    assert "secrets" not in worker.inputs
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_outputs_are_digest_pinned(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    for name in [s["name"] for s in stack_file(stack)["config"]["pouw-cicd:services"]]:
+        out = run.outputs[name]
+        assert out["image"] == f"{out['repositoryUrl']}@{out['digest']}"
+        assert out["digest"].startswith("sha256:") and len(out["digest"]) == 71
+        assert ":" not in out["image"].rsplit("/", 1)[1].split("@")[0]  # no tag in the ref
+
+
+def test_plan_json_masks_secrets(stack_runs: dict[str, Preflight]) -> None:
+    text = plan_json(stack_runs["prod"])
+    plan = json.loads(text)
+    assert SECRET_PLACEHOLDER not in text
+    assert "preflight-placeholder-token" not in text
+    image = next(r for r in plan["resources"] if r["type"] == IMAGE and r["name"] == "web")
+    assert image["inputs"]["secrets"] == "[secret]"
+    assert plan["secretPlaceholders"] == ["pouw-cicd:pipIndexToken"]
+    assert plan["exitCode"] == 0
+
+
+def test_broken_stack_file_exits_2_with_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:services"][0]["port"] = 70000
+    project = project_copy(tmp_path, "prod", config)
+    code = main(["--stack", "prod", "--project-dir", str(project), "--json", str(tmp_path / "p.json")])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "pouw-cicd:services[0].port: must be 1..65535, got 70000" in out
+    assert "Traceback" not in out
+    assert "0 resources were registered" in out
+    assert json.loads((tmp_path / "p.json").read_text())["resources"] == []
+
+
+def test_unknown_stack_and_bad_yaml_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stack", "qa"]) == 2
+    assert "no such stack file; known stacks: dev, prod, staging" in capsys.readouterr().out
+    project = project_copy(tmp_path, "dev", {})
+    (project / "Pulumi.dev.yaml").write_text("config: [unclosed\n")
+    assert main(["--stack", "dev", "--project-dir", str(project)]) == 2
+    assert "Pulumi.dev.yaml: not valid YAML" in capsys.readouterr().out
+
+
+def test_program_error_exits_2_with_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project = project_copy(tmp_path, "dev", stack_file("dev")["config"])
+    (project / "__main__.py").unlink()
+    (project / "__main__.py").write_text("raise RuntimeError('boom in program')\n")
+    assert main(["--stack", "dev", "--project-dir", str(project)]) == 2
+    out = capsys.readouterr().out
+    assert "RuntimeError: boom in program" in out
