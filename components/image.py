@@ -4,61 +4,60 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import pulumi
 import pulumi_docker_build as docker_build
 
-from components.registry import CACHE_TAG
+from components.registry import CACHE_TAG, PushTarget
 from components.settings import ServiceSettings
-
-
-class PushTarget(Protocol):
-    """What a registry component offers a build: where to push and how to log in."""
-
-    @property
-    def repository_url(self) -> pulumi.Output[str]: ...
-
-    def credentials(self) -> docker_build.RegistryArgs: ...
 
 
 @dataclass(frozen=True)
 class ImageBuildArgs:
     service: ServiceSettings
-    registries: Sequence[PushTarget]
+    targets: Sequence[PushTarget]
     source_repository: str
+    # The commit being built, when the pipeline knows it (OCI `revision` label).
+    revision: str | None = None
     # BuildKit secret id -> secret value (an Output marked secret, from `Config.require_secret`).
     secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
-def oci_labels(service: ServiceSettings, source_repository: str) -> dict[str, str]:
+def oci_labels(args: ImageBuildArgs) -> dict[str, str]:
     """OCI annotations. `created` is left out on purpose: it would make every build unique."""
-    return {
-        "org.opencontainers.image.title": service.name,
-        "org.opencontainers.image.version": service.version,
-        "org.opencontainers.image.source": source_repository,
+    labels = {
+        "org.opencontainers.image.title": args.service.name,
+        "org.opencontainers.image.version": args.service.version,
+        "org.opencontainers.image.source": args.source_repository,
     }
+    if args.revision:
+        labels["org.opencontainers.image.revision"] = args.revision
+    return labels
 
 
 class ImageBuild(pulumi.ComponentResource):
     """Builds one service image for its platforms and pushes the release tag to every registry.
 
-    `refs[i]` is `registries[i]`'s `repository@sha256:...`; downstream code deploys only these.
+    `refs[kind]` is that registry's `repository@sha256:...`; downstream code deploys only these.
+    The first target also holds the BuildKit registry cache.
+
     `build_on_preview` is off: a pull-request preview needs no registry credentials and no builder,
-    and shows the digest as unknown until `pulumi up` builds it.
+    and shows the digest as unknown until `pulumi up` builds it. The image resource is
+    `retain_on_delete`: replacing or removing it never deletes pushed images that a running slot
+    may still use; registry cleanup policies do that.
     """
 
     digest: pulumi.Output[str]
-    refs: list[pulumi.Output[str]]
+    refs: dict[str, pulumi.Output[str]]
     ref: pulumi.Output[str]
 
     def __init__(self, name: str, args: ImageBuildArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:ImageBuild", name, None, opts)
-        if not args.registries:
+        if not args.targets:
             raise ValueError(f"ImageBuild {name}: needs at least one registry to push to")
         build = args.service.build
-        urls = [r.repository_url for r in args.registries]
-        cache_ref = urls[0].apply(lambda url: f"{url}:{CACHE_TAG}")
+        version = args.service.version
+        cache_ref = args.targets[0].repository_url.apply(lambda url: f"{url}:{CACHE_TAG}")
 
         self.image = docker_build.Image(
             name,
@@ -67,10 +66,10 @@ class ImageBuild(pulumi.ComponentResource):
             target=build.target,
             platforms=[docker_build.Platform(p) for p in build.platforms],
             build_args=dict(build.args),
-            labels=oci_labels(args.service, args.source_repository),
-            tags=[url.apply(lambda u: f"{u}:{args.service.version}") for url in urls],
+            labels=oci_labels(args),
+            tags=[t.repository_url.apply(lambda url: f"{url}:{version}") for t in args.targets],
             push=True,
-            registries=[r.credentials() for r in args.registries],
+            registries=[t.credentials for t in args.targets],
             secrets=dict(args.secrets) or None,
             cache_from=[
                 docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))
@@ -89,6 +88,6 @@ class ImageBuild(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.digest = self.image.digest
-        self.refs = [pulumi.Output.concat(url, "@", self.digest) for url in urls]
-        self.ref = self.refs[0]
-        self.register_outputs({"digest": self.digest, "ref": self.ref})
+        self.refs = {t.kind: pulumi.Output.concat(t.repository_url, "@", self.digest) for t in args.targets}
+        self.ref = self.refs[args.targets[0].kind]
+        self.register_outputs({"digest": self.digest, "refs": self.refs})

@@ -1,26 +1,58 @@
 """Hardened container registries that image builds push to and workloads pull from.
 
-Today: one Amazon ECR repository per service. Every registry exposes the same small shape
-(`address`, `repository_url`, `credentials()`) so `ImageBuild` does not care which cloud it is.
+One shape, four clouds: every registry hands `ImageBuild` a `PushTarget` per service (where the
+service's image lives, and short-lived push credentials obtained from the cloud itself). The
+registry resources are secure by default: immutable tags, scanning, encryption, cleanup, no admin
+users, private in prod.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws.ecr as ecr
 import pulumi_aws.kms as kms
+import pulumi_azure_native.authorization as azure_authorization
+import pulumi_azure_native.containerregistry as acr
 import pulumi_docker_build as docker_build
+import pulumi_gcp.artifactregistry as artifactregistry
+import pulumi_gcp.organizations as gcp_organizations
 
-from components.settings import EcrSettings
+from components.settings import (
+    AcrSettings,
+    ArtifactRegistrySettings,
+    AzureSettings,
+    EcrSettings,
+    GcpSettings,
+    GhcrSettings,
+)
 
 # The BuildKit registry cache is the one tag that is rewritten on every build; only it may move.
 CACHE_TAG = "buildcache"
+# ACR's fixed user name for a refresh token obtained from an Entra ID token.
+ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
+ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 
 
-def lifecycle_policy(settings: EcrSettings) -> str:
+@dataclass(frozen=True)
+class PushTarget:
+    """Where one service's image goes in one registry, and how a build logs in there."""
+
+    kind: str  # ecr | acr | artifactRegistry | ghcr
+    repository_url: pulumi.Output[str]  # host/path/<service>, no tag
+    credentials: docker_build.RegistryArgs
+
+
+def _unknown() -> pulumi.Output[str]:
+    """A value that only `pulumi up` can know (what a provider would show as unknown in preview)."""
+    return pulumi.Output.from_input(pulumi.output.UNKNOWN)  # type: ignore[arg-type]
+
+
+def ecr_lifecycle_policy(settings: EcrSettings) -> str:
     """Expire untagged manifests after D days, keep the newest N images (ECR lifecycle JSON)."""
     return json.dumps(
         {
@@ -52,6 +84,24 @@ def lifecycle_policy(settings: EcrSettings) -> str:
     )
 
 
+def ecr_pull_policy(accounts: tuple[str, ...]) -> str:
+    """Repository policy letting other accounts pull (never push)."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "CrossAccountPull",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
+                    "Action": ECR_PULL_ACTIONS,
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
 @dataclass(frozen=True)
 class EcrRepositoryArgs:
     service: str
@@ -68,14 +118,14 @@ class EcrRepository(pulumi.ComponentResource):
     """
 
     repository_url: pulumi.Output[str]
-    address: pulumi.Output[str]
     registry_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: EcrRepositoryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("pouw:index:EcrRepository", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        child = pulumi.ResourceOptions(parent=self)
 
         encryption: dict[str, pulumi.Input[str]] = {"encryption_type": "KMS"}
         self.key: kms.Key | None = None
@@ -86,7 +136,7 @@ class EcrRepository(pulumi.ComponentResource):
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
                 tags=args.tags,
-                opts=child,
+                opts=stateful,
             )
             encryption["kms_key"] = self.key.arn
 
@@ -103,27 +153,224 @@ class EcrRepository(pulumi.ComponentResource):
             encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(**encryption)],
             force_delete=False,
             tags=args.tags,
-            opts=child,
+            opts=stateful,
         )
         ecr.LifecyclePolicy(
             f"{name}-lifecycle",
             repository=self.repository.name,
-            policy=lifecycle_policy(args.settings),
-            opts=pulumi.ResourceOptions(parent=self),
+            policy=ecr_lifecycle_policy(args.settings),
+            opts=child,
         )
+        if args.settings.pull_accounts:
+            ecr.RepositoryPolicy(
+                f"{name}-pull",
+                repository=self.repository.name,
+                policy=ecr_pull_policy(args.settings.pull_accounts),
+                opts=child,
+            )
 
         self.repository_url = self.repository.repository_url
         self.registry_id = self.repository.registry_id
-        self.address = self.repository_url.apply(lambda url: url.split("/", 1)[0])
         self.register_outputs({"repositoryUrl": self.repository_url})
 
-    def credentials(self) -> docker_build.RegistryArgs:
+    def target(self) -> PushTarget:
         """Short-lived push credentials from ECR itself; the password stays a secret."""
         token = ecr.get_authorization_token_output(
             registry_id=self.registry_id, opts=pulumi.InvokeOutputOptions(parent=self)
         )
-        return docker_build.RegistryArgs(
-            address=self.address,
-            username=token.user_name,
-            password=pulumi.Output.secret(token.password),
+        return PushTarget(
+            kind="ecr",
+            repository_url=self.repository_url,
+            credentials=docker_build.RegistryArgs(
+                address=self.repository_url.apply(lambda url: url.split("/", 1)[0]),
+                username=token.user_name,
+                password=pulumi.Output.secret(token.password),
+            ),
         )
+
+
+def ecr_enhanced_scanning(name: str) -> ecr.RegistryScanningConfiguration:
+    """Account-wide continuous scanning by Amazon Inspector (one per account and region)."""
+    return ecr.RegistryScanningConfiguration(
+        name,
+        scan_type="ENHANCED",
+        rules=[
+            ecr.RegistryScanningConfigurationRuleArgs(
+                scan_frequency="CONTINUOUS_SCAN",
+                repository_filters=[
+                    ecr.RegistryScanningConfigurationRuleRepositoryFilterArgs(
+                        filter="*", filter_type="WILDCARD"
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def acr_refresh_token(login_server: str, tenant: str, entra_token: str, endpoint: str | None = None) -> str:
+    """Exchange an Entra ID access token for an ACR refresh token (ACR's `/oauth2/exchange`).
+
+    This is what `az acr login` does; the result is the password for user ACR_TOKEN_USER.
+    """
+    url = endpoint or f"https://{login_server}/oauth2/exchange"
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "access_token",
+            "service": login_server,
+            "tenant": tenant,
+            "access_token": entra_token,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token = json.loads(response.read())["refresh_token"]
+    if not isinstance(token, str) or not token:
+        raise RuntimeError(f"ACR {login_server} returned no refresh token")
+    return token
+
+
+@dataclass(frozen=True)
+class AcrRegistryArgs:
+    settings: AcrSettings
+    azure: AzureSettings
+    resource_group_name: pulumi.Input[str]
+    public_network_access: bool
+    tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False
+
+
+class AcrRegistry(pulumi.ComponentResource):
+    """An Azure Container Registry: no admin user, no anonymous pull, private in prod.
+
+    Builds push with an ACR refresh token exchanged from the deployer's Entra ID token, so no
+    registry password exists anywhere. The exchange needs the real registry, so it runs on
+    `pulumi up` only; a preview shows the password as unknown.
+    """
+
+    login_server: pulumi.Output[str]
+    registry_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AcrRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:AcrRegistry", name, None, opts)
+        policies = None
+        if args.settings.untagged_retention_days is not None:
+            policies = acr.PoliciesArgs(
+                retention_policy=acr.RetentionPolicyArgs(
+                    days=args.settings.untagged_retention_days, status="enabled"
+                )
+            )
+        self.registry = acr.Registry(
+            name,
+            registry_name=args.settings.name,
+            resource_group_name=args.resource_group_name,
+            location=args.azure.location,
+            sku=acr.SkuArgs(name=args.settings.sku),
+            admin_user_enabled=False,
+            anonymous_pull_enabled=False,
+            public_network_access="Enabled" if args.public_network_access else "Disabled",
+            policies=policies,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        self.login_server = self.registry.login_server
+        self.registry_id = self.registry.id
+        self.register_outputs({"loginServer": self.login_server})
+
+    def target(self, service: str) -> PushTarget:
+        if pulumi.runtime.is_dry_run():
+            password = _unknown()
+        else:
+            invoke = pulumi.InvokeOutputOptions(parent=self)
+            tenant = azure_authorization.get_client_config_output(opts=invoke).tenant_id
+            entra = azure_authorization.get_client_token_output(opts=invoke).token
+            password = pulumi.Output.all(self.login_server, tenant, entra).apply(
+                lambda a: acr_refresh_token(a[0], a[1], a[2])
+            )
+        return PushTarget(
+            kind="acr",
+            repository_url=self.login_server.apply(lambda host: f"{host}/{service}"),
+            credentials=docker_build.RegistryArgs(
+                address=self.login_server, username=ACR_TOKEN_USER, password=pulumi.Output.secret(password)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactRegistryArgs:
+    settings: ArtifactRegistrySettings
+    gcp: GcpSettings
+    labels: dict[str, str] = field(default_factory=dict)
+    protect: bool = False
+
+
+class ArtifactRegistry(pulumi.ComponentResource):
+    """A Google Artifact Registry Docker repository: immutable tags, cleanup policies, CMEK if set."""
+
+    host: str
+    repository_path: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ArtifactRegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("pouw:index:ArtifactRegistry", name, None, opts)
+        s = args.settings
+        self.repository = artifactregistry.Repository(
+            name,
+            repository_id=s.repository,
+            project=args.gcp.project,
+            location=args.gcp.region,
+            format="DOCKER",
+            description="pouw-cicd service images",
+            docker_config=artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
+            cleanup_policy_dry_run=False,
+            cleanup_policies=[
+                artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="delete-untagged",
+                    action="DELETE",
+                    condition=artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                        tag_state="UNTAGGED", older_than=f"{s.delete_untagged_after_days * 86400}s"
+                    ),
+                ),
+                artifactregistry.RepositoryCleanupPolicyArgs(
+                    id="keep-recent",
+                    action="KEEP",
+                    most_recent_versions=artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                        keep_count=s.keep_tagged_images
+                    ),
+                ),
+            ],
+            kms_key_name=s.kms_key_name,
+            labels=args.labels,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        self.host = f"{args.gcp.region}-docker.pkg.dev"
+        self.repository_path = self.repository.repository_id.apply(
+            lambda rid: f"{self.host}/{args.gcp.project}/{rid}"
+        )
+        self.register_outputs({"repositoryPath": self.repository_path})
+
+    def target(self, service: str) -> PushTarget:
+        """Push with the deployer's own OAuth access token (user `oauth2accesstoken`)."""
+        client = gcp_organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        return PushTarget(
+            kind="artifactRegistry",
+            repository_url=self.repository_path.apply(lambda path: f"{path}/{service}"),
+            credentials=docker_build.RegistryArgs(
+                address=self.host,
+                username="oauth2accesstoken",
+                password=pulumi.Output.secret(client.access_token),
+            ),
+        )
+
+
+def ghcr_target(settings: GhcrSettings, service: str, token: pulumi.Input[str]) -> PushTarget:
+    """GHCR has nothing to create; the package links to the repository via the OCI source label."""
+    return PushTarget(
+        kind="ghcr",
+        repository_url=pulumi.Output.from_input(f"ghcr.io/{settings.owner}/{service}"),
+        credentials=docker_build.RegistryArgs(
+            address="ghcr.io", username=settings.username, password=pulumi.Output.secret(token)
+        ),
+    )

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
@@ -126,17 +127,85 @@ class ServiceSettings(_Model):
         return value
 
 
+_AWS_ACCOUNT = r"^[0-9]{12}$"
+_ACR_NAME = r"^[a-zA-Z0-9]{5,50}$"
+_GCP_PROJECT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+
+
 class EcrSettings(_Model):
     """Hardening knobs for the per-service ECR repositories."""
 
     scan_on_push: bool = True
+    # Account-wide Amazon Inspector scanning (continuous, OS and language packages).
+    enhanced_scanning: bool = False
     customer_managed_key: bool = False
     keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
     expire_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+    # Other AWS accounts whose workloads may pull (read-only repository policy).
+    pull_accounts: tuple[Annotated[str, Field(pattern=_AWS_ACCOUNT)], ...] = ()
+
+
+class AcrSettings(_Model):
+    """One Azure Container Registry per environment; each service is a repository in it."""
+
+    name: Annotated[str, Field(pattern=_ACR_NAME)]
+    sku: Literal["Basic", "Standard", "Premium"] = "Standard"
+    # Off by default in prod (pushes and pulls then need a private endpoint); on elsewhere.
+    public_network_access: bool | None = None
+    # Premium only: purge untagged manifests after this many days.
+    untagged_retention_days: Annotated[int, Field(ge=0, le=365)] | None = None
+
+    @model_validator(mode="after")
+    def _retention_needs_premium(self) -> AcrSettings:
+        if self.untagged_retention_days is not None and self.sku != "Premium":
+            raise ValueError(
+                "untaggedRetentionDays needs sku: Premium (ACR retention policies are a Premium feature); "
+                "remove it or set sku: Premium"
+            )
+        return self
+
+
+class ArtifactRegistrySettings(_Model):
+    """One Google Artifact Registry Docker repository per environment."""
+
+    repository: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] = "containers"
+    keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
+    delete_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
+    kms_key_name: Annotated[str, Field(pattern=r"^projects/.+/cryptoKeys/.+$")] | None = None
+
+
+class GhcrSettings(_Model):
+    """GitHub Container Registry: nothing to create; a token with write:packages pushes."""
+
+    owner: Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,38})$")]
+    username: str
+    # Config key (in this namespace) of the secret token, e.g. ghcrToken.
+    token_key: str
 
 
 class RegistriesSettings(_Model):
-    ecr: EcrSettings = Field(default_factory=EcrSettings)
+    """Which registries this environment pushes to; every service goes to each one present."""
+
+    ecr: EcrSettings | None = Field(default_factory=EcrSettings)
+    acr: AcrSettings | None = None
+    artifact_registry: ArtifactRegistrySettings | None = None
+    ghcr: GhcrSettings | None = None
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> RegistriesSettings:
+        if not any((self.ecr, self.acr, self.artifact_registry, self.ghcr)):
+            raise ValueError("names no registry; configure at least one of ecr, acr, artifactRegistry, ghcr")
+        return self
+
+
+class AzureSettings(_Model):
+    location: str
+    resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
+
+
+class GcpSettings(_Model):
+    project: Annotated[str, Field(pattern=_GCP_PROJECT)]
+    region: str
 
 
 class Settings(_Model):
@@ -147,6 +216,8 @@ class Settings(_Model):
     cost_center: str
     source_repository: Annotated[str, Field(pattern=r"^https://")]
     registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
+    azure: AzureSettings | None = None
+    gcp: GcpSettings | None = None
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -160,32 +231,55 @@ class Settings(_Model):
                 raise ValueError(f"service name {name!r} is used twice; names must be unique")
         return value
 
+    def cross_key_problems(self) -> list[tuple[str, str]]:
+        """(key path, problem) for settings that are valid alone but not together."""
+        problems = []
+        if self.registries.acr is not None and self.azure is None:
+            problems.append(("registries.acr", "needs pouw-cicd:azure (location, resourceGroup); add it"))
+        if self.registries.artifact_registry is not None and self.gcp is None:
+            problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
+        return problems
+
     @property
     def is_prod(self) -> bool:
         return self.environment == "prod"
 
     @property
-    def secret_keys(self) -> frozenset[str]:
-        """Config keys that the settings reference as secrets."""
-        return frozenset(k for s in self.services for k in s.build.secrets.values())
+    def acr_public_network_access(self) -> bool:
+        acr = self.registries.acr
+        explicit = acr.public_network_access if acr else None
+        return (not self.is_prod) if explicit is None else explicit
 
-    def tags(self, service: str | None = None) -> dict[str, str]:
-        """The required tags (owner, environment, cost-center, service) every resource carries."""
-        tags = {
+    def secret_references(self) -> list[tuple[str, str]]:
+        """(key path, config key) for every setting that names a secret config key."""
+        refs = [
+            (f"services[{i}].build.secrets.{sid}", key)
+            for i, s in enumerate(self.services)
+            for sid, key in s.build.secrets.items()
+        ]
+        if self.registries.ghcr is not None:
+            refs.append(("registries.ghcr.tokenKey", self.registries.ghcr.token_key))
+        return refs
+
+    def tags(self, service: str = "shared") -> dict[str, str]:
+        """The required tags every resource carries; `shared` for what all services use."""
+        return {
             "owner": self.owner,
             "environment": self.environment,
             "cost-center": self.cost_center,
+            "service": service,
             "managed-by": "pulumi",
         }
-        if service is not None:
-            tags["service"] = service
-        return tags
+
+    def labels(self, service: str = "shared") -> dict[str, str]:
+        """The same tags as GCP labels (lowercase letters, digits, '_' and '-', at most 63)."""
+        return {k: re.sub(r"[^a-z0-9_-]", "_", v.lower())[:63] for k, v in self.tags(service).items()}
 
 
 def load(stack: str | None = None) -> Settings:
     """Parse the current stack's `pouw-cicd:*` config, or raise `SettingsError` naming every problem."""
     raw = _namespace_config()
-    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys())
+    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys(raw))
 
 
 def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = frozenset()) -> Settings:
@@ -200,45 +294,35 @@ def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = froz
     except ValidationError as err:
         problems.extend(_describe(e, stack) for e in err.errors())
 
-    referenced = settings.secret_keys if settings else _referenced_secret_keys(raw)
+    if settings is not None:
+        problems.extend(f"{NAMESPACE}:{path}: {what}" for path, what in settings.cross_key_problems())
+    references = settings.secret_references() if settings else []
+    # While settings are invalid, references are unknown: a key stored as a secret is given the benefit.
+    referenced = {key for _, key in references} if settings else set(secret_keys)
     for key in extra:
         if key in referenced:
             continue
         problems.append(
             f"{NAMESPACE}:{key}: unknown key; known keys are {', '.join(sorted(fields))} "
-            f"(secret keys must be referenced from services[].build.secrets). "
+            "(a secret key must be named by a setting such as services[].build.secrets). "
             f"Fix the spelling or remove it with `pulumi config rm {NAMESPACE}:{key} -s {stack}`"
         )
-    if settings is not None:
-        for i, service in enumerate(settings.services):
-            for secret_id, key in service.build.secrets.items():
-                path = f"{NAMESPACE}:services[{i}].build.secrets.{secret_id}"
-                if key not in raw:
-                    problems.append(
-                        f"{path}: config key {NAMESPACE}:{key} is not set; run "
-                        f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
-                    )
-                elif key not in secret_keys:
-                    problems.append(
-                        f"{path}: config key {NAMESPACE}:{key} is stored in plain text; re-set it with "
-                        f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
-                    )
+    for where, key in references:
+        path = f"{NAMESPACE}:{where}"
+        if key not in raw:
+            problems.append(
+                f"{path}: config key {NAMESPACE}:{key} is not set; run "
+                f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
+            )
+        elif key not in secret_keys:
+            problems.append(
+                f"{path}: config key {NAMESPACE}:{key} is stored in plain text; re-set it with "
+                f"`pulumi config set --secret {NAMESPACE}:{key} <value> -s {stack}`"
+            )
     if problems:
         raise SettingsError(problems)
     assert settings is not None
     return settings
-
-
-def _referenced_secret_keys(raw: Mapping[str, Any]) -> frozenset[str]:
-    """Secret keys named by services[].build.secrets, read leniently from invalid config."""
-    found: set[str] = set()
-    services = raw.get("services")
-    for service in services if isinstance(services, list) else ():
-        build = service.get("build") if isinstance(service, dict) else None
-        secrets = build.get("secrets") if isinstance(build, dict) else None
-        if isinstance(secrets, dict):
-            found.update(str(v) for v in secrets.values())
-    return frozenset(found)
 
 
 def _namespace_config() -> dict[str, Any]:
@@ -257,10 +341,8 @@ def _namespace_config() -> dict[str, Any]:
     return out
 
 
-def _secret_keys() -> frozenset[str]:
-    prefix = f"{NAMESPACE}:"
-    keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
-    return frozenset(k[len(prefix) :] for k in keys if k.startswith(prefix))
+def _secret_keys(keys: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(k for k in keys if runtime_config.is_config_secret(f"{NAMESPACE}:{k}"))
 
 
 def _decode(value: Any) -> Any:

@@ -181,3 +181,103 @@ POLICIES = [
 ]
 
 __all__ = ["POLICIES"]
+
+
+ACR_REGISTRY = "azure-native:containerregistry:Registry"
+ARTIFACT_REPOSITORY = "gcp:artifactregistry/repository:Repository"
+AZURE_POLICY = "Azure Policy built-in"
+
+PRIVATE_SCHEMA: dict[str, dict[str, Any]] = {
+    "requirePrivate": {
+        "type": "boolean",
+        "default": True,
+        "description": "Require publicNetworkAccess Disabled (pushes and pulls over private endpoints).",
+    }
+}
+
+
+def _acr_admin_disabled(args: ResourceValidationArgs) -> Iterable[str]:
+    if args.props.get("adminUserEnabled") is True:
+        yield "ACR admin user is enabled; its shared password bypasses Entra ID and audit"
+
+
+def _acr_anonymous_pull_disabled(args: ResourceValidationArgs) -> Iterable[str]:
+    if args.props.get("anonymousPullEnabled") is True:
+        yield "ACR allows anonymous pull; anyone on the network can read every image"
+
+
+def _acr_private(args: ResourceValidationArgs) -> Iterable[str]:
+    access = args.props.get("publicNetworkAccess") or "Enabled"
+    if setting(args, PRIVATE_SCHEMA, "requirePrivate") and access != "Disabled":
+        yield f"ACR public network access is {access}; this environment requires it Disabled"
+
+
+def _artifact_immutable(args: ResourceValidationArgs) -> Iterable[str]:
+    if args.props.get("format") != "DOCKER":
+        return
+    docker = args.props.get("dockerConfig") or {}
+    if docker.get("immutableTags") is not True:
+        yield "Artifact Registry tags are mutable (dockerConfig.immutableTags); a release tag could move"
+
+
+def _artifact_cleanup(args: ResourceValidationArgs) -> Iterable[str]:
+    if not present(args.props, "cleanupPolicies"):
+        yield "Artifact Registry repository has no cleanup policies; old and untagged images pile up"
+    elif args.props.get("cleanupPolicyDryRun") is True:
+        yield "Artifact Registry cleanup policies only run dry (cleanupPolicyDryRun: true)"
+
+
+POLICIES += [
+    resource_policy(
+        name="acr-admin-user-disabled",
+        description="Azure Container Registries have the admin user disabled.",
+        types=[ACR_REGISTRY],
+        rule=_acr_admin_disabled,
+        severity=Severity.HIGH,
+        framework=control(AZURE_POLICY, "Container registries should have local admin account disabled"),
+        remediation="Set admin_user_enabled=False; builds push with an Entra ID token exchanged for an "
+        "ACR refresh token (components.registry.AcrRegistry).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="acr-anonymous-pull-disabled",
+        description="Azure Container Registries do not allow anonymous pull.",
+        types=[ACR_REGISTRY],
+        rule=_acr_anonymous_pull_disabled,
+        severity=Severity.HIGH,
+        framework=control(AZURE_POLICY, "Container registries should have anonymous authentication disabled"),
+        remediation="Set anonymous_pull_enabled=False; workloads pull with a managed identity (AcrPull).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="acr-private-network",
+        description="Azure Container Registries disable public network access where required.",
+        types=[ACR_REGISTRY],
+        rule=_acr_private,
+        severity=Severity.MEDIUM,
+        framework=control(AZURE_POLICY, "Container registries should disable public network access"),
+        remediation="Leave registries.acr.publicNetworkAccess unset (off in prod) or set it to false.",
+        config=PRIVATE_SCHEMA,
+        tags=["network-exposure"],
+    ),
+    resource_policy(
+        name="artifact-registry-immutable-tags",
+        description="Artifact Registry Docker repositories have immutable tags.",
+        types=[ARTIFACT_REPOSITORY],
+        rule=_artifact_immutable,
+        severity=Severity.MEDIUM,
+        framework=control(PROJECT, "immutable-image-references"),
+        remediation="Set docker_config.immutable_tags=True (components.registry.ArtifactRegistry does).",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="artifact-registry-cleanup",
+        description="Artifact Registry repositories run cleanup policies (not dry-run).",
+        types=[ARTIFACT_REPOSITORY],
+        rule=_artifact_cleanup,
+        severity=Severity.LOW,
+        framework=control(PROJECT, "registry-cleanup"),
+        remediation="Set registries.artifactRegistry.keepTaggedImages and deleteUntaggedAfterDays.",
+        tags=["images-and-registries"],
+    ),
+]

@@ -9,10 +9,26 @@ from pulumi_policy import ResourceValidationArgs, Severity
 
 from pack_support import PROJECT, control, resource_policy, setting
 
-# AWS types this project creates that take tags; the list grows with each target.
-TAGGABLE = frozenset({"aws:ecr/repository:Repository", "aws:kms/key:Key"})
+# Types this project creates that take tags (GCP: labels); the list grows with each target.
+TAGGED = frozenset(
+    {
+        "aws:ecr/repository:Repository",
+        "aws:kms/key:Key",
+        "azure-native:containerregistry:Registry",
+        "azure-native:resources:ResourceGroup",
+    }
+)
+LABELLED = frozenset({"gcp:artifactregistry/repository:Repository"})
 # Resources whose deletion loses data or breaks every running workload.
-STATEFUL = frozenset({"aws:ecr/repository:Repository", "aws:kms/key:Key"})
+STATEFUL = frozenset(
+    {
+        "aws:ecr/repository:Repository",
+        "aws:kms/key:Key",
+        "azure-native:containerregistry:Registry",
+        "azure-native:resources:ResourceGroup",
+        "gcp:artifactregistry/repository:Repository",
+    }
+)
 
 TAGS_SCHEMA: dict[str, dict[str, Any]] = {
     "requiredTags": {
@@ -25,7 +41,7 @@ TAGS_SCHEMA: dict[str, dict[str, Any]] = {
 
 
 def _required_tags(args: ResourceValidationArgs) -> Iterable[str]:
-    tags = args.props.get("tags") or {}
+    tags = args.props.get("labels" if args.resource_type in LABELLED else "tags") or {}
     missing = [key for key in setting(args, TAGS_SCHEMA, "requiredTags") if not tags.get(key)]
     if missing:
         yield f"missing required tags: {', '.join(missing)}"
@@ -40,7 +56,7 @@ POLICIES = [
     resource_policy(
         name="required-tags",
         description="Taggable resources carry the owner, environment, service and cost-center tags.",
-        types=TAGGABLE,
+        types=TAGGED | LABELLED,
         rule=_required_tags,
         severity=Severity.LOW,
         framework=control(PROJECT, "attribution"),

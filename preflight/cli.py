@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the plan as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write a PR-comment summary")
     args = parser.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True)
+    # Piped output (CI logs, tests) gets a wide fixed width instead of rich's 80 columns.
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     try:
         result = run_preflight(args.stack, args.project_dir, args.policy_pack, args.policy_config)
     except (StackConfigError, PolicyPackError) as err:

@@ -129,10 +129,17 @@ class PlaceholderMocks(Mocks):
             "aws:ecr/repository:Repository": self._ecr_repository,
             "aws:kms/key:Key": lambda a: {"keyId": f"{a.name}-key-id"},
             "docker-build:index:Image": self._image,
+            "azure-native:resources:ResourceGroup": lambda a: {"name": a.inputs["resourceGroupName"]},
+            "azure-native:containerregistry:Registry": lambda a: {
+                "name": a.inputs["registryName"],
+                "loginServer": f"{a.inputs['registryName'].lower()}.azurecr.io",
+            },
         }
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
+        if args.typ.startswith("azure-native:"):
+            state.setdefault("id", f"/subscriptions/00000000-0000-0000-0000-000000000000/{args.name}")
         if args.typ.startswith("aws:"):
             service = args.typ.split(":")[1].split("/")[0]
             state.setdefault("arn", f"arn:aws:{service}:{self.region}:{PLACEHOLDER_ACCOUNT}:{args.name}")
@@ -152,6 +159,8 @@ class PlaceholderMocks(Mocks):
                 "expiresAt": "2099-01-01T00:00:00Z",
                 "id": self.region,
             }, []
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": "preflight-placeholder-token", "id": "client-config"}, []
         return {}, []
 
     def _ecr_repository(self, args: MockResourceArgs) -> dict[str, Any]:

@@ -17,34 +17,80 @@ REPO = "aws:ecr/repository:Repository"
 KEY = "aws:kms/key:Key"
 IMAGE = "docker-build:index:Image"
 LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+ACR = "azure-native:containerregistry:Registry"
+AR = "gcp:artifactregistry/repository:Repository"
+RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
+UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 def parent_of(run: ProgramRun, r: Registration) -> Registration:
     return next(p for p in run.resources if p.urn == r.parent)
 
 
+def services(stack: str) -> list[str]:
+    return [s["name"] for s in stack_file(stack)["config"]["pouw-cicd:services"]]
+
+
+def registries(stack: str) -> set[str]:
+    return set(stack_file(stack)["config"]["pouw-cicd:registries"])
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
     run = stack_runs[stack].run
     assert run.error is None, run.error_text
-    services = [s["name"] for s in stack_file(stack)["config"]["pouw-cicd:services"]]
+    n = len(services(stack))
     cmk = stack != "dev"
+    azure = "acr" in registries(stack)
+    gcp = "artifactRegistry" in registries(stack)
     expected = {
-        "pouw:index:EcrRepository": len(services),
-        "pouw:index:ImageBuild": len(services),
-        REPO: len(services),
-        LIFECYCLE: len(services),
-        IMAGE: len(services),
-        KEY: len(services) if cmk else 0,
+        "pouw:index:EcrRepository": n,
+        "pouw:index:ImageBuild": n,
+        REPO: n,
+        LIFECYCLE: n,
+        IMAGE: n,
+        KEY: n if cmk else 0,
+        "aws:ecr/repositoryPolicy:RepositoryPolicy": n if stack == "prod" else 0,
+        "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration": int(stack == "prod"),
+        "pouw:index:AcrRegistry": int(azure),
+        ACR: int(azure),
+        RESOURCE_GROUP: int(azure),
+        "pouw:index:ArtifactRegistry": int(gcp),
+        AR: int(gcp),
     }
-    counts = {t: len(run.by_type(t)) for t in expected}
-    assert counts == expected
-    for name in services:
+    assert {t: len(run.by_type(t)) for t in expected} == expected
+    assert {r.type for r in run.resources} <= set(expected)
+    for name in services(stack):
         repo = run.get(REPO, f"{name}-ecr")
         assert parent_of(run, repo).type == "pouw:index:EcrRepository"
         image = run.get(IMAGE, name)
         assert parent_of(run, image).type == "pouw:index:ImageBuild"
         assert repo.urn in image.dependencies  # the build pushes to the repository
+        if azure:
+            assert run.get(ACR, "acr").urn in image.dependencies
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_one_build_per_service_pushes_to_every_registry(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    hosts = {
+        "ecr": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        "acr": f"pouwcicd{stack}.azurecr.io",
+        "artifactRegistry": f"europe-west1-docker.pkg.dev/pouw-{stack}/containers",
+        "ghcr": "ghcr.io/pouw",
+    }
+    for name, service in zip(services(stack), stack_file(stack)["config"]["pouw-cicd:services"], strict=True):
+        image = run.get(IMAGE, name)
+        expected = [f"{hosts[k]}/{name}:{service['version']}" for k in hosts if k in registries(stack)]
+        assert image.inputs["tags"] == expected
+        assert len(image.inputs["registries"]) == len(expected)
+        for registry in image.inputs["registries"]:
+            assert registry["password"][SIG_KEY] == SECRET_SIG
+        out = run.outputs[name]
+        assert set(out["images"]) == registries(stack)
+        for kind, ref in out["images"].items():
+            assert ref.startswith(hosts[kind])
+            assert ref.endswith(f"/{name}@{out['digest']}")
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -52,7 +98,9 @@ def test_protect_only_in_prod_and_builds_never_delete_images(
     stack_runs: dict[str, Preflight], stack: str
 ) -> None:
     run = stack_runs[stack].run
-    for r in run.by_type(REPO) + run.by_type(KEY):
+    stateful = [r for r in run.resources if r.type in (REPO, KEY, ACR, AR, RESOURCE_GROUP)]
+    assert stateful
+    for r in stateful:
         assert r.protect is (stack == "prod"), r.urn
     for r in run.by_type(IMAGE):
         assert r.retain_on_delete, r.urn
@@ -97,7 +145,7 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["prod"].run
     image = run.get(IMAGE, "web")
     url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web"
-    assert image.inputs["tags"] == [f"{url}:1.4.2"]
+    assert image.inputs["tags"][0] == f"{url}:1.4.2"  # the first registry also holds the cache
     assert image.inputs["platforms"] == ["linux/amd64", "linux/arm64"]
     assert image.inputs["target"] == "runtime"
     assert image.inputs["push"] is True
@@ -112,9 +160,17 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     assert image.inputs["cacheTo"][0]["registry"]["mode"] == "max"
     # Secrets stay marked secret on the wire: the build secret and the registry password.
     assert image.inputs["secrets"][SIG_KEY] == SECRET_SIG
-    password = image.inputs["registries"][0]["password"]
-    assert password[SIG_KEY] == SECRET_SIG
-    assert image.inputs["registries"][0]["address"] == url.split("/")[0]
+    ecr_login, acr_login, ar_login = image.inputs["registries"]
+    assert ecr_login["address"] == url.split("/")[0] and ecr_login["username"] == "AWS"
+    assert acr_login["address"] == "pouwcicdprod.azurecr.io"
+    assert acr_login["username"] == "00000000-0000-0000-0000-000000000000"  # Entra token, no admin
+    assert ar_login == {
+        "address": "europe-west1-docker.pkg.dev",
+        "username": "oauth2accesstoken",
+        "password": {SIG_KEY: SECRET_SIG, "value": "preflight-placeholder-token"},
+    }
+    # ACR's token exchange needs the real registry: unknown (and still secret) in a preview.
+    assert acr_login["password"] == {SIG_KEY: SECRET_SIG, "value": UNKNOWN_STRING}
     worker = run.get(IMAGE, "worker")
     assert "secrets" not in worker.inputs
 
@@ -122,11 +178,13 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
 @pytest.mark.parametrize("stack", STACKS)
 def test_outputs_are_digest_pinned(stack_runs: dict[str, Preflight], stack: str) -> None:
     run = stack_runs[stack].run
-    for name in [s["name"] for s in stack_file(stack)["config"]["pouw-cicd:services"]]:
+    for name in services(stack):
         out = run.outputs[name]
-        assert out["image"] == f"{out['repositoryUrl']}@{out['digest']}"
         assert out["digest"].startswith("sha256:") and len(out["digest"]) == 71
-        assert ":" not in out["image"].rsplit("/", 1)[1].split("@")[0]  # no tag in the ref
+        for ref in out["images"].values():
+            repository, digest = ref.split("@")
+            assert digest == out["digest"]
+            assert ":" not in repository.rsplit("/", 1)[1]  # no tag in a deployable ref
 
 
 def test_plan_json_masks_secrets(stack_runs: dict[str, Preflight]) -> None:

@@ -1,0 +1,196 @@
+"""Each registry kind: hardened defaults, per-environment switches, and how builds log in."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.registry import acr_refresh_token, ecr_pull_policy
+from preflight.cli import main
+from preflight.engine import SECRET_SIG, SIG_KEY
+from preflight.report import Preflight
+from tests.conftest import project_copy, run_config, stack_file
+
+ACR = "azure-native:containerregistry:Registry"
+AR = "gcp:artifactregistry/repository:Repository"
+IMAGE = "docker-build:index:Image"
+SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
+PULL_POLICY = "aws:ecr/repositoryPolicy:RepositoryPolicy"
+
+
+def test_acr_hardened_prod(stack_runs: dict[str, Preflight]) -> None:
+    acr = stack_runs["prod"].run.get(ACR, "acr")
+    assert acr.inputs["registryName"] == "pouwcicdprod"
+    assert acr.inputs["adminUserEnabled"] is False
+    assert acr.inputs["anonymousPullEnabled"] is False
+    assert acr.inputs["publicNetworkAccess"] == "Disabled"
+    assert acr.inputs["sku"] == {"name": "Premium"}
+    assert acr.inputs["policies"] == {"retentionPolicy": {"days": 14, "status": "enabled"}}
+    assert acr.inputs["resourceGroupName"] == "rg-pouw-prod"
+    assert acr.inputs["tags"]["service"] == "shared"
+    assert acr.protect
+
+
+def test_acr_per_environment_switches(stack_runs: dict[str, Preflight], tmp_path: Path) -> None:
+    staging = stack_runs["staging"].run.get(ACR, "acr")
+    assert staging.inputs["sku"] == {"name": "Standard"}
+    assert "policies" not in staging.inputs
+    assert staging.inputs["publicNetworkAccess"] == "Disabled"  # explicit in Pulumi.staging.yaml
+    # Unset, public access follows the environment: on outside prod.
+    config = stack_file("staging")["config"]
+    del config["pouw-cicd:registries"]["acr"]["publicNetworkAccess"]
+    run = run_config(tmp_path, "staging", config)
+    assert run.get(ACR, "acr").inputs["publicNetworkAccess"] == "Enabled"
+
+
+def test_acr_public_in_prod_is_blocked_by_the_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:registries"]["acr"]["publicNetworkAccess"] = True
+    project = project_copy(tmp_path, "prod", config)
+    assert main(["--stack", "prod", "--project-dir", str(project)]) == 1
+    out = capsys.readouterr().out
+    assert "acr-private-network" in out and "requires it Disabled" in out
+
+
+def test_artifact_registry_hardened(stack_runs: dict[str, Preflight]) -> None:
+    prod = stack_runs["prod"].run.get(AR, "artifact-registry")
+    assert prod.inputs["format"] == "DOCKER"
+    assert prod.inputs["repositoryId"] == "containers"
+    assert (prod.inputs["project"], prod.inputs["location"]) == ("pouw-prod", "europe-west1")
+    assert prod.inputs["dockerConfig"] == {"immutableTags": True}
+    assert prod.inputs["cleanupPolicyDryRun"] is False
+    delete, keep = prod.inputs["cleanupPolicies"]
+    assert delete == {
+        "id": "delete-untagged",
+        "action": "DELETE",
+        "condition": {"tagState": "UNTAGGED", "olderThan": f"{14 * 86400}s"},
+    }
+    assert keep == {"id": "keep-recent", "action": "KEEP", "mostRecentVersions": {"keepCount": 50}}
+    assert prod.inputs["kmsKeyName"].endswith("/cryptoKeys/images")
+    assert prod.inputs["labels"]["cost-center"] == "cc-1042"
+    staging = stack_runs["staging"].run.get(AR, "artifact-registry")
+    assert "kmsKeyName" not in staging.inputs
+
+
+def test_ecr_enhanced_scanning_and_cross_account_pull(stack_runs: dict[str, Preflight]) -> None:
+    prod = stack_runs["prod"].run
+    scanning = prod.get(SCANNING, "ecr-enhanced-scanning")
+    assert scanning.inputs["scanType"] == "ENHANCED"
+    assert scanning.inputs["rules"][0]["scanFrequency"] == "CONTINUOUS_SCAN"
+    policy = json.loads(prod.get(PULL_POLICY, "web-ecr-pull").inputs["policy"])
+    assert policy == json.loads(ecr_pull_policy(("210987654321",)))
+    statement = policy["Statement"][0]
+    assert statement["Principal"] == {"AWS": ["arn:aws:iam::210987654321:root"]}
+    assert not any(a.endswith("*") or "Put" in a for a in statement["Action"])  # pull only
+    assert stack_runs["staging"].run.by_type(SCANNING) == []
+    assert stack_runs["staging"].run.by_type(PULL_POLICY) == []
+
+
+def test_ghcr_has_no_resource_and_a_secret_token(stack_runs: dict[str, Preflight]) -> None:
+    dev = stack_runs["dev"].run
+    assert not [r for r in dev.resources if "ghcr" in r.type.lower()]
+    image = dev.get(IMAGE, "web")
+    assert image.inputs["tags"][1] == "ghcr.io/pouw/web:1.5.0-rc.1"
+    ghcr = image.inputs["registries"][1]
+    assert ghcr["address"] == "ghcr.io" and ghcr["username"] == "pouw-ci"
+    assert ghcr["password"][SIG_KEY] == SECRET_SIG
+    # The label that links the GHCR package to its repository.
+    assert image.inputs["labels"]["org.opencontainers.image.source"] == "https://github.com/pouw/pouw-cicd"
+
+
+def test_revision_label_comes_from_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef0123456789abcdef01234567")
+    run = run_config(tmp_path, "dev", stack_file("dev")["config"])
+    labels = run.get(IMAGE, "web").inputs["labels"]
+    assert labels["org.opencontainers.image.revision"] == "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda c: c.pop("pouw-cicd:azure"),
+            "pouw-cicd:registries.acr: needs pouw-cicd:azure (location, resourceGroup); add it",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(sku="Standard"),
+            "pouw-cicd:registries.acr: untaggedRetentionDays needs sku: Premium",
+        ),
+        (
+            lambda c: c.update({"pouw-cicd:registries": {"ecr": None}}),
+            "pouw-cicd:registries: names no registry",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["ecr"].update(pullAccounts=["12345"]),
+            "pouw-cicd:registries.ecr.pullAccounts[0]: string should match pattern",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(name="pouw-prod"),
+            "pouw-cicd:registries.acr.name: string should match pattern",
+        ),
+    ],
+)
+def test_bad_registry_settings(tmp_path: Path, mutate: Any, expected: str) -> None:
+    config = stack_file("prod")["config"]
+    mutate(config)
+    run = run_config(tmp_path, "prod", config)
+    assert run.resources == []
+    assert expected in run.error_text, run.error_text
+
+
+def test_ghcr_token_must_be_a_secret(tmp_path: Path) -> None:
+    config = stack_file("dev")["config"]
+    config["pouw-cicd:ghcrToken"] = "plain-text"
+    run = run_config(tmp_path, "dev", config)
+    assert run.resources == []
+    assert "pouw-cicd:registries.ghcr.tokenKey: config key pouw-cicd:ghcrToken is stored in plain text" in (
+        run.error_text
+    )
+
+
+class _Exchange(BaseHTTPRequestHandler):
+    """Stands in for ACR's /oauth2/exchange endpoint in this test only."""
+
+    seen: dict[str, list[str]] = {}
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        type(self).seen = urllib.parse.parse_qs(body)
+        data = json.dumps({"refresh_token": "acr-refresh"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def exchange_url() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Exchange)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/exchange"
+    server.shutdown()
+    server.server_close()
+
+
+def test_acr_refresh_token_exchange(exchange_url: str) -> None:
+    token = acr_refresh_token("pouwcicdprod.azurecr.io", "tenant-1", "entra-token", endpoint=exchange_url)
+    assert token == "acr-refresh"
+    assert _Exchange.seen == {
+        "grant_type": ["access_token"],
+        "service": ["pouwcicdprod.azurecr.io"],
+        "tenant": ["tenant-1"],
+        "access_token": ["entra-token"],
+    }
