@@ -30,6 +30,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from components.rollout import RolloutError, RolloutSpec, SlotSpec, Step, Strategy
+
 NAMESPACE = "pouw-cicd"
 
 Environment = Literal["dev", "staging", "prod"]
@@ -89,6 +91,113 @@ class BuildSettings(_Model):
         return value
 
 
+def release_version(value: str) -> str:
+    """A release version is an image tag that never moves: valid tag grammar, never `latest`."""
+    if value.lower() == "latest":
+        raise ValueError("'latest' is a mutable tag; set the release version, e.g. 1.4.2")
+    if not _TAG_RE.match(value):
+        raise ValueError(
+            "is not a valid image tag (letters, digits, '_', '.', '-', at most 128); "
+            "use the release version, e.g. 1.4.2"
+        )
+    return value
+
+
+_DURATION_RE = re.compile(r"^([0-9]+)(s|m|h)$")
+_QUANTITY_CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+_QUANTITY_MEMORY = r"^[0-9]+(Ki|Mi|Gi)$"
+Target = Literal["eks", "ecs", "aci", "cloudrun"]
+# Which registry each target pulls from.
+TARGET_REGISTRY: dict[str, str] = {
+    "eks": "ecr",
+    "ecs": "ecr",
+    "aci": "acr",
+    "cloudrun": "artifactRegistry",
+}
+
+
+class SlotSettings(_Model):
+    version: str
+    weight: int | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _release_version(cls, value: str) -> str:
+        return release_version(value)
+
+
+class PauseSettings(_Model):
+    # "30s", "10m", "1h"; absent: pause until a person promotes.
+    duration: str | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not _DURATION_RE.match(value):
+            raise ValueError("must be a duration like 30s, 10m or 1h")
+        return value
+
+
+class StepSettings(_Model):
+    """An Argo-style canary step: `{setWeight: 20}` or `{pause: {duration: 10m}}` / `{pause: {}}`."""
+
+    set_weight: int | None = None
+    pause: PauseSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> StepSettings:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step is either {setWeight: N} or {pause: {...}}")
+        return self
+
+    def step(self) -> Step:
+        if self.pause is None:
+            return Step(set_weight=self.set_weight)
+        if self.pause.duration is None:
+            return Step()
+        match = _DURATION_RE.match(self.pause.duration)
+        assert match is not None
+        unit = {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+        return Step(pause_seconds=int(match.group(1)) * unit)
+
+
+class RolloutSettings(_Model):
+    """How a new version reaches users; checked against the service version by `RolloutSpec`."""
+
+    strategy: Strategy = "rolling"
+    active_slot: str | None = None
+    slots: dict[str, SlotSettings] = Field(default_factory=dict)
+    steps: tuple[StepSettings, ...] = ()
+
+    def spec(self) -> RolloutSpec:
+        return RolloutSpec(
+            strategy=self.strategy,
+            slots=tuple(SlotSpec(n, s.version, s.weight) for n, s in self.slots.items()),
+            active_slot=self.active_slot,
+            steps=tuple(s.step() for s in self.steps),
+        )
+
+
+class ReplicaSettings(_Model):
+    min: Annotated[int, Field(ge=1, le=100)] = 2
+    max: Annotated[int, Field(ge=1, le=100)] = 4
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaSettings:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min}); raise max or lower min")
+        return self
+
+
+class ResourceSettings(_Model):
+    """Container requests and limits (Kubernetes quantities)."""
+
+    cpu: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "250m"
+    memory: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "256Mi"
+    cpu_limit: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "500m"
+    memory_limit: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "256Mi"
+
+
 class ServiceSettings(_Model):
     """One containerised service: what to build and how it answers health checks."""
 
@@ -97,6 +206,10 @@ class ServiceSettings(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     health_path: str = "/health"
     build: BuildSettings = Field(default_factory=BuildSettings)
+    targets: tuple[Target, ...] = ()
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @field_validator("name")
     @classmethod
@@ -110,14 +223,7 @@ class ServiceSettings(_Model):
     @field_validator("version")
     @classmethod
     def _release_version(cls, value: str) -> str:
-        if value.lower() == "latest":
-            raise ValueError("'latest' is a mutable tag; set the release version, e.g. 1.4.2")
-        if not _TAG_RE.match(value):
-            raise ValueError(
-                "is not a valid image tag (letters, digits, '_', '.', '-', at most 128); "
-                "use the release version, e.g. 1.4.2"
-            )
-        return value
+        return release_version(value)
 
     @field_validator("health_path")
     @classmethod
@@ -198,6 +304,45 @@ class RegistriesSettings(_Model):
         return self
 
 
+class NetworkSettings(_Model):
+    """The AWS VPC that EKS and ECS run in."""
+
+    cidr: Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/16$")] = "10.40.0.0/16"
+    availability_zones: Annotated[tuple[str, ...], Field(min_length=2, max_length=3)]
+    # none: private subnets have no internet egress; single: one NAT; perAz: one NAT per zone (HA).
+    nat_gateways: Literal["none", "single", "perAz"] = "single"
+
+
+class NodeGroupSettings(_Model):
+    instance_types: Annotated[tuple[str, ...], Field(min_length=1)] = ("m7i.large",)
+    min_size: Annotated[int, Field(ge=1, le=100)] = 2
+    max_size: Annotated[int, Field(ge=1, le=100)] = 4
+    desired_size: Annotated[int, Field(ge=1, le=100)] = 2
+    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeGroupSettings:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"needs minSize <= desiredSize <= maxSize, got {self.min_size}/{self.desired_size}/"
+                f"{self.max_size}"
+            )
+        return self
+
+
+class EksSettings(_Model):
+    kubernetes_version: Annotated[str, Field(pattern=r"^1\.[0-9]{2}$")] = "1.33"
+    # Public API endpoint: on outside prod unless set; in prod private unless set true.
+    endpoint_public_access: bool | None = None
+    public_access_cidrs: tuple[Annotated[str, Field(pattern=r"^[0-9.]+/[0-9]{1,2}$")], ...] = ()
+    nodes: NodeGroupSettings = Field(default_factory=NodeGroupSettings)
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
+    load_balancer_controller_version: str = "1.13.4"
+    # ACM certificate for the HTTPS listener of service ingresses; HTTP only when unset (dev).
+    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:")] | None = None
+    internal: bool = False
+
+
 class AzureSettings(_Model):
     location: str
     resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
@@ -218,6 +363,8 @@ class Settings(_Model):
     registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
     azure: AzureSettings | None = None
     gcp: GcpSettings | None = None
+    network: NetworkSettings | None = None
+    eks: EksSettings | None = None
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -238,7 +385,35 @@ class Settings(_Model):
             problems.append(("registries.acr", "needs pouw-cicd:azure (location, resourceGroup); add it"))
         if self.registries.artifact_registry is not None and self.gcp is None:
             problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
+        if self.eks is not None and self.network is None:
+            problems.append(("eks", "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
+        registries = self.registries.model_dump(by_alias=True)
+        for i, service in enumerate(self.services):
+            for target in service.targets:
+                registry = TARGET_REGISTRY[target]
+                if registries.get(registry) is None:
+                    problems.append(
+                        (
+                            f"services[{i}].targets",
+                            f"{target} pulls from {registry}, but registries.{registry} is not configured; "
+                            f"add it or remove {target}",
+                        )
+                    )
+                if target == "eks" and self.eks is None:
+                    problems.append((f"services[{i}].targets", "eks needs pouw-cicd:eks; add it"))
+            try:
+                service.rollout.spec().validate(service.version)
+            except RolloutError as err:
+                problems.append((f"services[{i}].rollout.{err.path}", str(err)))
         return problems
+
+    def targets(self) -> set[str]:
+        return {t for s in self.services for t in s.targets}
+
+    @property
+    def eks_public_endpoint(self) -> bool:
+        explicit = self.eks.endpoint_public_access if self.eks else None
+        return (not self.is_prod) if explicit is None else explicit
 
     @property
     def is_prod(self) -> bool:

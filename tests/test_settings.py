@@ -68,7 +68,7 @@ def bad(mutate: Any) -> list[str]:
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key; known keys are azure, costCenter, environment, gcp",
+            "pouw-cicd:enviroment: unknown key; known keys are azure, costCenter, eks, environment, gcp",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (
