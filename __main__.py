@@ -10,7 +10,8 @@ import pulumi
 import pulumi_azure_native.resources as azure_resources
 
 from components import settings as settings_module
-from components.image import ImageBuild, ImageBuildArgs
+from components.image import ImageBuild, ImageBuildArgs, slot_images
+from components.network import AwsNetwork, AwsNetworkArgs
 from components.registry import (
     AcrRegistry,
     AcrRegistryArgs,
@@ -22,6 +23,7 @@ from components.registry import (
     ecr_enhanced_scanning,
     ghcr_target,
 )
+from components.targets.eks import EksCluster, EksClusterArgs, EksService, EksServiceArgs
 
 settings = settings_module.load()
 config = pulumi.Config(settings_module.NAMESPACE)
@@ -67,8 +69,28 @@ if registries.artifact_registry is not None and settings.gcp is not None:
 
 ghcr_token = config.require_secret(registries.ghcr.token_key) if registries.ghcr else None
 
+cluster = None
+if "eks" in settings.targets() and settings.network is not None and settings.eks is not None:
+    cluster_name = f"pouw-{settings.environment}"
+    network = AwsNetwork(
+        "network",
+        AwsNetworkArgs(settings=settings.network, cluster_name=cluster_name, tags=settings.tags()),
+    )
+    cluster = EksCluster(
+        "eks",
+        EksClusterArgs(
+            settings=settings.eks,
+            network=network,
+            cluster_name=cluster_name,
+            public_endpoint=settings.eks_public_endpoint,
+            tags=settings.tags(),
+            protect=settings.is_prod,
+        ),
+    )
+
 for service in settings.services:
     targets: list[PushTarget] = []
+    repository = None
     if registries.ecr is not None:
         repository = EcrRepository(
             f"{service.name}-ecr",
@@ -97,7 +119,22 @@ for service in settings.services:
             secrets={sid: config.require_secret(key) for sid, key in service.build.secrets.items()},
         ),
     )
-    pulumi.export(
-        service.name,
-        {"version": service.version, "digest": image.digest, "images": image.refs},
-    )
+    plan = service.rollout.spec().plan(service.version, service.replicas.min, service.replicas.max)
+    outputs: dict[str, object] = {"version": service.version, "digest": image.digest, "images": image.refs}
+    on_eks = "eks" in service.targets
+    if on_eks and cluster is not None and repository is not None and settings.eks is not None:
+        # The slot running this update's version gets the fresh build; older slots keep their
+        # already-pushed image, resolved from its immutable tag to its digest.
+        eks_service = EksService(
+            f"{service.name}-eks",
+            EksServiceArgs(
+                service=service,
+                plan=plan,
+                images=slot_images(plan, service.version, image.refs["ecr"], repository.pinned),
+                provider=cluster.provider,
+                settings=settings.eks,
+                environment=settings.environment,
+            ),
+        )
+        outputs["eks"] = eks_service.endpoints.as_outputs()
+    pulumi.export(service.name, outputs)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker_build as docker_build
 
 from components.registry import CACHE_TAG, PushTarget
+from components.rollout import RolloutPlan
 from components.settings import ServiceSettings
 
 
@@ -91,3 +92,13 @@ class ImageBuild(pulumi.ComponentResource):
         self.refs = {t.kind: pulumi.Output.concat(t.repository_url, "@", self.digest) for t in args.targets}
         self.ref = self.refs[args.targets[0].kind]
         self.register_outputs({"digest": self.digest, "refs": self.refs})
+
+
+def slot_images(
+    plan: RolloutPlan,
+    built_version: str,
+    built_ref: pulumi.Output[str],
+    pinned: Callable[[str], pulumi.Output[str]],
+) -> dict[str, pulumi.Output[str]]:
+    """Each slot's digest-pinned image: this update's build, or an earlier build by its tag."""
+    return {s.name: built_ref if s.version == built_version else pinned(s.version) for s in plan.slots}

@@ -22,6 +22,7 @@ import pulumi_docker_build as docker_build
 import pulumi_gcp.artifactregistry as artifactregistry
 import pulumi_gcp.organizations as gcp_organizations
 
+from components.iam import document
 from components.settings import (
     AcrSettings,
     ArtifactRegistrySettings,
@@ -86,19 +87,15 @@ def ecr_lifecycle_policy(settings: EcrSettings) -> str:
 
 def ecr_pull_policy(accounts: tuple[str, ...]) -> str:
     """Repository policy letting other accounts pull (never push)."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "CrossAccountPull",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
-                    "Action": ECR_PULL_ACTIONS,
-                }
-            ],
-        },
-        sort_keys=True,
+    return document(
+        [
+            {
+                "Sid": "CrossAccountPull",
+                "Effect": "Allow",
+                "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in accounts]},
+                "Action": ECR_PULL_ACTIONS,
+            }
+        ]
     )
 
 
@@ -172,6 +169,17 @@ class EcrRepository(pulumi.ComponentResource):
         self.repository_url = self.repository.repository_url
         self.registry_id = self.repository.registry_id
         self.register_outputs({"repositoryUrl": self.repository_url})
+
+    def pinned(self, tag: str) -> pulumi.Output[str]:
+        """`repository@sha256:...` of an image an earlier update pushed, resolved from its immutable tag.
+
+        A real preview fails here if the tag was never pushed: no traffic is routed to an image that
+        does not exist.
+        """
+        image = ecr.get_image_output(
+            repository_name=self.repository.name, image_tag=tag, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        return pulumi.Output.concat(self.repository_url, "@", image.image_digest)
 
     def target(self) -> PushTarget:
         """Short-lived push credentials from ECR itself; the password stays a secret."""

@@ -129,6 +129,8 @@ class PlaceholderMocks(Mocks):
             "aws:ecr/repository:Repository": self._ecr_repository,
             "aws:kms/key:Key": lambda a: {"keyId": f"{a.name}-key-id"},
             "docker-build:index:Image": self._image,
+            "aws:eks/cluster:Cluster": self._eks_cluster,
+            "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},
             "azure-native:resources:ResourceGroup": lambda a: {"name": a.inputs["resourceGroupName"]},
             "azure-native:containerregistry:Registry": lambda a: {
                 "name": a.inputs["registryName"],
@@ -138,6 +140,7 @@ class PlaceholderMocks(Mocks):
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
+        state.setdefault("name", args.name)  # what auto-naming would compute
         if args.typ.startswith("azure-native:"):
             state.setdefault("id", f"/subscriptions/00000000-0000-0000-0000-000000000000/{args.name}")
         if args.typ.startswith("aws:"):
@@ -159,6 +162,9 @@ class PlaceholderMocks(Mocks):
                 "expiresAt": "2099-01-01T00:00:00Z",
                 "id": self.region,
             }, []
+        if args.token == "aws:ecr/getImage:getImage":
+            seed = [args.args.get("repositoryName"), args.args.get("imageTag")]
+            return {"imageDigest": _digest(seed), "id": "image"}, []
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": "preflight-placeholder-token", "id": "client-config"}, []
         return {}, []
@@ -168,6 +174,16 @@ class PlaceholderMocks(Mocks):
         return {
             "repositoryUrl": f"{PLACEHOLDER_ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{name}",
             "registryId": PLACEHOLDER_ACCOUNT,
+        }
+
+    def _eks_cluster(self, args: MockResourceArgs) -> dict[str, Any]:
+        cluster_id = hashlib.sha256(args.name.encode()).hexdigest()[:32].upper()
+        return {
+            "endpoint": f"https://{cluster_id}.gr7.{self.region}.eks.amazonaws.com",
+            "certificateAuthority": {"data": "cHJlZmxpZ2h0LXBsYWNlaG9sZGVyLWNh"},
+            "identities": [
+                {"oidcs": [{"issuer": f"https://oidc.eks.{self.region}.amazonaws.com/id/{cluster_id}"}]}
+            ],
         }
 
     def _image(self, args: MockResourceArgs) -> dict[str, Any]:
@@ -244,19 +260,27 @@ def _run_program(project_dir: Path, config: StackConfig, preview: bool) -> Progr
 
 
 async def _stack_outputs() -> tuple[dict[str, Any], list[str]]:
-    """Resolve `pulumi.export`ed values; secret ones are reported by name, never by value."""
+    """Resolve `pulumi.export`ed values, key by key, so one unknown does not hide its siblings.
+
+    Secret values are reported by their path, never by value.
+    """
     root = pulumi.runtime.get_root_resource()
     exported: dict[str, Any] = getattr(root, "outputs", {}) or {}
-    values: dict[str, Any] = {}
     secrets: list[str] = []
-    for name, value in exported.items():
-        output = pulumi.Output.from_input(value)
-        resolved = await output.future(with_unknowns=True)
-        if await output.is_secret():
-            secrets.append(name)
-            values[name] = "[secret]"
-        elif not await output.is_known():
-            values[name] = "[unknown until pulumi up]"
-        else:
-            values[name] = resolved
+    values = {name: await _resolve(value, name, secrets) for name, value in exported.items()}
     return values, secrets
+
+
+async def _resolve(value: Any, path: str, secrets: list[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: await _resolve(v, f"{path}.{k}", secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [await _resolve(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    if not isinstance(value, pulumi.Output):
+        return value
+    if await value.is_secret():
+        secrets.append(path)
+        return "[secret]"
+    if not await value.is_known():
+        return "[unknown until pulumi up]"
+    return await _resolve(await value.future(), path, secrets)

@@ -1,0 +1,40 @@
+"""IAM policy documents, written once: trust policies and least-privilege statements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def document(statements: Sequence[dict[str, Any]]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)}, sort_keys=True)
+
+
+def service_trust(service: str) -> str:
+    """Trust policy letting an AWS service (e.g. eks.amazonaws.com) assume the role."""
+    return document([{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}])
+
+
+def irsa_trust(provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> str:
+    """Trust policy for one Kubernetes service account through the cluster's OIDC provider (IRSA)."""
+    issuer = issuer_url.removeprefix("https://")
+    return document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {
+                    "StringEquals": {
+                        f"{issuer}:aud": "sts.amazonaws.com",
+                        f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
+                    }
+                },
+            }
+        ]
+    )
+
+
+def managed_policy(name: str) -> str:
+    return f"arn:aws:iam::aws:policy/{name}"

@@ -1,0 +1,598 @@
+"""The EKS target: a hardened cluster from pulumi-aws primitives, and one rollout-driven workload set
+per service.
+
+Routing: blue-green switches the `<svc>` Service's selector to the active slot and keeps a
+`<svc>-preview` Service on the idle one. Canary splits traffic with weighted target groups on an
+Application Load Balancer (AWS Load Balancer Controller `actions.*` annotation) over the per-slot
+`<svc>-stable` / `<svc>-canary` Services; each slot's HPA bounds follow its weight. Deployments
+never carry a replica count (their HPA owns it) nor anything that depends on weight or on which
+slot is active, so a traffic shift rolls no pod.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws.cloudwatch as cloudwatch
+import pulumi_aws.ec2 as ec2
+import pulumi_aws.eks as eks
+import pulumi_aws.iam as iam
+import pulumi_aws.kms as kms
+import pulumi_kubernetes.apps.v1 as apps
+import pulumi_kubernetes.autoscaling.v2 as autoscaling
+import pulumi_kubernetes.core.v1 as core
+import pulumi_kubernetes.helm.v3 as helm
+import pulumi_kubernetes.meta.v1 as meta
+import pulumi_kubernetes.networking.v1 as networking
+import pulumi_kubernetes.policy.v1 as policy
+from pulumi_kubernetes.provider import Provider
+
+from components.iam import document, irsa_trust, managed_policy, service_trust
+from components.network import AwsNetwork
+from components.rollout import RolloutPlan, SlotPlan
+from components.settings import EksSettings, ServiceSettings
+from components.targets.base import TargetEndpoints
+
+LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+LB_CONTROLLER = "aws-load-balancer-controller"
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+DROP_INVALID_HEADERS = "routing.http.drop_invalid_header_fields.enabled=true"
+RUN_AS = 10001
+# Explicit actions of the AWS Load Balancer Controller's published IAM policy (no wildcards).
+LB_CONTROLLER_ACTIONS = [
+    "acm:DescribeCertificate",
+    "acm:ListCertificates",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:CreateSecurityGroup",
+    "ec2:CreateTags",
+    "ec2:DeleteSecurityGroup",
+    "ec2:DeleteTags",
+    "ec2:DescribeAccountAttributes",
+    "ec2:DescribeAddresses",
+    "ec2:DescribeAvailabilityZones",
+    "ec2:DescribeCoipPools",
+    "ec2:DescribeInstances",
+    "ec2:DescribeInternetGateways",
+    "ec2:DescribeIpamPools",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeTags",
+    "ec2:DescribeVpcPeeringConnections",
+    "ec2:DescribeVpcs",
+    "ec2:GetCoipPoolUsage",
+    "ec2:GetSecurityGroupsForVpc",
+    "ec2:RevokeSecurityGroupIngress",
+    "elasticloadbalancing:AddListenerCertificates",
+    "elasticloadbalancing:AddTags",
+    "elasticloadbalancing:CreateListener",
+    "elasticloadbalancing:CreateLoadBalancer",
+    "elasticloadbalancing:CreateRule",
+    "elasticloadbalancing:CreateTargetGroup",
+    "elasticloadbalancing:DeleteListener",
+    "elasticloadbalancing:DeleteLoadBalancer",
+    "elasticloadbalancing:DeleteRule",
+    "elasticloadbalancing:DeleteTargetGroup",
+    "elasticloadbalancing:DeregisterTargets",
+    "elasticloadbalancing:DescribeCapacityReservation",
+    "elasticloadbalancing:DescribeListenerAttributes",
+    "elasticloadbalancing:DescribeListenerCertificates",
+    "elasticloadbalancing:DescribeListeners",
+    "elasticloadbalancing:DescribeLoadBalancerAttributes",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeRules",
+    "elasticloadbalancing:DescribeSSLPolicies",
+    "elasticloadbalancing:DescribeTags",
+    "elasticloadbalancing:DescribeTargetGroupAttributes",
+    "elasticloadbalancing:DescribeTargetGroups",
+    "elasticloadbalancing:DescribeTargetHealth",
+    "elasticloadbalancing:DescribeTrustStores",
+    "elasticloadbalancing:ModifyListener",
+    "elasticloadbalancing:ModifyListenerAttributes",
+    "elasticloadbalancing:ModifyLoadBalancerAttributes",
+    "elasticloadbalancing:ModifyRule",
+    "elasticloadbalancing:ModifyTargetGroup",
+    "elasticloadbalancing:ModifyTargetGroupAttributes",
+    "elasticloadbalancing:RegisterTargets",
+    "elasticloadbalancing:RemoveListenerCertificates",
+    "elasticloadbalancing:RemoveTags",
+    "elasticloadbalancing:SetIpAddressType",
+    "elasticloadbalancing:SetSecurityGroups",
+    "elasticloadbalancing:SetSubnets",
+    "elasticloadbalancing:SetWebAcl",
+    "iam:CreateServiceLinkedRole",
+    "iam:GetServerCertificate",
+    "iam:ListServerCertificates",
+    "shield:GetSubscriptionState",
+    "wafv2:AssociateWebACL",
+    "wafv2:DisassociateWebACL",
+    "wafv2:GetWebACL",
+    "wafv2:GetWebACLForResource",
+]
+
+
+def kubeconfig(endpoint: str, ca_data: str, cluster_name: str, region: str) -> str:
+    """A kubeconfig that authenticates with `aws eks get-token` (the deployer's AWS identity)."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_data}}
+            ],
+            "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": cluster_name}}],
+            "current-context": cluster_name,
+            "users": [
+                {
+                    "name": cluster_name,
+                    "user": {
+                        "exec": {
+                            "apiVersion": "client.authentication.k8s.io/v1beta1",
+                            "command": "aws",
+                            "args": ["eks", "get-token", "--cluster-name", cluster_name, "--region", region],
+                        }
+                    },
+                }
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class EksClusterArgs:
+    settings: EksSettings
+    network: AwsNetwork
+    cluster_name: str
+    public_endpoint: bool
+    tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False
+
+
+class EksCluster(pulumi.ComponentResource):
+    """EKS with KMS-encrypted secrets, all control-plane logs, private nodes with IMDSv2 only, an OIDC
+    provider for workload identities, and the AWS Load Balancer Controller.
+
+    `provider` is the Kubernetes provider every workload uses.
+    """
+
+    provider: Provider
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer: pulumi.Output[str]
+
+    def __init__(self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:EksCluster", name, None, opts)
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        tags = args.tags
+
+        logs = cloudwatch.LogGroup(
+            f"{name}-control-plane",
+            name=f"/aws/eks/{args.cluster_name}/cluster",
+            retention_in_days=s.log_retention_days,
+            tags=tags,
+            opts=child,
+        )
+        key = kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets of {args.cluster_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=tags,
+            opts=stateful,
+        )
+        cluster_role = iam.Role(
+            f"{name}-cluster", assume_role_policy=service_trust("eks.amazonaws.com"), tags=tags, opts=child
+        )
+        cluster_policy = iam.RolePolicyAttachment(
+            f"{name}-cluster",
+            role=cluster_role.name,
+            policy_arn=managed_policy("AmazonEKSClusterPolicy"),
+            opts=child,
+        )
+        self.cluster = eks.Cluster(
+            name,
+            name=args.cluster_name,
+            version=s.kubernetes_version,
+            role_arn=cluster_role.arn,
+            vpc_config=eks.ClusterVpcConfigArgs(
+                subnet_ids=args.network.private_subnet_ids,
+                endpoint_private_access=True,
+                endpoint_public_access=args.public_endpoint,
+                public_access_cidrs=list(s.public_access_cidrs)
+                if args.public_endpoint and s.public_access_cidrs
+                else None,
+            ),
+            encryption_config=eks.ClusterEncryptionConfigArgs(
+                provider=eks.ClusterEncryptionConfigProviderArgs(key_arn=key.arn), resources=["secrets"]
+            ),
+            enabled_cluster_log_types=LOG_TYPES,
+            access_config=eks.ClusterAccessConfigArgs(
+                authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[logs, cluster_policy]),
+        )
+
+        node_role = iam.Role(
+            f"{name}-nodes", assume_role_policy=service_trust("ec2.amazonaws.com"), tags=tags, opts=child
+        )
+        # The node role is the pull identity of EKS workloads: read-only ECR, nothing more.
+        attachments = [
+            iam.RolePolicyAttachment(
+                f"{name}-nodes-{policy_name}",
+                role=node_role.name,
+                policy_arn=managed_policy(policy_name),
+                opts=child,
+            )
+            for policy_name in (
+                "AmazonEKSWorkerNodePolicy",
+                "AmazonEKS_CNI_Policy",
+                "AmazonEC2ContainerRegistryReadOnly",
+            )
+        ]
+        template = ec2.LaunchTemplate(
+            f"{name}-nodes",
+            metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1
+            ),
+            block_device_mappings=[
+                ec2.LaunchTemplateBlockDeviceMappingArgs(
+                    device_name="/dev/xvda",
+                    ebs=ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                        volume_size=s.nodes.disk_size_gb, volume_type="gp3", encrypted="true"
+                    ),
+                )
+            ],
+            tag_specifications=[ec2.LaunchTemplateTagSpecificationArgs(resource_type="instance", tags=tags)],
+            tags=tags,
+            opts=child,
+        )
+        eks.NodeGroup(
+            f"{name}-nodes",
+            cluster_name=self.cluster.name,
+            node_role_arn=node_role.arn,
+            subnet_ids=args.network.private_subnet_ids,
+            instance_types=list(s.nodes.instance_types),
+            ami_type="AL2023_x86_64_STANDARD",
+            scaling_config=eks.NodeGroupScalingConfigArgs(
+                min_size=s.nodes.min_size, max_size=s.nodes.max_size, desired_size=s.nodes.desired_size
+            ),
+            update_config=eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            launch_template=eks.NodeGroupLaunchTemplateArgs(
+                id=template.id, version=template.latest_version.apply(str)
+            ),
+            tags=tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+        )
+
+        self.oidc_issuer = self.cluster.identities.apply(lambda ids: ids[0].oidcs[0].issuer or "")  # type: ignore[index]
+        oidc = iam.OpenIdConnectProvider(
+            f"{name}-oidc", url=self.oidc_issuer, client_id_lists=["sts.amazonaws.com"], tags=tags, opts=child
+        )
+        self.oidc_provider_arn = oidc.arn
+
+        config = pulumi.Output.all(
+            self.cluster.endpoint,
+            self.cluster.certificate_authority.data,
+            self.cluster.name,
+            self.cluster.arn,
+        ).apply(lambda a: kubeconfig(a[0], a[1], a[2], a[3].split(":")[3]))
+        secret_config: pulumi.Output[str] = pulumi.Output.secret(config)
+        self.provider = Provider(
+            f"{name}-k8s", kubeconfig=secret_config, delete_unreachable=False, opts=child
+        )
+        self._load_balancer_controller(name, args)
+        self.register_outputs({"clusterName": self.cluster.name, "oidcProviderArn": self.oidc_provider_arn})
+
+    def _load_balancer_controller(self, name: str, args: EksClusterArgs) -> None:
+        role = iam.Role(
+            f"{name}-lb-controller",
+            assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_issuer).apply(
+                lambda a: irsa_trust(a[0], a[1], "kube-system", LB_CONTROLLER)
+            ),
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        iam.RolePolicy(
+            f"{name}-lb-controller",
+            role=role.id,
+            policy=document([{"Effect": "Allow", "Action": LB_CONTROLLER_ACTIONS, "Resource": "*"}]),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        helm.Release(
+            f"{name}-lb-controller",
+            name=LB_CONTROLLER,
+            chart=LB_CONTROLLER,
+            version=args.settings.load_balancer_controller_version,
+            repository_opts=helm.RepositoryOptsArgs(repo="https://aws.github.io/eks-charts"),
+            namespace="kube-system",
+            values={
+                "clusterName": args.cluster_name,
+                "vpcId": args.network.vpc_id,
+                "serviceAccount": {
+                    "create": True,
+                    "name": LB_CONTROLLER,
+                    "annotations": {"eks.amazonaws.com/role-arn": role.arn},
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
+
+
+@dataclass(frozen=True)
+class EksServiceArgs:
+    service: ServiceSettings
+    plan: RolloutPlan
+    images: Mapping[str, pulumi.Input[str]]  # slot name -> digest-pinned image ref
+    provider: Provider
+    settings: EksSettings
+    environment: str
+
+
+def labels(service: str, slot: str | None = None, version: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": service,
+        "app.kubernetes.io/part-of": "pouw-cicd",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+    if slot is not None:
+        out["app.kubernetes.io/instance"] = f"{service}-{slot}"
+        out["slot"] = slot
+    if version is not None:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def selector(service: str, slot: str) -> dict[str, str]:
+    """What a Service or Deployment matches on: never the version (selectors are immutable)."""
+    return {"app.kubernetes.io/name": service, "slot": slot}
+
+
+def metadata(
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> meta.ObjectMetaArgsDict:
+    out: meta.ObjectMetaArgsDict = {"name": name, "namespace": namespace, "labels": labels}
+    if annotations:
+        out["annotations"] = annotations
+    return out
+
+
+def probe(service: ServiceSettings, period: int, failures: int) -> core.ProbeArgsDict:
+    return {
+        "http_get": {"path": service.health_path, "port": "http"},
+        "period_seconds": period,
+        "failure_threshold": failures,
+    }
+
+
+def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str]) -> core.PodSpecArgsDict:
+    """Pod Security Standards `restricted`, probes on the health path, requests and limits."""
+    return {
+        "service_account_name": service.name,
+        "automount_service_account_token": False,
+        "security_context": {
+            "run_as_non_root": True,
+            "run_as_user": RUN_AS,
+            "run_as_group": RUN_AS,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        },
+        "topology_spread_constraints": [
+            {
+                "max_skew": 1,
+                "topology_key": "topology.kubernetes.io/zone",
+                "when_unsatisfiable": "ScheduleAnyway",
+                "label_selector": {"match_labels": selector(service.name, slot.name)},
+            }
+        ],
+        "containers": [
+            {
+                "name": "app",
+                "image": image,
+                "ports": [{"name": "http", "container_port": service.port}],
+                "env": [
+                    {"name": "PORT", "value": str(service.port)},
+                    {"name": "APP_VERSION", "value": slot.version},
+                    {"name": "APP_SLOT", "value": slot.name},
+                ],
+                "resources": {
+                    "requests": {"cpu": service.resources.cpu, "memory": service.resources.memory},
+                    "limits": {"cpu": service.resources.cpu_limit, "memory": service.resources.memory_limit},
+                },
+                "security_context": {
+                    "allow_privilege_escalation": False,
+                    "read_only_root_filesystem": True,
+                    "run_as_non_root": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "startup_probe": probe(service, 2, 30),
+                "readiness_probe": probe(service, 5, 3),
+                "liveness_probe": probe(service, 10, 3),
+                "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "empty_dir": {"size_limit": "64Mi"}}],
+    }
+
+
+def alb_annotations(settings: EksSettings, service: ServiceSettings, environment: str) -> dict[str, str]:
+    """The ALB the AWS Load Balancer Controller makes for a service's Ingress."""
+    annotations = {
+        "alb.ingress.kubernetes.io/scheme": "internal" if settings.internal else "internet-facing",
+        "alb.ingress.kubernetes.io/target-type": "ip",
+        "alb.ingress.kubernetes.io/healthcheck-path": service.health_path,
+        "alb.ingress.kubernetes.io/load-balancer-attributes": DROP_INVALID_HEADERS,
+        "alb.ingress.kubernetes.io/tags": f"environment={environment},service={service.name}",
+    }
+    if settings.certificate_arn:
+        annotations.update(
+            {
+                "alb.ingress.kubernetes.io/listen-ports": json.dumps([{"HTTP": 80}, {"HTTPS": 443}]),
+                "alb.ingress.kubernetes.io/ssl-redirect": "443",
+                "alb.ingress.kubernetes.io/certificate-arn": settings.certificate_arn,
+                "alb.ingress.kubernetes.io/ssl-policy": TLS_POLICY,
+            }
+        )
+    else:
+        annotations["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
+    return annotations
+
+
+def weighted_action(service: str, plan: RolloutPlan) -> str:
+    """ALB forward action over the per-slot Services, weighted as the plan says."""
+    groups = [
+        {"serviceName": f"{service}-{s.name}", "servicePort": "80", "weight": s.weight} for s in plan.slots
+    ]
+    return json.dumps({"type": "forward", "forwardConfig": {"targetGroups": groups}}, sort_keys=True)
+
+
+def _hostname(status: Any) -> str:
+    ingress = status.load_balancer.ingress if status and status.load_balancer else None
+    return (ingress[0].hostname or "") if ingress else ""
+
+
+class EksService(pulumi.ComponentResource):
+    """One service on EKS: namespace, service account, one Deployment+HPA+PDB per slot, routing."""
+
+    endpoints: TargetEndpoints
+
+    def __init__(self, name: str, args: EksServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:EksService", name, None, opts)
+        svc = args.service
+        plan = args.plan
+        k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+        namespace = core.Namespace(
+            name, metadata={"name": svc.name, "labels": {**labels(svc.name), **pss}}, opts=k8s
+        )
+        ns = namespace.metadata.name
+        core.ServiceAccount(
+            name,
+            metadata=metadata(svc.name, ns, labels(svc.name)),
+            automount_service_account_token=False,
+            opts=k8s,
+        )
+        for slot in plan.slots:
+            self._slot(name, svc, slot, args.images[slot.name], ns, k8s, recreate=plan.strategy == "recreate")
+
+        # The stable Service: blue-green's selector switch, the rolling service, the canary's stable.
+        self._service(name, svc.name, svc.name, plan.stable_slot, ns, k8s)
+        if plan.preview_slot is not None:
+            self._service(name, f"{svc.name}-preview", svc.name, plan.preview_slot, ns, k8s)
+        annotations = alb_annotations(args.settings, svc, args.environment)
+        backend: networking.IngressBackendArgsDict = {"service": {"name": svc.name, "port": {"number": 80}}}
+        if plan.weighted:
+            for slot in plan.slots:
+                self._service(name, f"{svc.name}-{slot.name}", svc.name, slot.name, ns, k8s)
+            action = f"{svc.name}-weighted"
+            annotations[f"alb.ingress.kubernetes.io/actions.{action}"] = weighted_action(svc.name, plan)
+            backend = {"service": {"name": action, "port": {"name": "use-annotation"}}}
+        ingress_spec: networking.IngressSpecArgsDict = {
+            "ingress_class_name": "alb",
+            "rules": [{"http": {"paths": [{"path": "/", "path_type": "Prefix", "backend": backend}]}}],
+        }
+        ingress = networking.Ingress(
+            f"{name}-ingress",
+            metadata=metadata(svc.name, ns, labels(svc.name), annotations),
+            spec=ingress_spec,
+            opts=k8s,
+        )
+        scheme = "https" if args.settings.certificate_arn else "http"
+        url = ingress.status.apply(_hostname).apply(
+            lambda host: f"{scheme}://{host}" if host else "(ALB hostname known after pulumi up)"
+        )
+        preview = f"http://{svc.name}-preview.{svc.name}.svc.cluster.local" if plan.preview_slot else None
+        self.endpoints = TargetEndpoints(
+            url=url, preview_url=preview, weights=plan.weights, images=dict(args.images)
+        )
+        self.register_outputs(self.endpoints.as_outputs())
+
+    def _service(
+        self,
+        name: str,
+        service_name: str,
+        app: str,
+        slot: str,
+        ns: pulumi.Input[str],
+        k8s: pulumi.ResourceOptions,
+    ) -> None:
+        spec: core.ServiceSpecArgsDict = {
+            "type": "ClusterIP",
+            "selector": selector(app, slot),
+            "ports": [{"name": "http", "port": 80, "target_port": "http"}],
+        }
+        core.Service(
+            f"{name}-svc-{service_name}",
+            metadata=metadata(service_name, ns, labels(app)),
+            spec=spec,
+            opts=k8s,
+        )
+
+    def _slot(
+        self,
+        name: str,
+        svc: ServiceSettings,
+        slot: SlotPlan,
+        image: pulumi.Input[str],
+        ns: pulumi.Input[str],
+        k8s: pulumi.ResourceOptions,
+        recreate: bool,
+    ) -> None:
+        deployment_name = f"{svc.name}-{slot.name}"
+        strategy: apps.DeploymentStrategyArgsDict = (
+            {"type": "Recreate"}
+            if recreate
+            else {"type": "RollingUpdate", "rolling_update": {"max_surge": "25%", "max_unavailable": 0}}
+        )
+        deployment: apps.DeploymentSpecArgsDict = {
+            # No `replicas`: the HPA owns the count, so a weight change never touches this object.
+            "selector": {"match_labels": selector(svc.name, slot.name)},
+            "strategy": strategy,
+            "revision_history_limit": 5,
+            "progress_deadline_seconds": 600,
+            "template": {
+                "metadata": {"labels": labels(svc.name, slot.name, slot.version)},
+                "spec": pod_spec(svc, slot, image),
+            },
+        }
+        apps.Deployment(
+            f"{name}-{slot.name}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name, slot.version)),
+            spec=deployment,
+            opts=k8s,
+        )
+        hpa: autoscaling.HorizontalPodAutoscalerSpecArgsDict = {
+            "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": deployment_name},
+            "min_replicas": slot.min_replicas,
+            "max_replicas": slot.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}},
+                }
+            ],
+        }
+        autoscaling.HorizontalPodAutoscaler(
+            f"{name}-{slot.name}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name)),
+            spec=hpa,
+            opts=k8s,
+        )
+        pdb: policy.PodDisruptionBudgetSpecArgsDict = {
+            "max_unavailable": 1,
+            "selector": {"match_labels": selector(svc.name, slot.name)},
+        }
+        policy.PodDisruptionBudget(
+            f"{name}-{slot.name}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name)),
+            spec=pdb,
+            opts=k8s,
+        )
