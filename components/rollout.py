@@ -111,7 +111,8 @@ class RolloutSpec:
                 raise RolloutError(f"slots.{slot.name}.weight", f"{slot.weight} is not within 0..100")
         total = sum(s.weight or 0 for s in self.slots)
         if total != 100:
-            weights = "/".join(str(s.weight) for s in self.slots)
+            ordered = sorted(self.slots, key=lambda s: SLOT_NAMES["canary"].index(s.name))
+            weights = "/".join(str(s.weight) for s in ordered)
             raise RolloutError("slots", f"weights {weights} sum to {total}; they must sum to 100")
         canary = by_name.get("canary")
         if canary is not None and canary.version == by_name["stable"].version:

@@ -8,10 +8,11 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 
 import images_registries
 import quality
+import workload_security
 
 PolicyPack(
     name="pouw-cicd",
     description="Security and quality gates for pouw-cicd stacks.",
     enforcement_level=EnforcementLevel.ADVISORY,
-    policies=[*images_registries.POLICIES, *quality.POLICIES],
+    policies=[*images_registries.POLICIES, *workload_security.POLICIES, *quality.POLICIES],
 )

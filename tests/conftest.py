@@ -11,7 +11,7 @@ import yaml
 
 from preflight.analyzer import PolicyPackProcess
 from preflight.cli import run_preflight
-from preflight.engine import ProgramRun, run_program
+from preflight.engine import ProgramRun, Registration, run_program
 from preflight.report import Preflight
 from preflight.stackconfig import load_stack_config
 
@@ -27,9 +27,10 @@ def stack_file(stack: str) -> dict[str, Any]:
 
 def project_copy(tmp_path: Path, stack: str, config: dict[str, Any]) -> Path:
     """A project dir that shares the real code (symlinks) but has its own stack file."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for entry in PROJECT_ENTRIES:
         (tmp_path / entry).symlink_to(ROOT / entry)
-    (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}))
+    (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=False))
     return tmp_path
 
 
@@ -48,3 +49,21 @@ def stack_runs() -> dict[str, Preflight]:
 def pack() -> Iterator[PolicyPackProcess]:
     with PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="test") as running:
         yield running
+
+
+def diff(before: ProgramRun, after: ProgramRun) -> dict[str, set[tuple[str, str]]]:
+    """Which resources a config change adds, removes or changes (inputs or options), by URN."""
+    a = {r.urn: r for r in before.resources}
+    b = {r.urn: r for r in after.resources}
+
+    def key(urn: str, runs: dict[str, Registration]) -> tuple[str, str]:
+        return runs[urn].type, runs[urn].name
+
+    def state(r: Registration) -> tuple[Any, ...]:
+        return (r.inputs, r.protect, r.parent, r.provider, r.ignore_changes, r.aliases)
+
+    return {
+        "added": {key(u, b) for u in b.keys() - a.keys()},
+        "removed": {key(u, a) for u in a.keys() - b.keys()},
+        "changed": {key(u, a) for u in a.keys() & b.keys() if state(a[u]) != state(b[u])},
+    }

@@ -14,8 +14,12 @@ from preflight.cli import main
 from preflight.engine import Registration
 from preflight.report import Preflight
 from tests.conftest import ROOT, STACKS, project_copy, stack_file
+from tests.fixtures import workloads
 
-FIXTURES: dict[str, Any] = yaml.safe_load((Path(__file__).parent / "fixtures" / "policies.yaml").read_text())
+FIXTURES: dict[str, Any] = {
+    **yaml.safe_load((Path(__file__).parent / "fixtures" / "policies.yaml").read_text()),
+    **workloads.fixtures(),
+}
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 UNKNOWN_BOOL = "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7"
 

@@ -1,0 +1,276 @@
+"""Workload security: the Pod Security Standards `restricted` profile and CIS Kubernetes hygiene.
+
+Each PSS control is its own policy so a violation names exactly what to fix. They look at every pod
+template the program declares (Deployments, StatefulSets, DaemonSets, Jobs, CronJobs, bare Pods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pulumi_policy import ResourceValidationArgs, Severity
+
+from pack_support import PROJECT, control, resource_policy
+
+PSS = "Kubernetes Pod Security Standards (restricted)"
+CIS_K8S = "CIS Kubernetes Benchmark"
+WORKLOADS = frozenset(
+    {
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:apps/v1:StatefulSet",
+        "kubernetes:apps/v1:DaemonSet",
+        "kubernetes:batch/v1:Job",
+        "kubernetes:batch/v1:CronJob",
+        "kubernetes:core/v1:Pod",
+    }
+)
+ALLOWED_VOLUMES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+
+
+def pod_spec(args: ResourceValidationArgs) -> Any:
+    spec = args.props.get("spec") or {}
+    if args.resource_type == "kubernetes:core/v1:Pod":
+        return spec
+    if args.resource_type == "kubernetes:batch/v1:CronJob":
+        spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    return (spec.get("template") or {}).get("spec") or {}
+
+
+def containers(pod: Any) -> Iterator[tuple[str, Any]]:
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod.get(kind) or []:
+            yield container.get("name") or "?", container
+
+
+def _security(container: Any) -> Any:
+    return container.get("securityContext") or {}
+
+
+def _privileged(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        if _security(c).get("privileged") is True:
+            yield f"container {name} is privileged"
+
+
+def _host_namespaces(args: ResourceValidationArgs) -> Iterable[str]:
+    pod = pod_spec(args)
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(field) is True:
+            yield f"pod shares the host's namespace ({field}: true)"
+
+
+def _volumes(args: ResourceValidationArgs) -> Iterable[str]:
+    for volume in pod_spec(args).get("volumes") or []:
+        kinds = [k for k in volume if k != "name"]
+        for kind in kinds:
+            if kind not in ALLOWED_VOLUMES:
+                allowed = ", ".join(sorted(ALLOWED_VOLUMES))
+                yield f"volume {volume.get('name')} is of type {kind}; restricted allows {allowed}"
+
+
+def _capabilities(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        caps = _security(c).get("capabilities") or {}
+        if "ALL" not in list(caps.get("drop") or []):
+            yield f"container {name} does not drop ALL capabilities"
+        extra = [cap for cap in caps.get("add") or [] if cap != "NET_BIND_SERVICE"]
+        if extra:
+            yield f"container {name} adds capabilities {', '.join(extra)}; only NET_BIND_SERVICE is allowed"
+
+
+def _privilege_escalation(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        if _security(c).get("allowPrivilegeEscalation") is not False:
+            yield f"container {name} does not set allowPrivilegeEscalation: false"
+
+
+def _non_root(args: ResourceValidationArgs) -> Iterable[str]:
+    pod = pod_spec(args)
+    pod_sc = pod.get("securityContext") or {}
+    if pod_sc.get("runAsUser") == 0:
+        yield "pod runs as user 0 (root)"
+    for name, c in containers(pod):
+        sc = _security(c)
+        if sc.get("runAsUser") == 0:
+            yield f"container {name} runs as user 0 (root)"
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            yield f"container {name} does not set runAsNonRoot: true (pod or container)"
+
+
+def _seccomp(args: ResourceValidationArgs) -> Iterable[str]:
+    pod = pod_spec(args)
+    pod_profile = ((pod.get("securityContext") or {}).get("seccompProfile") or {}).get("type")
+    for name, c in containers(pod):
+        profile = (_security(c).get("seccompProfile") or {}).get("type") or pod_profile
+        if profile not in ("RuntimeDefault", "Localhost"):
+            yield f"container {name} has seccomp profile {profile or 'unset'}; use RuntimeDefault"
+
+
+def _read_only_root(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        if _security(c).get("readOnlyRootFilesystem") is not True:
+            yield f"container {name} has a writable root filesystem; mount an emptyDir where it writes"
+
+
+def _resources(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        resources = c.get("resources") or {}
+        for part in ("requests", "limits"):
+            missing = [r for r in ("cpu", "memory") if not (resources.get(part) or {}).get(r)]
+            if missing:
+                yield f"container {name} has no {part} for {', '.join(missing)}"
+
+
+def _probes(args: ResourceValidationArgs) -> Iterable[str]:
+    for c in pod_spec(args).get("containers") or []:  # init containers run once; no probes
+        name = c.get("name") or "?"
+        missing = [p for p in ("readinessProbe", "livenessProbe") if not c.get(p)]
+        if missing:
+            yield f"container {name} has no {' or '.join(missing)}"
+
+
+def _token_automount(args: ResourceValidationArgs) -> Iterable[str]:
+    if pod_spec(args).get("automountServiceAccountToken") is not False:
+        yield "pod mounts a service account token; set automountServiceAccountToken: false"
+
+
+def _digest_pinned(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, c in containers(pod_spec(args)):
+        image = c.get("image") or ""
+        if "@sha256:" not in image:
+            yield f"container {name} image {image!r} is not pinned by digest (repo@sha256:...)"
+
+
+def _pss(name: str, description: str, rule: Any, reference: str, severity: Severity, fix: str) -> Any:
+    return resource_policy(
+        name=name,
+        description=description,
+        types=WORKLOADS,
+        rule=rule,
+        severity=severity,
+        framework=control(PSS, reference),
+        remediation=fix,
+        tags=["workload-security"],
+    )
+
+
+POLICIES = [
+    _pss(
+        "k8s-no-privileged",
+        "Containers are not privileged.",
+        _privileged,
+        "Privileged Containers",
+        Severity.CRITICAL,
+        "Remove securityContext.privileged.",
+    ),
+    _pss(
+        "k8s-no-host-namespaces",
+        "Pods do not share the host's network, PID or IPC namespace.",
+        _host_namespaces,
+        "Host Namespaces",
+        Severity.CRITICAL,
+        "Remove hostNetwork, hostPID and hostIPC.",
+    ),
+    _pss(
+        "k8s-volume-types",
+        "Pods use only the volume types the restricted profile allows (no hostPath).",
+        _volumes,
+        "Volume Types",
+        Severity.HIGH,
+        "Use emptyDir, configMap, secret, projected or a PersistentVolumeClaim instead.",
+    ),
+    _pss(
+        "k8s-drop-all-capabilities",
+        "Containers drop ALL capabilities and add none but NET_BIND_SERVICE.",
+        _capabilities,
+        "Capabilities",
+        Severity.HIGH,
+        "Set securityContext.capabilities.drop: [ALL].",
+    ),
+    _pss(
+        "k8s-no-privilege-escalation",
+        "Containers set allowPrivilegeEscalation: false.",
+        _privilege_escalation,
+        "Privilege Escalation",
+        Severity.HIGH,
+        "Set securityContext.allowPrivilegeEscalation: false.",
+    ),
+    _pss(
+        "k8s-run-as-non-root",
+        "Containers run as a non-root user.",
+        _non_root,
+        "Running as Non-root",
+        Severity.HIGH,
+        "Set runAsNonRoot: true and a non-zero runAsUser (the image's USER).",
+    ),
+    _pss(
+        "k8s-seccomp-runtime-default",
+        "Containers run with the RuntimeDefault (or a Localhost) seccomp profile.",
+        _seccomp,
+        "Seccomp",
+        Severity.MEDIUM,
+        "Set securityContext.seccompProfile.type: RuntimeDefault on the pod.",
+    ),
+    resource_policy(
+        name="k8s-read-only-root-filesystem",
+        description="Containers have a read-only root filesystem.",
+        types=WORKLOADS,
+        rule=_read_only_root,
+        severity=Severity.MEDIUM,
+        framework=control(CIS_K8S, "5.7.3 (apply security context)"),
+        remediation="Set readOnlyRootFilesystem: true and mount an emptyDir at /tmp.",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="k8s-resource-limits",
+        description="Containers declare CPU and memory requests and limits.",
+        types=WORKLOADS,
+        rule=_resources,
+        severity=Severity.MEDIUM,
+        framework=control(PROJECT, "capacity"),
+        remediation="Set services[].resources (cpu, memory, cpuLimit, memoryLimit).",
+        tags=["quality"],
+    ),
+    resource_policy(
+        name="k8s-health-probes",
+        description="Application containers have readiness and liveness probes.",
+        types=WORKLOADS,
+        rule=_probes,
+        severity=Severity.MEDIUM,
+        framework=control(PROJECT, "health-checks"),
+        remediation="Probe the service's healthPath (components.targets.eks does).",
+        tags=["quality"],
+    ),
+    resource_policy(
+        name="k8s-no-service-account-token",
+        description="Pods do not mount a service account token unless they need the API.",
+        types=WORKLOADS,
+        rule=_token_automount,
+        severity=Severity.MEDIUM,
+        framework=control(CIS_K8S, "5.1.6"),
+        remediation="Set automountServiceAccountToken: false on the pod spec.",
+        tags=["workload-security", "identity"],
+    ),
+    resource_policy(
+        name="image-digest-pinned",
+        description="Workloads run images pinned by digest, never by a tag that can move.",
+        types=WORKLOADS,
+        rule=_digest_pinned,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "immutable-image-references"),
+        remediation="Deploy the ImageBuild's digest ref (repo@sha256:...), not a tag.",
+        tags=["images-and-registries"],
+    ),
+]
