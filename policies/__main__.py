@@ -6,6 +6,7 @@ Stands alone: it imports nothing from the program. Enforcement levels and allow-
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
+import cluster_network
 import images_registries
 import quality
 import workload_security
@@ -14,5 +15,10 @@ PolicyPack(
     name="pouw-cicd",
     description="Security and quality gates for pouw-cicd stacks.",
     enforcement_level=EnforcementLevel.ADVISORY,
-    policies=[*images_registries.POLICIES, *workload_security.POLICIES, *quality.POLICIES],
+    policies=[
+        *images_registries.POLICIES,
+        *workload_security.POLICIES,
+        *cluster_network.POLICIES,
+        *quality.POLICIES,
+    ],
 )

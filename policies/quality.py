@@ -24,6 +24,7 @@ STATEFUL = frozenset(
     {
         "aws:ecr/repository:Repository",
         "aws:kms/key:Key",
+        "aws:eks/cluster:Cluster",
         "azure-native:containerregistry:Registry",
         "azure-native:resources:ResourceGroup",
         "gcp:artifactregistry/repository:Repository",
