@@ -10,6 +10,10 @@ STACK ?= dev
 
 .PHONY: preview test lint types pytest bench clean
 
+# Cache bytecode even where the environment says not to: the provider SDKs are large, and compiling
+# them on every run triples a preflight's time.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt policies/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"

@@ -118,7 +118,7 @@ class _Engine(engine_pb2_grpc.EngineServicer):
 
 
 class PolicyPackProcess:
-    """`with PolicyPackProcess(pack_dir, ...) as pack:` a running pack and a stub to call it."""
+    """`with PolicyPackProcess(pack_dir, ...) as pack:` a started pack; `pack.stub` to call it."""
 
     def __init__(self, pack_dir: Path, project: str, stack: str, python: str | None = None) -> None:
         self.pack_dir = pack_dir.resolve()
@@ -129,7 +129,7 @@ class PolicyPackProcess:
         self._server: grpc.Server | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: grpc.Channel | None = None
-        self.stub: analyzer_pb2_grpc.AnalyzerStub
+        self._stub: analyzer_pb2_grpc.AnalyzerStub | None = None
         self.engine_address = ""
         # Python packs report 0.0.1; the CLI takes the version from PulumiPolicy.yaml, as we do.
         manifest = yaml.safe_load((self.pack_dir / "PulumiPolicy.yaml").read_text()) or {}
@@ -167,10 +167,17 @@ class PolicyPackProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        pack_port = self._read_port()
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{pack_port}")
-        grpc.channel_ready_future(self._channel).result(timeout=STARTUP_SECONDS)
-        self.stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+
+    @property
+    def stub(self) -> analyzer_pb2_grpc.AnalyzerStub:
+        """The Analyzer client. Connecting waits for the pack's port, so a caller can start the pack,
+        do other work (run the program) while it boots, and connect only when it needs it."""
+        if self._stub is None:
+            pack_port = self._read_port()
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{pack_port}")
+            grpc.channel_ready_future(self._channel).result(timeout=STARTUP_SECONDS)
+            self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+        return self._stub
 
     def _read_port(self) -> int:
         assert self._process is not None and self._process.stdout is not None

@@ -26,17 +26,20 @@ def run_preflight(
     pack_dir: Path | None = None,
     policy_config: Path | None = None,
 ) -> Preflight:
-    """Program under mocks, then the policy pack over the Analyzer protocol (skipped on error)."""
+    """Program under mocks, then the policy pack over the Analyzer protocol (skipped on error).
+
+    The pack process boots while the program runs; it is stopped whatever happens.
+    """
     config = load_stack_config(project_dir, stack)
-    run = run_program(project_dir, config)
-    if run.error is not None:
-        return Preflight(config=config, run=run, analysis=None)
     pack_dir = pack_dir or project_dir / "policies"
     if policy_config is None:
         candidate = pack_dir / "config" / f"{stack}.json"
         policy_config = candidate if candidate.exists() else None
     settings = load_policy_config(policy_config)
     with PolicyPackProcess(pack_dir, project=config.project, stack=stack) as pack:
+        run = run_program(project_dir, config)
+        if run.error is not None:
+            return Preflight(config=config, run=run, analysis=None)
         analysis = analyze(pack, run.resources, settings, config_source=str(policy_config or "policy config"))
     return Preflight(config=config, run=run, analysis=analysis)
 

@@ -136,6 +136,7 @@ def test_bad_policy_config_is_refused(pack: PolicyPackProcess, config: dict[str,
 
 def test_pack_process_is_stopped() -> None:
     with PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="t") as running:
+        assert running.stub.GetAnalyzerInfo(empty_pb2.Empty()).name == "pouw-cicd"
         process = running._process
         assert process is not None and process.poll() is None
     assert process.poll() is not None
@@ -144,8 +145,8 @@ def test_pack_process_is_stopped() -> None:
 def test_broken_pack_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "PulumiPolicy.yaml").write_text("version: 0.0.1\n")
     (tmp_path / "__main__.py").write_text("raise SystemExit('pack exploded')\n")
-    with pytest.raises(PolicyPackError, match="pack exploded"), PolicyPackProcess(tmp_path, "p", "s"):
-        pass
+    with pytest.raises(PolicyPackError, match="pack exploded"), PolicyPackProcess(tmp_path, "p", "s") as pack:
+        pack.stub.GetAnalyzerInfo(empty_pb2.Empty())
 
 
 @pytest.mark.parametrize("stack", STACKS)
