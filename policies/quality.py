@@ -68,7 +68,7 @@ POLICIES = [
     ),
     resource_policy(
         name="protect-stateful-resources",
-        description="Registries and keys are created with protect=True (enabled for prod).",
+        description="Registries, keys, clusters and resource groups have protect=True (enabled for prod).",
         types=STATEFUL,
         rule=_protected,
         severity=Severity.HIGH,
