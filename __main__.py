@@ -91,7 +91,8 @@ if "eks" in settings.targets() and settings.network is not None and settings.eks
 for service in settings.services:
     targets: list[PushTarget] = []
     repository = None
-    if registries.ecr is not None:
+    pushes = settings.registries_for(service)
+    if registries.ecr is not None and "ecr" in pushes:
         repository = EcrRepository(
             f"{service.name}-ecr",
             EcrRepositoryArgs(
@@ -102,11 +103,11 @@ for service in settings.services:
             ),
         )
         targets.append(repository.target())
-    if acr_registry is not None:
+    if acr_registry is not None and "acr" in pushes:
         targets.append(acr_registry.target(service.name))
-    if artifact_registry is not None:
+    if artifact_registry is not None and "artifactRegistry" in pushes:
         targets.append(artifact_registry.target(service.name))
-    if registries.ghcr is not None and ghcr_token is not None:
+    if registries.ghcr is not None and ghcr_token is not None and "ghcr" in pushes:
         targets.append(ghcr_target(registries.ghcr, service.name, ghcr_token))
 
     image = ImageBuild(

@@ -407,6 +407,16 @@ class Settings(_Model):
                 problems.append((f"services[{i}].rollout.{err.path}", str(err)))
         return problems
 
+    def registries_for(self, service: ServiceSettings) -> list[str]:
+        """Where a service's image is pushed, first (the build cache) first: the registries its targets
+        pull from, plus GHCR when configured (a distribution registry). A service with no target yet
+        is pushed to every configured registry."""
+        configured = [k for k, v in self.registries.model_dump(by_alias=True).items() if v is not None]
+        if not service.targets:
+            return configured
+        needed = {TARGET_REGISTRY[t] for t in service.targets} | {"ghcr"}
+        return [k for k in configured if k in needed]
+
     def targets(self) -> set[str]:
         return {t for s in self.services for t in s.targets}
 
