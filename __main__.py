@@ -23,6 +23,7 @@ from components.registry import (
     ecr_enhanced_scanning,
     ghcr_target,
 )
+from components.targets.ecs import EcsCluster, EcsClusterArgs, EcsService, EcsServiceArgs
 from components.targets.eks import EksCluster, EksClusterArgs, EksService, EksServiceArgs
 
 settings = settings_module.load()
@@ -69,13 +70,20 @@ if registries.artifact_registry is not None and settings.gcp is not None:
 
 ghcr_token = config.require_secret(registries.ghcr.token_key) if registries.ghcr else None
 
-cluster = None
-if "eks" in settings.targets() and settings.network is not None and settings.eks is not None:
-    cluster_name = f"pouw-{settings.environment}"
+# EKS and ECS share one VPC per environment.
+cluster_name = f"pouw-{settings.environment}"
+network = None
+if settings.targets() & {"eks", "ecs"} and settings.network is not None:
     network = AwsNetwork(
         "network",
-        AwsNetworkArgs(settings=settings.network, cluster_name=cluster_name, tags=settings.tags()),
+        AwsNetworkArgs(
+            settings=settings.network,
+            cluster_name=cluster_name if "eks" in settings.targets() else None,
+            tags=settings.tags(),
+        ),
     )
+cluster = None
+if "eks" in settings.targets() and network is not None and settings.eks is not None:
     cluster = EksCluster(
         "eks",
         EksClusterArgs(
@@ -85,6 +93,19 @@ if "eks" in settings.targets() and settings.network is not None and settings.eks
             public_endpoint=settings.eks_public_endpoint,
             tags=settings.tags(),
             protect=settings.is_prod,
+        ),
+    )
+ecs_cluster = None
+if "ecs" in settings.targets() and network is not None and settings.ecs is not None:
+    ecs_cluster = EcsCluster(
+        "ecs",
+        EcsClusterArgs(
+            settings=settings.ecs,
+            network=network,
+            cluster_name=cluster_name,
+            tags=settings.tags(),
+            protect=settings.is_prod,
+            encrypt_logs=settings.is_prod,
         ),
     )
 
@@ -138,4 +159,22 @@ for service in settings.services:
             ),
         )
         outputs["eks"] = eks_service.endpoints.as_outputs()
+    on_ecs = "ecs" in service.targets
+    if on_ecs and ecs_cluster is not None and network is not None and settings.ecs is not None and repository:
+        assert settings.network is not None
+        ecs_service = EcsService(
+            f"{service.name}-ecs",
+            EcsServiceArgs(
+                service=service,
+                plan=plan,
+                images=slot_images(plan, service.version, image.refs["ecr"], repository.pinned),
+                cluster=ecs_cluster,
+                network=network,
+                settings=settings.ecs,
+                vpc_cidr=settings.network.cidr,
+                tags=settings.tags(service.name),
+                protect=settings.is_prod,
+            ),
+        )
+        outputs["ecs"] = ecs_service.endpoints.as_outputs()
     pulumi.export(service.name, outputs)

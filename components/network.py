@@ -15,7 +15,7 @@ import pulumi_aws.cloudwatch as cloudwatch
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
 
-from components.iam import document, service_trust
+from components.iam import document, service_role
 from components.settings import NetworkSettings
 
 
@@ -135,12 +135,7 @@ class AwsNetwork(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        role = iam.Role(
-            f"{name}-flow-logs",
-            assume_role_policy=service_trust("vpc-flow-logs.amazonaws.com"),
-            tags=args.tags,
-            opts=child,
-        )
+        role, _ = service_role(f"{name}-flow-logs", "vpc-flow-logs.amazonaws.com", [], args.tags, self)
         iam.RolePolicy(
             f"{name}-flow-logs",
             role=role.id,

@@ -198,6 +198,32 @@ class ResourceSettings(_Model):
     memory_limit: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "256Mi"
 
 
+_FARGATE_MEMORY = {
+    256: (512, 2048),
+    512: (1024, 4096),
+    1024: (2048, 8192),
+    2048: (4096, 16384),
+    4096: (8192, 30720),
+}
+
+
+class FargateSettings(_Model):
+    """Task size on ECS Fargate (CPU units and MiB; Fargate allows set combinations only)."""
+
+    cpu: Literal[256, 512, 1024, 2048, 4096] = 256
+    memory: int = 512
+
+    @model_validator(mode="after")
+    def _valid_combination(self) -> FargateSettings:
+        lo, hi = _FARGATE_MEMORY[self.cpu]
+        if not lo <= self.memory <= hi or (self.memory % 1024 and self.memory != 512):
+            raise ValueError(
+                f"memory {self.memory} is not valid with cpu {self.cpu}; Fargate takes {lo}..{hi} MiB "
+                "(512 or whole GiB)"
+            )
+        return self
+
+
 class ServiceSettings(_Model):
     """One containerised service: what to build and how it answers health checks."""
 
@@ -210,6 +236,15 @@ class ServiceSettings(_Model):
     replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    fargate: FargateSettings = Field(default_factory=FargateSettings)
+    # Plain runtime configuration; never secrets (a policy checks the names).
+    environment: dict[str, str] = Field(default_factory=dict)
+    # Runtime secrets: variable name -> Secrets Manager or SSM parameter ARN, injected by the platform.
+    runtime_secrets: dict[str, Annotated[str, Field(pattern=r"^arn:aws:(secretsmanager|ssm):")]] = Field(
+        default_factory=dict
+    )
+    # The container's own health check; default: Python's urllib against healthPath (the sample app).
+    health_command: tuple[str, ...] | None = None
 
     @field_validator("name")
     @classmethod
@@ -343,6 +378,27 @@ class EksSettings(_Model):
     internal: bool = False
 
 
+class EcsNativeSettings(_Model):
+    """Let ECS shift traffic itself (ECS-native blue/green, canary or linear) instead of the IaC split."""
+
+    strategy: Literal["BLUE_GREEN", "CANARY", "LINEAR"]
+    bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 10
+    canary_percent: Annotated[float, Field(ge=0.1, le=100)] = 10.0
+    canary_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
+    step_percent: Annotated[float, Field(ge=3, le=100)] = 10.0
+    step_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
+
+
+class EcsSettings(_Model):
+    # ACM certificate for the HTTPS listener; without one (dev) the ALB serves plain HTTP.
+    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:")] | None = None
+    internal: bool = False
+    test_listener_port: Annotated[int, Field(ge=1024, le=65535)] = 8443
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
+    access_log_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    native: EcsNativeSettings | None = None
+
+
 class AzureSettings(_Model):
     location: str
     resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
@@ -365,6 +421,7 @@ class Settings(_Model):
     gcp: GcpSettings | None = None
     network: NetworkSettings | None = None
     eks: EksSettings | None = None
+    ecs: EcsSettings | None = None
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -385,8 +442,9 @@ class Settings(_Model):
             problems.append(("registries.acr", "needs pouw-cicd:azure (location, resourceGroup); add it"))
         if self.registries.artifact_registry is not None and self.gcp is None:
             problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
-        if self.eks is not None and self.network is None:
-            problems.append(("eks", "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
+        for name, block in (("eks", self.eks), ("ecs", self.ecs)):
+            if block is not None and self.network is None:
+                problems.append((name, "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
         registries = self.registries.model_dump(by_alias=True)
         for i, service in enumerate(self.services):
             for target in service.targets:
@@ -399,8 +457,21 @@ class Settings(_Model):
                             f"add it or remove {target}",
                         )
                     )
-                if target == "eks" and self.eks is None:
-                    problems.append((f"services[{i}].targets", "eks needs pouw-cicd:eks; add it"))
+                if target in ("eks", "ecs") and getattr(self, target) is None:
+                    problems.append((f"services[{i}].targets", f"{target} needs pouw-cicd:{target}; add it"))
+            if (
+                "ecs" in service.targets
+                and self.ecs
+                and self.ecs.native
+                and service.rollout.strategy != "rolling"
+            ):
+                problems.append(
+                    (
+                        f"services[{i}].rollout.strategy",
+                        "ecs.native lets ECS shift traffic itself; set strategy: rolling (ECS does the "
+                        f"{self.ecs.native.strategy.lower().replace('_', '-')}) or remove ecs.native",
+                    )
+                )
             try:
                 service.rollout.spec().validate(service.version)
             except RolloutError as err:

@@ -109,3 +109,8 @@ def present(mapping: Any, key: str) -> bool:
         return mapping.get(key) not in (None, "", [], {})
     except UnknownValueError:
         return True
+
+
+def num(value: Any) -> Any:
+    """Protobuf Structs carry every number as a float: show 80, not 80.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -7,7 +7,7 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import PROJECT, control, resource_policy, setting
+from pack_support import PROJECT, control, num, resource_policy, setting
 
 # Types this project creates that take tags (GCP: labels); the list grows with each target.
 TAGGED = frozenset(
@@ -25,6 +25,7 @@ STATEFUL = frozenset(
         "aws:ecr/repository:Repository",
         "aws:kms/key:Key",
         "aws:eks/cluster:Cluster",
+        "aws:s3/bucket:Bucket",
         "azure-native:containerregistry:Registry",
         "azure-native:resources:ResourceGroup",
         "gcp:artifactregistry/repository:Repository",
@@ -74,6 +75,40 @@ POLICIES = [
         severity=Severity.HIGH,
         framework=control(PROJECT, "stateful-protection"),
         remediation="Pass ResourceOptions(protect=True); components do this when environment is prod.",
+        tags=["quality"],
+    ),
+]
+
+
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+RETENTION_SCHEMA: dict[str, dict[str, Any]] = {
+    "minimumDays": {
+        "type": "integer",
+        "default": 7,
+        "description": "Shortest acceptable retention of a log group, in days.",
+    }
+}
+
+
+def _retention(args: ResourceValidationArgs) -> Iterable[str]:
+    days = args.props.get("retentionInDays")
+    minimum = setting(args, RETENTION_SCHEMA, "minimumDays")
+    if not days:
+        yield "log group keeps logs forever (no retentionInDays); set a retention"
+    elif days < minimum:
+        yield f"log group keeps logs {num(days)} days; this environment requires at least {num(minimum)}"
+
+
+POLICIES += [
+    resource_policy(
+        name="log-group-retention",
+        description="CloudWatch log groups have a retention period, at least the environment's minimum.",
+        types=[LOG_GROUP],
+        rule=_retention,
+        severity=Severity.LOW,
+        framework=control("AWS Foundational Security Best Practices", "CloudWatch.16"),
+        remediation="Set logRetentionDays (ecs, eks) in the stack file.",
+        config=RETENTION_SCHEMA,
         tags=["quality"],
     ),
 ]

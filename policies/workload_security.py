@@ -6,12 +6,14 @@ template the program declares (Deployments, StatefulSets, DaemonSets, Jobs, Cron
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import PROJECT, control, resource_policy
+from pack_support import FSBP, PROJECT, control, resource_policy
 
 PSS = "Kubernetes Pod Security Standards (restricted)"
 CIS_K8S = "CIS Kubernetes Benchmark"
@@ -272,5 +274,122 @@ POLICIES = [
         framework=control(PROJECT, "immutable-image-references"),
         remediation="Deploy the ImageBuild's digest ref (repo@sha256:...), not a tag.",
         tags=["images-and-registries"],
+    ),
+]
+
+
+ECS_TASK = "aws:ecs/taskDefinition:TaskDefinition"
+ECS_SERVICE = "aws:ecs/service:Service"
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL)", re.I)
+
+
+def ecs_containers(args: ResourceValidationArgs) -> list[Any]:
+    """Container definitions are a JSON string in the task definition's inputs."""
+    raw = args.props.get("containerDefinitions") or "[]"
+    parsed = json.loads(raw) if isinstance(raw, str) else raw
+    return list(parsed or [])
+
+
+def _ecs_privileged(args: ResourceValidationArgs) -> Iterable[str]:
+    for c in ecs_containers(args):
+        if c.get("privileged") is True:
+            yield f"container {c.get('name')} is privileged"
+
+
+def _ecs_read_only(args: ResourceValidationArgs) -> Iterable[str]:
+    for c in ecs_containers(args):
+        if c.get("readonlyRootFilesystem") is not True:
+            yield f"container {c.get('name')} has a writable root filesystem (readonlyRootFilesystem)"
+
+
+def _ecs_non_root(args: ResourceValidationArgs) -> Iterable[str]:
+    for c in ecs_containers(args):
+        user = str(c.get("user") or "")
+        if user.split(":")[0] in ("", "0", "root"):
+            yield f"container {c.get('name')} runs as root (set user to a non-zero uid)"
+
+
+def _ecs_env_secrets(args: ResourceValidationArgs) -> Iterable[str]:
+    for c in ecs_containers(args):
+        for variable in c.get("environment") or []:
+            if SECRET_NAME.search(str(variable.get("name"))):
+                yield (
+                    f"container {c.get('name')} passes {variable.get('name')} in environment; "
+                    "use secrets (Secrets Manager or SSM) so it is never stored in the task definition"
+                )
+
+
+def _ecs_public_ip(args: ResourceValidationArgs) -> Iterable[str]:
+    network = args.props.get("networkConfiguration") or {}
+    if network.get("assignPublicIp") is True:
+        yield "ECS service assigns public IPs to its tasks; run them in private subnets behind the ALB"
+
+
+def _ecs_circuit_breaker(args: ResourceValidationArgs) -> Iterable[str]:
+    breaker = args.props.get("deploymentCircuitBreaker") or {}
+    if breaker.get("enable") is not True or breaker.get("rollback") is not True:
+        yield "ECS service has no deployment circuit breaker with rollback"
+
+
+POLICIES += [
+    resource_policy(
+        name="ecs-no-privileged",
+        description="ECS containers are not privileged.",
+        types=[ECS_TASK],
+        rule=_ecs_privileged,
+        severity=Severity.CRITICAL,
+        framework=control(FSBP, "ECS.4"),
+        remediation="Remove privileged from the container definition.",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="ecs-read-only-root-filesystem",
+        description="ECS containers have a read-only root filesystem.",
+        types=[ECS_TASK],
+        rule=_ecs_read_only,
+        severity=Severity.MEDIUM,
+        framework=control(FSBP, "ECS.5"),
+        remediation="Set readonlyRootFilesystem: true and mount a task volume at /tmp.",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="ecs-non-root-user",
+        description="ECS containers run as a non-root user.",
+        types=[ECS_TASK],
+        rule=_ecs_non_root,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "non-root"),
+        remediation="Set the container definition's user to the image's non-root uid:gid.",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="ecs-no-secrets-in-environment",
+        description="Secrets reach ECS containers through `secrets`, never `environment`.",
+        types=[ECS_TASK],
+        rule=_ecs_env_secrets,
+        severity=Severity.HIGH,
+        framework=control(FSBP, "ECS.8"),
+        remediation="Move the value to services[].runtimeSecrets (a Secrets Manager or SSM ARN).",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="ecs-no-public-ip",
+        description="ECS services do not assign public IPs.",
+        types=[ECS_SERVICE],
+        rule=_ecs_public_ip,
+        severity=Severity.HIGH,
+        framework=control(FSBP, "ECS.2"),
+        remediation="Set network_configuration.assign_public_ip=False and use private subnets.",
+        tags=["network-exposure"],
+    ),
+    resource_policy(
+        name="ecs-circuit-breaker",
+        description="ECS services roll back failed deployments (deployment circuit breaker).",
+        types=[ECS_SERVICE],
+        rule=_ecs_circuit_breaker,
+        severity=Severity.MEDIUM,
+        framework=control(PROJECT, "safe-deployments"),
+        remediation="Set deployment_circuit_breaker enable=True, rollback=True.",
+        tags=["quality"],
     ),
 ]

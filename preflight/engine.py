@@ -131,6 +131,9 @@ class PlaceholderMocks(Mocks):
             "docker-build:index:Image": self._image,
             "aws:eks/cluster:Cluster": self._eks_cluster,
             "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},
+            "aws:lb/loadBalancer:LoadBalancer": lambda a: {
+                "dnsName": f"{a.name}-123456.{self.region}.elb.amazonaws.com"
+            },
             "azure-native:resources:ResourceGroup": lambda a: {"name": a.inputs["resourceGroupName"]},
             "azure-native:containerregistry:Registry": lambda a: {
                 "name": a.inputs["registryName"],
@@ -162,6 +165,17 @@ class PlaceholderMocks(Mocks):
                 "expiresAt": "2099-01-01T00:00:00Z",
                 "id": self.region,
             }, []
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": PLACEHOLDER_ACCOUNT,
+                "arn": f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:user/preflight",
+                "userId": "AIDAPREFLIGHT",
+                "id": PLACEHOLDER_ACCOUNT,
+            }, []
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"region": self.region, "name": self.region, "id": self.region}, []
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            return {"arn": "arn:aws:iam::156460612806:root", "id": "156460612806"}, []
         if args.token == "aws:ecr/getImage:getImage":
             seed = [args.args.get("repositoryName"), args.args.get("imageTag")]
             return {"imageDigest": _digest(seed), "id": "image"}, []

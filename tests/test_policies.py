@@ -175,9 +175,10 @@ def test_dev_violation_is_advisory_and_exits_0(tmp_path: Path, capsys: pytest.Ca
     config["pouw-cicd:registries"]["ecr"]["scanOnPush"] = False
     project = project_copy(tmp_path, "dev", config)
     assert main(["--stack", "dev", "--project-dir", str(project), "--json", str(tmp_path / "plan.json")]) == 0
-    assert "0 mandatory, 2 advisory" in capsys.readouterr().out
+    assert "0 mandatory, 5 advisory" in capsys.readouterr().out
     diagnostics = json.loads((tmp_path / "plan.json").read_text())["diagnostics"]
     assert {(d["policy"], d["level"]) for d in diagnostics} == {
         ("ecr-scan-on-push", "advisory"),
         ("eks-private-endpoint", "advisory"),  # dev's API endpoint is public to all: listed, not blocking
+        ("alb-https-only", "advisory"),  # dev's ALB has no certificate: plain HTTP, listed
     }

@@ -23,6 +23,7 @@ AR = "gcp:artifactregistry/repository:Repository"
 IMAGE = "docker-build:index:Image"
 SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
 PULL_POLICY = "aws:ecr/repositoryPolicy:RepositoryPolicy"
+UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
 def test_acr_hardened_prod(stack_runs: dict[str, Preflight]) -> None:
@@ -194,3 +195,22 @@ def test_acr_refresh_token_exchange(exchange_url: str) -> None:
         "tenant": ["tenant-1"],
         "access_token": ["entra-token"],
     }
+
+
+def test_a_service_without_targets_logs_in_to_every_registry(tmp_path: Path) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:services"][1]["targets"] = []
+    config["pouw-cicd:services"][1]["rollout"] = {"strategy": "rolling"}
+    run = run_config(tmp_path, "prod", config)
+    worker = run.get(IMAGE, "worker")
+    ecr_login, acr_login, ar_login = worker.inputs["registries"]
+    assert ecr_login["username"] == "AWS"
+    assert acr_login["address"] == "pouwcicdprod.azurecr.io"
+    assert acr_login["username"] == "00000000-0000-0000-0000-000000000000"  # Entra token, no admin
+    assert ar_login == {
+        "address": "europe-west1-docker.pkg.dev",
+        "username": "oauth2accesstoken",
+        "password": {SIG_KEY: SECRET_SIG, "value": "preflight-placeholder-token"},
+    }
+    # ACR's token exchange needs the real registry: unknown (and still secret) in a preview.
+    assert acr_login["password"] == {SIG_KEY: SECRET_SIG, "value": UNKNOWN_STRING}

@@ -64,11 +64,11 @@ def bad(mutate: Any) -> list[str]:
         ),
         (
             lambda r: r["services"][0].update(helthPath="/h"),
-            "pouw-cicd:services[0].helthPath: unknown key; allowed keys here are build, healthPath",
+            "pouw-cicd:services[0].helthPath: unknown key; allowed keys here are build, environment,",
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key; known keys are azure, costCenter, eks, environment, gcp",
+            "pouw-cicd:enviroment: unknown key; known keys are azure, costCenter, ecs, eks, environment,",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (

@@ -31,7 +31,7 @@ import pulumi_kubernetes.networking.v1 as networking
 import pulumi_kubernetes.policy.v1 as policy
 from pulumi_kubernetes.provider import Provider
 
-from components.iam import document, irsa_trust, managed_policy, service_trust
+from components.iam import document, irsa_trust, service_role
 from components.network import AwsNetwork
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import EksSettings, ServiceSettings
@@ -186,14 +186,8 @@ class EksCluster(pulumi.ComponentResource):
             tags=tags,
             opts=stateful,
         )
-        cluster_role = iam.Role(
-            f"{name}-cluster", assume_role_policy=service_trust("eks.amazonaws.com"), tags=tags, opts=child
-        )
-        cluster_policy = iam.RolePolicyAttachment(
-            f"{name}-cluster",
-            role=cluster_role.name,
-            policy_arn=managed_policy("AmazonEKSClusterPolicy"),
-            opts=child,
+        cluster_role, cluster_policies = service_role(
+            f"{name}-cluster", "eks.amazonaws.com", ["AmazonEKSClusterPolicy"], tags, self
         )
         self.cluster = eks.Cluster(
             name,
@@ -216,26 +210,19 @@ class EksCluster(pulumi.ComponentResource):
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True
             ),
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, depends_on=[logs, cluster_policy]),
+            opts=pulumi.ResourceOptions(
+                parent=self, protect=args.protect, depends_on=[logs, *cluster_policies]
+            ),
         )
 
-        node_role = iam.Role(
-            f"{name}-nodes", assume_role_policy=service_trust("ec2.amazonaws.com"), tags=tags, opts=child
-        )
         # The node role is the pull identity of EKS workloads: read-only ECR, nothing more.
-        attachments = [
-            iam.RolePolicyAttachment(
-                f"{name}-nodes-{policy_name}",
-                role=node_role.name,
-                policy_arn=managed_policy(policy_name),
-                opts=child,
-            )
-            for policy_name in (
-                "AmazonEKSWorkerNodePolicy",
-                "AmazonEKS_CNI_Policy",
-                "AmazonEC2ContainerRegistryReadOnly",
-            )
-        ]
+        node_role, attachments = service_role(
+            f"{name}-nodes",
+            "ec2.amazonaws.com",
+            ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"],
+            tags,
+            self,
+        )
         template = ec2.LaunchTemplate(
             f"{name}-nodes",
             metadata_options=ec2.LaunchTemplateMetadataOptionsArgs(

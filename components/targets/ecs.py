@@ -1,0 +1,649 @@
+"""The ECS Fargate target: one ECS service and task definition per slot behind a weighted ALB.
+
+Routing (IaC-driven, the default): the HTTPS listener's rule forwards to one target group per slot
+with the rollout's weights; a test listener (separate port) forwards to the preview slot (the idle
+blue-green colour or the canary). A traffic shift changes only those listener rules and, for a
+canary, the slots' autoscaling bounds: no task definition and no service's task definition
+reference changes, so no task is replaced. Each ECS service has the deployment circuit breaker
+with rollback for the deployments that do replace tasks (a new version in a slot).
+
+Native (`ecs.native`): one ECS service per service whose deployment configuration makes ECS shift
+traffic between the two target groups itself (BLUE_GREEN, CANARY or LINEAR with bake time). AWS
+then owns the listener rules, so the program ignores changes to their actions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws.appautoscaling as appautoscaling
+import pulumi_aws.cloudwatch as cloudwatch
+import pulumi_aws.ec2 as ec2
+import pulumi_aws.ecs as ecs
+import pulumi_aws.elb as elb
+import pulumi_aws.iam as iam
+import pulumi_aws.kms as kms
+import pulumi_aws.lb as lb
+import pulumi_aws.s3 as s3
+from pulumi_aws.get_caller_identity import get_caller_identity_output
+from pulumi_aws.get_region import get_region_output
+
+from components.iam import document, service_role
+from components.network import AwsNetwork
+from components.rollout import RolloutPlan, SlotPlan
+from components.settings import EcsSettings, ServiceSettings
+from components.targets.base import TargetEndpoints
+
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+CONTAINER = "app"
+RUN_AS = "10001:10001"
+
+
+@dataclass(frozen=True)
+class EcsClusterArgs:
+    settings: EcsSettings
+    network: AwsNetwork
+    cluster_name: str
+    tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False
+    encrypt_logs: bool = False  # a customer-managed key for log groups (prod)
+
+
+class EcsCluster(pulumi.ComponentResource):
+    """The ECS cluster (Container Insights), the ALB access-log bucket, and the log key in prod."""
+
+    cluster_arn: pulumi.Output[str]
+    cluster_name: pulumi.Output[str]
+    log_bucket: pulumi.Output[str]
+    log_key_arn: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: EcsClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:EcsCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.args = args
+        self.cluster = ecs.Cluster(
+            name,
+            name=args.cluster_name,
+            settings=[ecs.ClusterSettingArgs(name="containerInsights", value="enhanced")],
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        self.cluster_arn = self.cluster.arn
+        self.cluster_name = self.cluster.name
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account = get_caller_identity_output(opts=invoke).account_id
+        region = get_region_output(opts=invoke).region
+
+        self.log_key_arn = None
+        if args.encrypt_logs:
+            key = kms.Key(
+                f"{name}-logs",
+                description=f"CloudWatch logs of {args.cluster_name}",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                policy=pulumi.Output.all(account, region).apply(lambda a: _log_key_policy(a[0], a[1])),
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            )
+            self.log_key_arn = key.arn
+
+        bucket = s3.Bucket(
+            f"{name}-alb-logs",
+            force_destroy=not args.protect,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+        )
+        s3.BucketPublicAccessBlock(
+            f"{name}-alb-logs",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        s3.BucketOwnershipControls(
+            f"{name}-alb-logs",
+            bucket=bucket.id,
+            rule=s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
+            opts=child,
+        )
+        # ALB access logs support SSE-S3 only.
+        s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-alb-logs",
+            bucket=bucket.id,
+            rules=[
+                s3.BucketServerSideEncryptionConfigurationRuleArgs(
+                    apply_server_side_encryption_by_default=s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
+                        sse_algorithm="AES256"
+                    )
+                )
+            ],
+            opts=child,
+        )
+        s3.BucketLifecycleConfiguration(
+            f"{name}-alb-logs",
+            bucket=bucket.id,
+            rules=[
+                s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                        days=args.settings.access_log_retention_days
+                    ),
+                )
+            ],
+            opts=child,
+        )
+        elb_account = elb.get_service_account_output(opts=invoke).arn
+        s3.BucketPolicy(
+            f"{name}-alb-logs",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, elb_account, account).apply(
+                lambda a: _access_log_policy(a[0], a[1], a[2])
+            ),
+            opts=child,
+        )
+        self.log_bucket = bucket.id
+
+        self.infrastructure_role_arn: pulumi.Output[str] | None = None
+        if args.settings.native is not None:
+            role, _ = service_role(
+                f"{name}-infrastructure",
+                "ecs.amazonaws.com",
+                ["service-role/AmazonECSInfrastructureRolePolicyForLoadBalancers"],
+                args.tags,
+                self,
+            )
+            self.infrastructure_role_arn = role.arn
+        self.register_outputs({"clusterName": self.cluster_name})
+
+
+def _log_key_policy(account: str, region: str) -> str:
+    return document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchLogsEncrypt",
+                "Effect": "Allow",
+                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:*"}
+                },
+            },
+        ]
+    )
+
+
+def _access_log_policy(bucket_arn: str, elb_account_arn: str, account: str) -> str:
+    target = f"{bucket_arn}/alb/AWSLogs/{account}/*"
+    return document(
+        [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": elb_account_arn},
+                "Action": "s3:PutObject",
+                "Resource": target,
+            },
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                "Action": "s3:PutObject",
+                "Resource": target,
+            },
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, f"{bucket_arn}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class EcsServiceArgs:
+    service: ServiceSettings
+    plan: RolloutPlan
+    images: Mapping[str, pulumi.Input[str]]  # slot name -> digest-pinned image ref
+    cluster: EcsCluster
+    network: AwsNetwork
+    settings: EcsSettings
+    vpc_cidr: str
+    tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False
+
+
+def container_definition(
+    service: ServiceSettings, slot: SlotPlan, image: str, log_group: str, region: str
+) -> str:
+    """One container: non-root, read-only root, not privileged, secrets only through `secrets`."""
+    command = list(service.health_command or ())
+    if not command:
+        url = f"http://127.0.0.1:{service.port}{service.health_path}"
+        command = [
+            "CMD",
+            "python",
+            "-c",
+            f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)",
+        ]
+    environment = {
+        **service.environment,
+        "PORT": str(service.port),
+        "APP_VERSION": slot.version,
+        "APP_SLOT": slot.name,
+    }
+    return json.dumps(
+        [
+            {
+                "name": CONTAINER,
+                "image": image,
+                "essential": True,
+                "user": RUN_AS,
+                "privileged": False,
+                "readonlyRootFilesystem": True,
+                "portMappings": [{"containerPort": service.port, "protocol": "tcp"}],
+                "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+                "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(service.runtime_secrets.items())],
+                "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
+                "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+                "healthCheck": {
+                    "command": command,
+                    "interval": 15,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 10,
+                },
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": log_group,
+                        "awslogs-region": region,
+                        "awslogs-stream-prefix": slot.name,
+                    },
+                },
+            }
+        ],
+        sort_keys=True,
+    )
+
+
+def _definition(service: ServiceSettings, slot: SlotPlan, values: list[str]) -> str:
+    image, log_group, region = values
+    return container_definition(service, slot, image, log_group, region)
+
+
+def forward(groups: Mapping[str, pulumi.Input[str]], weights: Mapping[str, int]) -> lb.ListenerRuleActionArgs:
+    """A weighted forward over the slots' target groups."""
+    return lb.ListenerRuleActionArgs(
+        type="forward",
+        forward=lb.ListenerRuleActionForwardArgs(
+            target_groups=[
+                lb.ListenerRuleActionForwardTargetGroupArgs(arn=groups[slot], weight=weight)
+                for slot, weight in weights.items()
+            ]
+        ),
+    )
+
+
+class EcsService(pulumi.ComponentResource):
+    """One service on ECS Fargate: logs, roles, security groups, ALB, and per slot a task definition,
+    an ECS service with circuit-breaker rollback and CPU autoscaling within the slot's bounds."""
+
+    endpoints: TargetEndpoints
+
+    def __init__(self, name: str, args: EcsServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:EcsService", name, None, opts)
+        svc = args.service
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags
+        region = get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+
+        log_group = cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/pouw/ecs/{svc.name}",
+            retention_in_days=s.log_retention_days,
+            kms_key_id=args.cluster.log_key_arn,
+            tags=tags,
+            opts=child,
+        )
+        execution_role, task_role = self._roles(name, svc, tags)
+
+        # Security groups: the ALB takes HTTP(S) (and the test port) in; tasks take only the ALB.
+        sources = [args.vpc_cidr] if s.internal else ["0.0.0.0/0"]
+        public_ports = [443, 80] if s.certificate_arn else [80]
+        alb_sg = ec2.SecurityGroup(
+            f"{name}-alb",
+            vpc_id=args.network.vpc_id,
+            description=f"ALB of {svc.name}",
+            ingress=[
+                ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=p, to_port=p, cidr_blocks=sources)
+                for p in public_ports
+            ]
+            + [
+                ec2.SecurityGroupIngressArgs(
+                    protocol="tcp",
+                    from_port=s.test_listener_port,
+                    to_port=s.test_listener_port,
+                    cidr_blocks=[args.vpc_cidr],
+                    description="preview listener: inside the VPC only",
+                )
+            ],
+            egress=[
+                ec2.SecurityGroupEgressArgs(
+                    protocol="tcp", from_port=svc.port, to_port=svc.port, cidr_blocks=[args.vpc_cidr]
+                )
+            ],
+            tags=tags,
+            opts=child,
+        )
+        task_sg = ec2.SecurityGroup(
+            f"{name}-tasks",
+            vpc_id=args.network.vpc_id,
+            description=f"Tasks of {svc.name}",
+            ingress=[
+                ec2.SecurityGroupIngressArgs(
+                    protocol="tcp", from_port=svc.port, to_port=svc.port, security_groups=[alb_sg.id]
+                )
+            ],
+            egress=[
+                ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])
+            ],
+            tags=tags,
+            opts=child,
+        )
+        alb = lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=s.internal,
+            security_groups=[alb_sg.id],
+            subnets=args.network.private_subnet_ids if s.internal else args.network.public_subnet_ids,
+            drop_invalid_header_fields=True,
+            enable_deletion_protection=args.protect,
+            access_logs=lb.LoadBalancerAccessLogsArgs(
+                bucket=args.cluster.log_bucket, prefix="alb", enabled=True
+            ),
+            tags=tags,
+            opts=child,
+        )
+        native = s.native is not None
+        # Native ECS blue/green shifts between two target groups whatever the rollout says.
+        group_slots = ["blue", "green"] if native else [slot.name for slot in args.plan.slots]
+        groups = {
+            slot: lb.TargetGroup(
+                f"{name}-{slot}",
+                port=svc.port,
+                protocol="HTTP",
+                target_type="ip",
+                vpc_id=args.network.vpc_id,
+                deregistration_delay=30,
+                health_check=lb.TargetGroupHealthCheckArgs(
+                    path=svc.health_path,
+                    matcher="200",
+                    interval=15,
+                    healthy_threshold=2,
+                    unhealthy_threshold=3,
+                ),
+                tags={**tags, "slot": slot},
+                opts=child,
+            ).arn
+            for slot in group_slots
+        }
+        main, test = self._listeners(name, alb, s, tags)
+        # Native: ECS rewrites these rules' actions during a deployment; IaC must not fight it.
+        rule_opts = pulumi.ResourceOptions(parent=self, ignore_changes=["actions"] if native else None)
+        main_weights = {"blue": 100, "green": 0} if native else args.plan.weights
+        main_rule = lb.ListenerRule(
+            f"{name}-traffic",
+            listener_arn=main.arn,
+            priority=100,
+            actions=[forward(groups, main_weights)],
+            conditions=[
+                lb.ListenerRuleConditionArgs(
+                    path_pattern=lb.ListenerRuleConditionPathPatternArgs(values=["/*"])
+                )
+            ],
+            tags=tags,
+            opts=rule_opts,
+        )
+        preview_slot = "green" if native else args.plan.preview_slot
+        test_rule = None
+        if preview_slot is not None:
+            test_rule = lb.ListenerRule(
+                f"{name}-preview",
+                listener_arn=test.arn,
+                priority=100,
+                actions=[forward(groups, {preview_slot: 100})],
+                conditions=[
+                    lb.ListenerRuleConditionArgs(
+                        path_pattern=lb.ListenerRuleConditionPathPatternArgs(values=["/*"])
+                    )
+                ],
+                tags=tags,
+                opts=rule_opts,
+            )
+
+        running = (
+            [SlotPlan("main", svc.version, 100, False, svc.replicas.min, svc.replicas.max)]
+            if native
+            else args.plan.slots
+        )
+        for slot in running:
+            task = ecs.TaskDefinition(
+                f"{name}-{slot.name}",
+                family=f"{svc.name}-{slot.name}",
+                requires_compatibilities=["FARGATE"],
+                network_mode="awsvpc",
+                cpu=str(svc.fargate.cpu),
+                memory=str(svc.fargate.memory),
+                runtime_platform=ecs.TaskDefinitionRuntimePlatformArgs(
+                    operating_system_family="LINUX", cpu_architecture="X86_64"
+                ),
+                execution_role_arn=execution_role.arn,
+                task_role_arn=task_role.arn,
+                volumes=[ecs.TaskDefinitionVolumeArgs(name="tmp")],
+                container_definitions=pulumi.Output.all(
+                    args.images["main" if native else slot.name], log_group.name, region
+                ).apply(functools.partial(_definition, svc, slot)),
+                tags={**tags, "slot": slot.name},
+                opts=child,
+            )
+            load_balancer = ecs.ServiceLoadBalancerArgs(
+                container_name=CONTAINER,
+                container_port=svc.port,
+                target_group_arn=groups["blue" if native else slot.name],
+                advanced_configuration=(
+                    ecs.ServiceLoadBalancerAdvancedConfigurationArgs(
+                        alternate_target_group_arn=groups["green"],
+                        production_listener_rule=main_rule.arn,
+                        test_listener_rule=test_rule.arn if test_rule is not None else None,
+                        role_arn=args.cluster.infrastructure_role_arn or "",
+                    )
+                    if native
+                    else None
+                ),
+            )
+            service = ecs.Service(
+                f"{name}-{slot.name}",
+                name=f"{svc.name}-{slot.name}",
+                cluster=args.cluster.cluster_arn,
+                task_definition=task.arn,
+                launch_type="FARGATE",
+                platform_version="LATEST",
+                # Autoscaling owns the count from here on; a constant keeps weight changes off this resource.
+                desired_count=1,
+                network_configuration=ecs.ServiceNetworkConfigurationArgs(
+                    subnets=args.network.private_subnet_ids,
+                    security_groups=[task_sg.id],
+                    assign_public_ip=False,
+                ),
+                load_balancers=[load_balancer],
+                health_check_grace_period_seconds=30,
+                deployment_circuit_breaker=ecs.ServiceDeploymentCircuitBreakerArgs(
+                    enable=True, rollback=True
+                ),
+                deployment_configuration=self._native_deployment(s) if native else None,
+                deployment_minimum_healthy_percent=100,
+                deployment_maximum_percent=200,
+                enable_execute_command=False,
+                propagate_tags="SERVICE",
+                tags={**tags, "slot": slot.name},
+                opts=pulumi.ResourceOptions(
+                    parent=self, ignore_changes=["desiredCount"], depends_on=[main_rule]
+                ),
+            )
+            target = appautoscaling.Target(
+                f"{name}-{slot.name}",
+                service_namespace="ecs",
+                scalable_dimension="ecs:service:DesiredCount",
+                resource_id=pulumi.Output.concat("service/", args.cluster.cluster_name, "/", service.name),
+                min_capacity=slot.min_replicas,
+                max_capacity=slot.max_replicas,
+                opts=child,
+            )
+            appautoscaling.Policy(
+                f"{name}-{slot.name}-cpu",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension,
+                resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration=appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                    target_value=70,
+                    predefined_metric_specification=appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                        predefined_metric_type="ECSServiceAverageCPUUtilization"
+                    ),
+                    scale_in_cooldown=120,
+                    scale_out_cooldown=30,
+                ),
+                opts=child,
+            )
+
+        scheme = "https" if s.certificate_arn else "http"
+        self.endpoints = TargetEndpoints(
+            url=pulumi.Output.concat(scheme, "://", alb.dns_name),
+            preview_url=(
+                pulumi.Output.concat(scheme, "://", alb.dns_name, f":{s.test_listener_port}")
+                if preview_slot is not None
+                else None
+            ),
+            weights={"ecs-native": 100} if native else args.plan.weights,
+            images=dict(args.images),
+        )
+        self.register_outputs(self.endpoints.as_outputs())
+
+    def _roles(self, name: str, svc: ServiceSettings, tags: dict[str, str]) -> tuple[iam.Role, iam.Role]:
+        """Execution role: pull from ECR (read-only), write logs, read this service's secrets. Task
+        role: what the application itself may call (nothing yet)."""
+        child = pulumi.ResourceOptions(parent=self)
+        execution, _ = service_role(
+            f"{name}-execution",
+            "ecs-tasks.amazonaws.com",
+            ["service-role/AmazonECSTaskExecutionRolePolicy"],
+            tags,
+            self,
+        )
+        if svc.runtime_secrets:
+            arns = sorted(set(svc.runtime_secrets.values()))
+            iam.RolePolicy(
+                f"{name}-execution-secrets",
+                role=execution.id,
+                policy=document(
+                    [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameters"],
+                            "Resource": arns,
+                        }
+                    ]
+                ),
+                opts=child,
+            )
+        task, _ = service_role(f"{name}-task", "ecs-tasks.amazonaws.com", [], tags, self)
+        return execution, task
+
+    def _listeners(
+        self, name: str, alb: lb.LoadBalancer, s: EcsSettings, tags: dict[str, str]
+    ) -> tuple[lb.Listener, lb.Listener]:
+        """The production listener (HTTPS, with HTTP redirecting to it) and the test listener."""
+        child = pulumi.ResourceOptions(parent=self)
+        not_found = lb.ListenerDefaultActionArgs(
+            type="fixed-response",
+            fixed_response=lb.ListenerDefaultActionFixedResponseArgs(
+                content_type="text/plain", status_code="404", message_body="not found"
+            ),
+        )
+        secure = s.certificate_arn is not None
+
+        def listener(
+            suffix: str, port: int, actions: list[lb.ListenerDefaultActionArgs], tls: bool
+        ) -> lb.Listener:
+            return lb.Listener(
+                f"{name}-{suffix}",
+                load_balancer_arn=alb.arn,
+                port=port,
+                protocol="HTTPS" if tls else "HTTP",
+                ssl_policy=TLS_POLICY if tls else None,
+                certificate_arn=s.certificate_arn if tls else None,
+                default_actions=actions,
+                tags=tags,
+                opts=child,
+            )
+
+        main = listener("https" if secure else "http", 443 if secure else 80, [not_found], secure)
+        if secure:
+            redirect = lb.ListenerDefaultActionArgs(
+                type="redirect",
+                redirect=lb.ListenerDefaultActionRedirectArgs(
+                    port="443", protocol="HTTPS", status_code="HTTP_301"
+                ),
+            )
+            listener("http", 80, [redirect], tls=False)
+        test = listener("test", s.test_listener_port, [not_found], secure)
+        return main, test
+
+    @staticmethod
+    def _native_deployment(s: EcsSettings) -> ecs.ServiceDeploymentConfigurationArgs:
+        native = s.native
+        assert native is not None
+        return ecs.ServiceDeploymentConfigurationArgs(
+            strategy=native.strategy,
+            bake_time_in_minutes=str(native.bake_time_minutes),
+            canary_configuration=(
+                ecs.ServiceDeploymentConfigurationCanaryConfigurationArgs(
+                    canary_percent=native.canary_percent,
+                    canary_bake_time_in_minutes=str(native.canary_bake_time_minutes),
+                )
+                if native.strategy == "CANARY"
+                else None
+            ),
+            linear_configuration=(
+                ecs.ServiceDeploymentConfigurationLinearConfigurationArgs(
+                    step_percent=native.step_percent,
+                    step_bake_time_in_minutes=str(native.step_bake_time_minutes),
+                )
+                if native.strategy == "LINEAR"
+                else None
+            ),
+        )
