@@ -23,6 +23,8 @@ from components.registry import (
     ecr_enhanced_scanning,
     ghcr_target,
 )
+from components.targets.aci import AciService, AciServiceArgs, FrontDoor, FrontDoorArgs
+from components.targets.cloudrun import CloudRunService, CloudRunServiceArgs
 from components.targets.ecs import EcsCluster, EcsClusterArgs, EcsService, EcsServiceArgs
 from components.targets.eks import EksCluster, EksClusterArgs, EksService, EksServiceArgs
 
@@ -36,6 +38,7 @@ if registries.ecr is not None and registries.ecr.enhanced_scanning:
     ecr_enhanced_scanning("ecr-enhanced-scanning")
 
 acr_registry = None
+resource_group = None
 if registries.acr is not None and settings.azure is not None:
     resource_group = azure_resources.ResourceGroup(
         "resource-group",
@@ -109,6 +112,18 @@ if "ecs" in settings.targets() and network is not None and settings.ecs is not N
         ),
     )
 
+front_door = None
+if "aci" in settings.targets() and resource_group is not None and settings.aci is not None:
+    front_door = FrontDoor(
+        "front-door",
+        FrontDoorArgs(
+            settings=settings.aci,
+            resource_group_name=resource_group.name,
+            environment=settings.environment,
+            tags=settings.tags(),
+        ),
+    )
+
 for service in settings.services:
     targets: list[PushTarget] = []
     repository = None
@@ -177,4 +192,59 @@ for service in settings.services:
             ),
         )
         outputs["ecs"] = ecs_service.endpoints.as_outputs()
+    if (
+        "cloudrun" in service.targets
+        and artifact_registry is not None
+        and settings.gcp
+        and settings.cloud_run
+    ):
+        run_service = CloudRunService(
+            f"{service.name}-cloudrun",
+            CloudRunServiceArgs(
+                service=service,
+                plan=plan,
+                images=slot_images(
+                    plan,
+                    service.version,
+                    image.refs["artifactRegistry"],
+                    artifact_registry.pinned(service.name),
+                ),
+                settings=settings.cloud_run,
+                gcp=settings.gcp,
+                registry=artifact_registry,
+                ingress=settings.cloud_run_ingress,
+                labels=settings.labels(service.name),
+                protect=settings.is_prod,
+            ),
+        )
+        outputs["cloudrun"] = run_service.endpoints.as_outputs()
+    if (
+        "aci" in service.targets
+        and acr_registry
+        and front_door
+        and resource_group
+        and settings.aci
+        and settings.azure
+    ):
+        aci_service = AciService(
+            f"{service.name}-aci",
+            AciServiceArgs(
+                service=service,
+                plan=plan,
+                images=slot_images(
+                    plan, service.version, image.refs["acr"], acr_registry.pinned(service.name)
+                ),
+                settings=settings.aci,
+                registry=acr_registry,
+                front_door=front_door,
+                resource_group_name=resource_group.name,
+                location=settings.azure.location,
+                environment=settings.environment,
+                secure_environment={
+                    var: config.require_secret(key) for var, key in service.azure_secure_environment.items()
+                },
+                tags=settings.tags(service.name),
+            ),
+        )
+        outputs["aci"] = aci_service.endpoints.as_outputs()
     pulumi.export(service.name, outputs)

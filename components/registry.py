@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pulumi
@@ -18,6 +19,7 @@ import pulumi_aws.ecr as ecr
 import pulumi_aws.kms as kms
 import pulumi_azure_native.authorization as azure_authorization
 import pulumi_azure_native.containerregistry as acr
+import pulumi_docker as docker
 import pulumi_docker_build as docker_build
 import pulumi_gcp.artifactregistry as artifactregistry
 import pulumi_gcp.organizations as gcp_organizations
@@ -239,6 +241,46 @@ def acr_refresh_token(login_server: str, tenant: str, entra_token: str, endpoint
     return token
 
 
+class _RemoteRegistry(pulumi.ComponentResource):
+    """A registry resolved through the Docker provider: `pinned` turns a pushed tag into its digest.
+
+    ECR has its own data source (`EcrRepository.pinned`); for ACR and Artifact Registry the program
+    reads the registry with `docker.get_registry_image`, logged in with the same short-lived
+    credentials the build pushes with.
+    """
+
+    _reader: docker.Provider | None = None
+
+    def target(self, service: str) -> PushTarget:
+        raise NotImplementedError
+
+    def pinned(self, service: str) -> Callable[[str], pulumi.Output[str]]:
+        target = self.target(service)
+
+        def resolve(tag: str) -> pulumi.Output[str]:
+            image = docker.get_registry_image_output(
+                name=target.repository_url.apply(lambda url: f"{url}:{tag}"),
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=self._registry_reader(target)),
+            )
+            return pulumi.Output.concat(target.repository_url, "@", image.sha256_digest)
+
+        return resolve
+
+    def _registry_reader(self, target: PushTarget) -> docker.Provider:
+        if self._reader is None:
+            creds = target.credentials
+            self._reader = docker.Provider(
+                f"{self._name}-reader",
+                registry_auth=[
+                    docker.ProviderRegistryAuthArgs(
+                        address=creds.address, username=creds.username, password=creds.password
+                    )
+                ],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        return self._reader
+
+
 @dataclass(frozen=True)
 class AcrRegistryArgs:
     settings: AcrSettings
@@ -249,7 +291,7 @@ class AcrRegistryArgs:
     protect: bool = False
 
 
-class AcrRegistry(pulumi.ComponentResource):
+class AcrRegistry(_RemoteRegistry):
     """An Azure Container Registry: no admin user, no anonymous pull, private in prod.
 
     Builds push with an ACR refresh token exchanged from the deployer's Entra ID token, so no
@@ -262,6 +304,7 @@ class AcrRegistry(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AcrRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:AcrRegistry", name, None, opts)
+        self._name = name
         policies = None
         if args.settings.untagged_retention_days is not None:
             policies = acr.PoliciesArgs(
@@ -313,7 +356,7 @@ class ArtifactRegistryArgs:
     protect: bool = False
 
 
-class ArtifactRegistry(pulumi.ComponentResource):
+class ArtifactRegistry(_RemoteRegistry):
     """A Google Artifact Registry Docker repository: immutable tags, cleanup policies, CMEK if set."""
 
     host: str
@@ -323,6 +366,7 @@ class ArtifactRegistry(pulumi.ComponentResource):
         self, name: str, args: ArtifactRegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("pouw:index:ArtifactRegistry", name, None, opts)
+        self._name = name
         s = args.settings
         self.repository = artifactregistry.Repository(
             name,

@@ -243,6 +243,12 @@ class ServiceSettings(_Model):
     runtime_secrets: dict[str, Annotated[str, Field(pattern=r"^arn:aws:(secretsmanager|ssm):")]] = Field(
         default_factory=dict
     )
+    # Cloud Run: variable name -> Secret Manager secret as "secret-id:version".
+    gcp_secrets: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}:(latest|[0-9]+)$")]] = Field(
+        default_factory=dict
+    )
+    # ACI: variable name -> secure config key (in this namespace), passed as a secure environment value.
+    azure_secure_environment: dict[str, str] = Field(default_factory=dict)
     # The container's own health check; default: Python's urllib against healthPath (the sample app).
     health_command: tuple[str, ...] | None = None
 
@@ -399,6 +405,23 @@ class EcsSettings(_Model):
     native: EcsNativeSettings | None = None
 
 
+class CloudRunSettings(_Model):
+    # Unset: all outside prod; internal-and-cloud-load-balancing in prod.
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
+    # Members granted roles/run.invoker, e.g. group:devs@example.com; allUsers only with allowPublic.
+    invokers: tuple[str, ...] = ()
+    allow_public: bool = False
+
+
+class AciSettings(_Model):
+    front_door_sku: Literal["Standard_AzureFrontDoor", "Premium_AzureFrontDoor"] = "Standard_AzureFrontDoor"
+    # Front Door only weights origins within this latency band of the fastest one: keep it wide so the
+    # rollout's weights, not probe latency, decide the split.
+    additional_latency_ms: Annotated[int, Field(ge=0, le=1000)] = 1000
+    # A delegated subnet: container groups get private IPs (Front Door Premium + Private Link in front).
+    subnet_id: Annotated[str, Field(pattern=r"^/subscriptions/.+/subnets/.+$")] | None = None
+
+
 class AzureSettings(_Model):
     location: str
     resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
@@ -422,6 +445,8 @@ class Settings(_Model):
     network: NetworkSettings | None = None
     eks: EksSettings | None = None
     ecs: EcsSettings | None = None
+    cloud_run: CloudRunSettings | None = None
+    aci: AciSettings | None = None
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -457,8 +482,11 @@ class Settings(_Model):
                             f"add it or remove {target}",
                         )
                     )
-                if target in ("eks", "ecs") and getattr(self, target) is None:
-                    problems.append((f"services[{i}].targets", f"{target} needs pouw-cicd:{target}; add it"))
+                settings_key = {"cloudrun": "cloudRun"}.get(target, target)
+                if getattr(self, {"cloudrun": "cloud_run"}.get(target, target)) is None:
+                    problems.append(
+                        (f"services[{i}].targets", f"{target} needs pouw-cicd:{settings_key}; add it")
+                    )
             if (
                 "ecs" in service.targets
                 and self.ecs
@@ -492,6 +520,11 @@ class Settings(_Model):
         return {t for s in self.services for t in s.targets}
 
     @property
+    def cloud_run_ingress(self) -> str:
+        explicit = self.cloud_run.ingress if self.cloud_run else None
+        return explicit or ("internal-and-cloud-load-balancing" if self.is_prod else "all")
+
+    @property
     def eks_public_endpoint(self) -> bool:
         explicit = self.eks.endpoint_public_access if self.eks else None
         return (not self.is_prod) if explicit is None else explicit
@@ -515,6 +548,11 @@ class Settings(_Model):
         ]
         if self.registries.ghcr is not None:
             refs.append(("registries.ghcr.tokenKey", self.registries.ghcr.token_key))
+        refs += [
+            (f"services[{i}].azureSecureEnvironment.{var}", key)
+            for i, s in enumerate(self.services)
+            for var, key in s.azure_secure_environment.items()
+        ]
         return refs
 
     def tags(self, service: str = "shared") -> dict[str, str]:

@@ -9,6 +9,7 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 import cluster_network
 import images_registries
 import quality
+import serverless
 import workload_security
 
 PolicyPack(
@@ -19,6 +20,7 @@ PolicyPack(
         *images_registries.POLICIES,
         *workload_security.POLICIES,
         *cluster_network.POLICIES,
+        *serverless.POLICIES,
         *quality.POLICIES,
     ],
 )

@@ -131,6 +131,20 @@ class PlaceholderMocks(Mocks):
             "docker-build:index:Image": self._image,
             "aws:eks/cluster:Cluster": self._eks_cluster,
             "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},
+            "gcp:cloudrunv2/service:Service": lambda a: {
+                "uri": f"https://{a.inputs['name']}-x7q2ab3c4d-ew.a.run.app"
+            },
+            "gcp:serviceaccount/account:Account": lambda a: {
+                "email": f"{a.inputs['accountId']}@{a.inputs['project']}.iam.gserviceaccount.com"
+            },
+            "azure-native:containerinstance:ContainerGroup": self._container_group,
+            "azure-native:cdn:AFDEndpoint": lambda a: {
+                "hostName": f"{a.inputs['endpointName']}-abc123.z01.azurefd.net"
+            },
+            "azure-native:managedidentity:UserAssignedIdentity": lambda a: {
+                "principalId": hashlib.sha256(a.name.encode()).hexdigest()[:32],
+                "clientId": hashlib.sha256(a.name.encode()).hexdigest()[32:],
+            },
             "aws:lb/loadBalancer:LoadBalancer": lambda a: {
                 "dnsName": f"{a.name}-123456.{self.region}.elb.amazonaws.com"
             },
@@ -176,6 +190,15 @@ class PlaceholderMocks(Mocks):
             return {"region": self.region, "name": self.region, "id": self.region}, []
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"arn": "arn:aws:iam::156460612806:root", "id": "156460612806"}, []
+        if args.token == "docker:index/getRegistryImage:getRegistryImage":
+            return {"sha256Digest": _digest(args.args.get("name")), "name": args.args.get("name")}, []
+        if args.token == "azure-native:authorization:getClientConfig":
+            return {
+                "subscriptionId": "00000000-0000-0000-0000-000000000000",
+                "tenantId": "00000000-0000-0000-0000-000000000001",
+                "clientId": "00000000-0000-0000-0000-000000000002",
+                "objectId": "00000000-0000-0000-0000-000000000003",
+            }, []
         if args.token == "aws:ecr/getImage:getImage":
             seed = [args.args.get("repositoryName"), args.args.get("imageTag")]
             return {"imageDigest": _digest(seed), "id": "image"}, []
@@ -189,6 +212,21 @@ class PlaceholderMocks(Mocks):
             "repositoryUrl": f"{PLACEHOLDER_ACCOUNT}.dkr.ecr.{self.region}.amazonaws.com/{name}",
             "registryId": PLACEHOLDER_ACCOUNT,
         }
+
+    def _container_group(self, args: MockResourceArgs) -> dict[str, Any]:
+        ip = dict(args.inputs.get("ipAddress") or {})
+        label = ip.get("dnsNameLabel")
+        if label:
+            ip["fqdn"] = f"{label}.{args.inputs.get('location', 'westeurope')}.azurecontainer.io"
+        else:
+            ip["ip"] = "10.60.0.4"
+        state: dict[str, Any] = {"ipAddress": ip}
+        identity = dict(args.inputs.get("identity") or {})
+        if isinstance(identity.get("userAssignedIdentities"), list):
+            # azure-native takes a list of identity ids and reports a map keyed by id.
+            identity["userAssignedIdentities"] = {i: {} for i in identity["userAssignedIdentities"]}
+            state["identity"] = identity
+        return state
 
     def _eks_cluster(self, args: MockResourceArgs) -> dict[str, Any]:
         cluster_id = hashlib.sha256(args.name.encode()).hexdigest()[:32].upper()

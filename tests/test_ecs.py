@@ -93,10 +93,13 @@ def test_weight_change_alters_only_the_listener_rule_and_scaling_bounds(tmp_path
     after = run_config(tmp_path / "b", "staging", config_with("staging", half))
     change = diff(before, after)
     assert change["added"] == change["removed"] == set()
+    # The same rollout drives ACI: its Front Door origins change too (weights only, test_aci.py).
     assert change["changed"] == {
         (RULE, "worker-ecs-traffic"),
         (TARGET, "worker-ecs-stable"),
         (TARGET, "worker-ecs-canary"),
+        ("azure-native:cdn:AFDOrigin", "worker-aci-stable"),
+        ("azure-native:cdn:AFDOrigin", "worker-aci-canary"),
     }
     for slot in ("stable", "canary"):  # no task definition, no service's task definition reference
         assert before.get(TASK, f"worker-ecs-{slot}").inputs == after.get(TASK, f"worker-ecs-{slot}").inputs
@@ -113,7 +116,12 @@ def test_blue_green_switch_alters_only_listener_rules(tmp_path: Path) -> None:
     assert diff(before, after) == {
         "added": set(),
         "removed": set(),
-        "changed": {(RULE, "worker-ecs-traffic"), (RULE, "worker-ecs-preview")},
+        "changed": {
+            (RULE, "worker-ecs-traffic"),
+            (RULE, "worker-ecs-preview"),
+            ("azure-native:cdn:AFDOrigin", "worker-aci-blue"),
+            ("azure-native:cdn:AFDOrigin", "worker-aci-green"),
+        },
     }
     assert rule_weights(after, "worker-ecs-traffic") == {"blue": 0, "green": 100}
 

@@ -101,10 +101,12 @@ def test_weight_change_alters_only_routing_and_scaling_bounds(tmp_path: Path) ->
     after = run_config(tmp_path / "b", "prod", canary_config(50, 50))
     change = diff(before, after)
     assert change["added"] == set() and change["removed"] == set()
+    # The same rollout drives Cloud Run: its service changes too, in `traffics` only (test_cloudrun.py).
     assert change["changed"] == {
         (INGRESS, "web-eks-ingress"),
         (HPA, "web-eks-stable"),
         (HPA, "web-eks-canary"),
+        ("gcp:cloudrunv2/service:Service", "web-cloudrun"),
     }
     for name in ("web-stable", "web-canary"):
         assert k8s(before, DEPLOYMENT, name).inputs == k8s(after, DEPLOYMENT, name).inputs
@@ -120,7 +122,11 @@ def test_blue_green_switch_alters_only_selectors_and_keeps_the_idle_slot(tmp_pat
     assert change == {
         "added": set(),
         "removed": set(),
-        "changed": {(SERVICE, "web-eks-svc-web"), (SERVICE, "web-eks-svc-web-preview")},
+        "changed": {
+            (SERVICE, "web-eks-svc-web"),
+            (SERVICE, "web-eks-svc-web-preview"),
+            ("gcp:cloudrunv2/service:Service", "web-cloudrun"),  # traffics only, see test_cloudrun.py
+        },
     }
     assert (selector_slot(after, "web"), selector_slot(after, "web-preview")) == ("green", "blue")
     assert names(after, DEPLOYMENT) == {"web-blue", "web-green"}  # blue stays for an instant rollback

@@ -73,8 +73,8 @@ def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
 # service without targets goes to every configured registry.
 PUSHES = {
     "dev": {"web": ["ecr", "ghcr"], "worker": ["ecr", "ghcr"]},
-    "staging": {"web": ["ecr"], "worker": ["ecr"]},
-    "prod": {"web": ["ecr"], "worker": ["ecr"]},
+    "staging": {"web": ["ecr", "artifactRegistry"], "worker": ["ecr", "acr"]},
+    "prod": {"web": ["ecr", "artifactRegistry"], "worker": ["ecr", "acr"]},
 }
 
 
@@ -170,7 +170,7 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     assert image.inputs["cacheTo"][0]["registry"]["mode"] == "max"
     # Secrets stay marked secret on the wire: the build secret and the registry password.
     assert image.inputs["secrets"][SIG_KEY] == SECRET_SIG
-    (ecr_login,) = image.inputs["registries"]  # web runs on EKS only: it needs ECR only
+    ecr_login, _ = image.inputs["registries"]  # web runs on EKS and Cloud Run: ECR, Artifact Registry
     assert ecr_login["address"] == url.split("/")[0] and ecr_login["username"] == "AWS"
     assert ecr_login["password"][SIG_KEY] == SECRET_SIG
     assert "secrets" not in run.get(IMAGE, "worker").inputs
@@ -195,7 +195,7 @@ def test_plan_json_masks_secrets(stack_runs: dict[str, Preflight]) -> None:
     assert "preflight-placeholder-token" not in text
     image = next(r for r in plan["resources"] if r["type"] == IMAGE and r["name"] == "web")
     assert image["inputs"]["secrets"] == "[secret]"
-    assert plan["secretPlaceholders"] == ["pouw-cicd:pipIndexToken"]
+    assert plan["secretPlaceholders"] == ["pouw-cicd:pipIndexToken", "pouw-cicd:workerDatabaseUrl"]
     assert plan["exitCode"] == 0
 
 

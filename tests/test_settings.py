@@ -64,11 +64,12 @@ def bad(mutate: Any) -> list[str]:
         ),
         (
             lambda r: r["services"][0].update(helthPath="/h"),
-            "pouw-cicd:services[0].helthPath: unknown key; allowed keys here are build, environment,",
+            "pouw-cicd:services[0].helthPath: unknown key; allowed keys here are azureSecureEnvironment, "
+            "build,",
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key; known keys are azure, costCenter, ecs, eks, environment,",
+            "pouw-cicd:enviroment: unknown key; known keys are aci, azure, cloudRun, costCenter, ecs, eks,",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (
@@ -107,7 +108,10 @@ def test_secret_in_plain_text_is_refused() -> None:
     assert err.value.problems == [
         "pouw-cicd:services[0].build.secrets.pip_index_token: config key pouw-cicd:pipIndexToken is "
         "stored in plain text; re-set it with `pulumi config set --secret pouw-cicd:pipIndexToken "
-        "<value> -s prod`"
+        "<value> -s prod`",
+        "pouw-cicd:services[1].azureSecureEnvironment.DATABASE_URL: config key "
+        "pouw-cicd:workerDatabaseUrl is stored in plain text; re-set it with `pulumi config set "
+        "--secret pouw-cicd:workerDatabaseUrl <value> -s prod`",
     ]
 
 

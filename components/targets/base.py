@@ -23,3 +23,14 @@ class TargetEndpoints:
             "weights": dict(self.weights),
             "images": dict(self.images),
         }
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("500m", "1") in cores."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_gib(quantity: str) -> float:
+    """A Kubernetes memory quantity ("512Mi", "2Gi") in GiB."""
+    units = {"Ki": 1 / 1024**2, "Mi": 1 / 1024, "Gi": 1.0}
+    return round(float(quantity[:-2]) * units[quantity[-2:]], 3)

@@ -1,0 +1,273 @@
+"""The Azure Container Instances target: one container group per slot behind Azure Front Door.
+
+ACI has no traffic splitter, so a Front Door (Standard/Premium) origin group stands in front: one
+origin per slot with the rollout's weight. Blue-green keeps the idle origin disabled and exposes the
+idle container group's own FQDN as the preview URL. A weight change or a switch changes only origins
+(weight, enabled state), never a container group.
+
+Front Door only spreads traffic by weight among origins whose probe latency falls within
+`additional_latency_in_milliseconds` of the fastest one, so the origin group sets it wide
+(`aci.additionalLatencyMs`, 1000 by default): otherwise a slightly faster slot would take it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_azure_native.authorization as authorization
+import pulumi_azure_native.cdn as cdn
+import pulumi_azure_native.containerinstance as containerinstance
+import pulumi_azure_native.managedidentity as managedidentity
+
+from components.registry import AcrRegistry
+from components.rollout import RolloutPlan, SlotPlan
+from components.settings import AciSettings, ServiceSettings
+from components.targets.base import TargetEndpoints, cpu_cores, memory_gib
+
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in AcrPull
+MAX_ORIGIN_WEIGHT = 1000
+
+
+@dataclass(frozen=True)
+class FrontDoorArgs:
+    settings: AciSettings
+    resource_group_name: pulumi.Input[str]
+    environment: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class FrontDoor(pulumi.ComponentResource):
+    """The environment's Azure Front Door profile; each ACI service adds an endpoint to it."""
+
+    profile_name: pulumi.Output[str]
+
+    def __init__(self, name: str, args: FrontDoorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:FrontDoor", name, None, opts)
+        self.profile = cdn.Profile(
+            name,
+            profile_name=f"pouw-{args.environment}",
+            resource_group_name=args.resource_group_name,
+            location="Global",
+            sku=cdn.SkuArgs(name=args.settings.front_door_sku),
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.profile_name = self.profile.name
+        self.register_outputs({"profileName": self.profile_name})
+
+
+def origin_weight(slot: SlotPlan) -> tuple[int, str]:
+    """Front Door weights are 1..1000 and cannot be 0: a 0% slot is a disabled origin."""
+    if slot.weight == 0:
+        return 1, "Disabled"
+    return max(1, slot.weight * MAX_ORIGIN_WEIGHT // 100), "Enabled"
+
+
+@dataclass(frozen=True)
+class AciServiceArgs:
+    service: ServiceSettings
+    plan: RolloutPlan
+    images: Mapping[str, pulumi.Input[str]]  # slot name -> digest-pinned image ref
+    settings: AciSettings
+    registry: AcrRegistry
+    front_door: FrontDoor
+    resource_group_name: pulumi.Input[str]
+    location: str
+    environment: str
+    # Secure environment values (already Outputs marked secret), by variable name.
+    secure_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class AciService(pulumi.ComponentResource):
+    """A managed identity that may only pull (AcrPull), a container group per slot, and routing."""
+
+    endpoints: TargetEndpoints
+
+    def __init__(self, name: str, args: AciServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:AciService", name, None, opts)
+        svc = args.service
+        s = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+        rg = args.resource_group_name
+
+        identity = managedidentity.UserAssignedIdentity(
+            f"{name}-identity",
+            resource_name_=f"{svc.name}-aci-{args.environment}",
+            resource_group_name=rg,
+            location=args.location,
+            tags=args.tags,
+            opts=child,
+        )
+        subscription = authorization.get_client_config_output(
+            opts=pulumi.InvokeOutputOptions(parent=self)
+        ).subscription_id
+        authorization.RoleAssignment(
+            f"{name}-acr-pull",
+            scope=args.registry.registry_id,
+            principal_id=identity.principal_id,
+            principal_type="ServicePrincipal",
+            role_definition_id=subscription.apply(
+                lambda sub: (
+                    f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE}"
+                )
+            ),
+            opts=child,
+        )
+
+        groups = {slot.name: self._container_group(name, args, slot, identity) for slot in args.plan.slots}
+
+        endpoint = cdn.AFDEndpoint(
+            f"{name}-endpoint",
+            endpoint_name=f"{svc.name}-{args.environment}",
+            profile_name=args.front_door.profile_name,
+            resource_group_name=rg,
+            location="Global",
+            enabled_state="Enabled",
+            tags=args.tags,
+            opts=child,
+        )
+        origin_group = cdn.AFDOriginGroup(
+            f"{name}-origins",
+            origin_group_name=svc.name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=rg,
+            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
+                sample_size=4,
+                successful_samples_required=3,
+                additional_latency_in_milliseconds=s.additional_latency_ms,
+            ),
+            health_probe_settings=cdn.HealthProbeParametersArgs(
+                probe_path=svc.health_path,
+                probe_protocol=cdn.ProbeProtocol.HTTP,
+                probe_request_type=cdn.HealthProbeRequestType.GET,
+                probe_interval_in_seconds=30,
+            ),
+            session_affinity_state="Disabled",
+            opts=child,
+        )
+        origins = []
+        for slot in args.plan.slots:
+            weight, state = origin_weight(slot)
+            fqdn = groups[slot.name].ip_address.apply(lambda ip: (ip.fqdn or ip.ip or "") if ip else "")
+            origins.append(
+                cdn.AFDOrigin(
+                    f"{name}-{slot.name}",
+                    origin_name=slot.name,
+                    origin_group_name=origin_group.name,
+                    profile_name=args.front_door.profile_name,
+                    resource_group_name=rg,
+                    host_name=fqdn,
+                    origin_host_header=fqdn,
+                    http_port=svc.port,
+                    https_port=443,
+                    priority=1,
+                    weight=weight,
+                    enabled_state=state,
+                    enforce_certificate_name_check=True,
+                    opts=child,
+                )
+            )
+        cdn.Route(
+            f"{name}-route",
+            route_name=svc.name,
+            endpoint_name=endpoint.name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=rg,
+            origin_group=cdn.ResourceReferenceArgs(id=origin_group.id),
+            supported_protocols=["Http", "Https"],
+            https_redirect="Enabled",
+            forwarding_protocol="HttpOnly",
+            link_to_default_domain="Enabled",
+            patterns_to_match=["/*"],
+            enabled_state="Enabled",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=origins),
+        )
+        preview = args.plan.preview_slot
+        preview_url = (
+            groups[preview].ip_address.apply(
+                lambda ip: f"http://{ip.fqdn}:{svc.port}" if ip and ip.fqdn else ""
+            )
+            if preview
+            else None
+        )
+        self.endpoints = TargetEndpoints(
+            url=endpoint.host_name.apply(lambda host: f"https://{host}"),
+            preview_url=preview_url,
+            weights=args.plan.weights,
+            images=dict(args.images),
+        )
+        self.register_outputs(self.endpoints.as_outputs())
+
+    def _container_group(
+        self,
+        name: str,
+        args: AciServiceArgs,
+        slot: SlotPlan,
+        identity: managedidentity.UserAssignedIdentity,
+    ) -> containerinstance.ContainerGroup:
+        svc = args.service
+        probe = containerinstance.ContainerProbeArgs(
+            http_get=containerinstance.ContainerHttpGetArgs(
+                path=svc.health_path, port=svc.port, scheme="http"
+            ),
+            period_seconds=10,
+            failure_threshold=3,
+        )
+        plain = {**svc.environment, "PORT": str(svc.port), "APP_VERSION": slot.version, "APP_SLOT": slot.name}
+        environment = [
+            containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in sorted(plain.items())
+        ]
+        environment += [
+            containerinstance.EnvironmentVariableArgs(name=k, secure_value=v)
+            for k, v in sorted(args.secure_environment.items())
+        ]
+        subnet = args.settings.subnet_id
+        private = subnet is not None
+        port = containerinstance.PortArgs(port=svc.port, protocol="TCP")
+        return containerinstance.ContainerGroup(
+            f"{name}-{slot.name}",
+            container_group_name=f"{svc.name}-{slot.name}",
+            resource_group_name=args.resource_group_name,
+            location=args.location,
+            os_type="Linux",
+            sku="Standard",
+            restart_policy="Always",
+            identity=containerinstance.ContainerGroupIdentityArgs(
+                type=containerinstance.ResourceIdentityType.USER_ASSIGNED,
+                user_assigned_identities=[identity.id],
+            ),
+            image_registry_credentials=[
+                containerinstance.ImageRegistryCredentialArgs(
+                    server=args.registry.login_server, identity=identity.id
+                )
+            ],
+            containers=[
+                containerinstance.ContainerArgs(
+                    name="app",
+                    image=args.images[slot.name],
+                    ports=[containerinstance.ContainerPortArgs(port=svc.port, protocol="TCP")],
+                    environment_variables=environment,
+                    resources=containerinstance.ResourceRequirementsArgs(
+                        requests=containerinstance.ResourceRequestsArgs(
+                            cpu=cpu_cores(svc.resources.cpu_limit),
+                            memory_in_gb=memory_gib(svc.resources.memory_limit),
+                        )
+                    ),
+                    liveness_probe=probe,
+                    readiness_probe=probe,
+                )
+            ],
+            ip_address=containerinstance.IpAddressArgs(
+                type="Private" if private else "Public",
+                ports=[port],
+                dns_name_label=None if private else f"{svc.name}-{slot.name}-{args.environment}",
+            ),
+            subnet_ids=[containerinstance.ContainerGroupSubnetIdArgs(id=subnet)]
+            if subnet is not None
+            else None,
+            tags={**args.tags, "slot": slot.name},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
