@@ -16,6 +16,7 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,41 +326,35 @@ def _provider(
 
 
 def analyze(
-    pack: PolicyPackProcess,
+    packs: PolicyPackProcess | Sequence[PolicyPackProcess],
     resources: list[Registration],
     policy_config: dict[str, Any],
     organization: str = "organization",
     config_source: str = "policy config",
 ) -> AnalysisResult:
-    """One full round: Handshake, ConfigureStack, GetAnalyzerInfo, Configure, Analyze*, AnalyzeStack."""
-    stub = pack.stub
+    """One full round: Handshake, ConfigureStack, GetAnalyzerInfo, Configure, Analyze*, AnalyzeStack.
+
+    With several pack processes (the same pack, one per core), `Analyze` calls are spread over them
+    and run in flight together; each resource is still analysed exactly once, and the stack once.
+    The Python SDK re-reads a resource's properties for every policy, so one pack process is
+    CPU-bound; more processes are the way to use more cores.
+    """
+    pool = [packs] if isinstance(packs, PolicyPackProcess) else list(packs)
     try:
-        stub.Handshake(
-            analyzer_pb2.AnalyzerHandshakeRequest(
-                engine_address=pack.engine_address,
-                root_directory=str(pack.pack_dir),
-                program_directory=str(pack.pack_dir),
-            )
-        )
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # older packs predate Handshake
-            raise PolicyPackError(f"Handshake failed: {err.details()}") from err
-    try:
-        stub.ConfigureStack(
-            analyzer_pb2.AnalyzerStackConfigureRequest(
-                stack=pack.stack, project=pack.project, organization=organization, dry_run=True
-            )
-        )
-        info = stub.GetAnalyzerInfo(empty_pb2.Empty())
-        stub.Configure(build_configure_request(info, policy_config, config_source))
+        for pack in pool:
+            _open(pack, organization)
+        info = pool[0].stub.GetAnalyzerInfo(empty_pb2.Empty())
+        configure = build_configure_request(info, policy_config, config_source)
+        for pack in pool:
+            pack.stub.Configure(configure)
         result = AnalysisResult(
             pack=info.name,
-            version=pack.version,
+            version=pool[0].version,
             policies=[_policy_info(p) for p in info.policies],
         )
         by_urn = {r.urn: r for r in resources}
-        for r in resources:
-            response = stub.Analyze(
+        in_flight = [
+            pool[i % len(pool)].stub.Analyze.future(
                 analyzer_pb2.AnalyzeRequest(
                     type=r.type,
                     properties=_struct(r.inputs),
@@ -369,8 +364,11 @@ def analyze(
                     provider=_provider(r, by_urn),
                 )
             )
-            _collect(result, response, default_urn=r.urn)
-        stack_response = stub.AnalyzeStack(
+            for i, r in enumerate(resources)
+        ]
+        for r, call in zip(resources, in_flight, strict=True):
+            _collect(result, call.result(), default_urn=r.urn)
+        stack_response = pool[0].stub.AnalyzeStack(
             analyzer_pb2.AnalyzeStackRequest(
                 resources=[
                     analyzer_pb2.AnalyzerResource(
@@ -395,8 +393,28 @@ def analyze(
     except grpc.RpcError as err:
         raise PolicyPackError(f"policy pack call failed: {err.code().name}: {err.details()}") from err
     result.violations.sort(key=lambda v: (v.level != "mandatory", v.policy, v.urn))
-    result.logs = list(pack.engine.logs)
+    result.logs = [line for pack in pool for line in pack.engine.logs]
     return result
+
+
+def _open(pack: PolicyPackProcess, organization: str) -> None:
+    """Handshake (tolerated as unimplemented by older packs) and ConfigureStack."""
+    try:
+        pack.stub.Handshake(
+            analyzer_pb2.AnalyzerHandshakeRequest(
+                engine_address=pack.engine_address,
+                root_directory=str(pack.pack_dir),
+                program_directory=str(pack.pack_dir),
+            )
+        )
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # older packs predate Handshake
+            raise PolicyPackError(f"Handshake failed: {err.details()}") from err
+    pack.stub.ConfigureStack(
+        analyzer_pb2.AnalyzerStackConfigureRequest(
+            stack=pack.stack, project=pack.project, organization=organization, dry_run=True
+        )
+    )
 
 
 def _policy_info(p: analyzer_pb2.PolicyInfo) -> PolicyInfo:

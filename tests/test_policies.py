@@ -182,3 +182,18 @@ def test_dev_violation_is_advisory_and_exits_0(tmp_path: Path, capsys: pytest.Ca
         ("eks-private-endpoint", "advisory"),  # dev's API endpoint is public to all: listed, not blocking
         ("alb-https-only", "advisory"),  # dev's ALB has no certificate: plain HTTP, listed
     }
+
+
+def test_two_pack_processes_give_the_same_verdicts(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["staging"].run
+    config = json.loads((ROOT / "policies" / "config" / "staging.json").read_text())
+    with (
+        PolicyPackProcess(ROOT / "policies", "pouw-cicd", "a") as one,
+        PolicyPackProcess(ROOT / "policies", "pouw-cicd", "b") as two,
+    ):
+        single = analyze(one, run.resources, config)
+        pooled = analyze([one, two], run.resources, config)
+    assert [(v.policy, v.urn, v.level) for v in single.violations] == [
+        (v.policy, v.urn, v.level) for v in pooled.violations
+    ]
+    assert single.violations  # staging has advisories to compare
