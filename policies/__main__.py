@@ -7,6 +7,7 @@ Stands alone: it imports nothing from the program. Enforcement levels and allow-
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 import cluster_network
+import identity
 import images_registries
 import quality
 import serverless
@@ -21,6 +22,7 @@ PolicyPack(
         *workload_security.POLICIES,
         *cluster_network.POLICIES,
         *serverless.POLICIES,
+        *identity.POLICIES,
         *quality.POLICIES,
     ],
 )
