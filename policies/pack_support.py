@@ -10,12 +10,13 @@ instead of a silent pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from pulumi_policy import (
     PolicyComplianceFramework,
     PolicyConfigSchema,
     ReportViolation,
+    ResourceRemediation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
     Severity,
@@ -47,7 +48,11 @@ def resource_policy(
     remediation: str,
     config: dict[str, dict[str, Any]] | None = None,
     tags: list[str] | None = None,
+    fix: Callable[[ResourceValidationArgs], dict[str, Any] | None] | None = None,
 ) -> ResourceValidationPolicy:
+    """A policy over `types`. `fix`, when given, is its remediation: it runs only where the stack's
+    policy config sets the policy's level to `remediate` (never by default) and returns the
+    resource's corrected properties, or None when there is nothing to fix."""
     wanted = frozenset(types)
 
     def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -56,10 +61,15 @@ def resource_policy(
         for message in rule(args):
             report(message, None)
 
+    def remediate(args: ResourceValidationArgs) -> dict[str, Any] | None:
+        return fix(args) if fix is not None and args.resource_type in wanted else None
+
     return ResourceValidationPolicy(
         name=name,
         description=description,
         validate=validate,
+        # The SDK types remediations as async, but runs plain functions too (policy.py Remediate).
+        remediate=cast(ResourceRemediation, remediate) if fix is not None else None,
         severity=severity,
         framework=framework,
         remediation_steps=remediation,

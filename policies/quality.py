@@ -39,7 +39,13 @@ TAGS_SCHEMA: dict[str, dict[str, Any]] = {
         "items": {"type": "string"},
         "default": ["owner", "environment", "service", "cost-center"],
         "description": "Tag keys every taggable resource must carry, with a non-empty value.",
-    }
+    },
+    "defaults": {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "default": {},
+        "description": "Values to fill in for missing tags when the policy's level is remediate.",
+    },
 }
 
 
@@ -48,6 +54,21 @@ def _required_tags(args: ResourceValidationArgs) -> Iterable[str]:
     missing = [key for key in setting(args, TAGS_SCHEMA, "requiredTags") if not tags.get(key)]
     if missing:
         yield f"missing required tags: {', '.join(missing)}"
+
+
+def _add_default_tags(args: ResourceValidationArgs) -> dict[str, Any] | None:
+    """Fill in missing required tags from the configured defaults (safe: it only adds)."""
+    key = "labels" if args.resource_type in LABELLED else "tags"
+    tags = dict(args.props.get(key) or {})
+    defaults = setting(args, TAGS_SCHEMA, "defaults")
+    missing = {
+        tag: defaults[tag]
+        for tag in setting(args, TAGS_SCHEMA, "requiredTags")
+        if not tags.get(tag) and defaults.get(tag)
+    }
+    if not missing:
+        return None
+    return {**dict(args.props), key: {**tags, **missing}}
 
 
 def _protected(args: ResourceValidationArgs) -> Iterable[str]:
@@ -64,9 +85,10 @@ POLICIES: list[Policy] = [
         severity=Severity.LOW,
         framework=control(PROJECT, "attribution"),
         remediation="Create resources with tags=settings.tags(service); owner and costCenter come "
-        "from the stack file.",
+        "from the stack file. Or set the level to remediate with `defaults` to fill them in.",
         config=TAGS_SCHEMA,
         tags=["quality"],
+        fix=_add_default_tags,
     ),
     resource_policy(
         name="protect-stateful-resources",

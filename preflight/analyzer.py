@@ -10,6 +10,7 @@ sends the captured resources to `Analyze` and `AnalyzeStack`. The pack process i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -95,6 +96,9 @@ class AnalysisResult:
     violations: list[Violation] = field(default_factory=list)
     not_applicable: list[tuple[str, str]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    remediations: list[tuple[str, str]] = field(default_factory=list)  # (policy, urn)
+    # The resources as analysed: remediated inputs where a `remediate` policy rewrote them.
+    resources: list[Registration] = field(default_factory=list)
 
     @property
     def mandatory(self) -> list[Violation]:
@@ -352,6 +356,8 @@ def analyze(
             version=pool[0].version,
             policies=[_policy_info(p) for p in info.policies],
         )
+        if any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values()):
+            resources = [_remediate(pool[0], r, result) for r in resources]
         by_urn = {r.urn: r for r in resources}
         in_flight = [
             pool[i % len(pool)].stub.Analyze.future(
@@ -393,8 +399,26 @@ def analyze(
     except grpc.RpcError as err:
         raise PolicyPackError(f"policy pack call failed: {err.code().name}: {err.details()}") from err
     result.violations.sort(key=lambda v: (v.level != "mandatory", v.policy, v.urn))
-    result.logs = [line for pack in pool for line in pack.engine.logs]
+    result.logs += [line for pack in pool for line in pack.engine.logs]
+    result.resources = resources
     return result
+
+
+def _remediate(pack: PolicyPackProcess, r: Registration, result: AnalysisResult) -> Registration:
+    """What the engine does before analysing a resource: let `remediate` policies rewrite its inputs."""
+    response = pack.stub.Remediate(
+        analyzer_pb2.AnalyzeRequest(
+            type=r.type, properties=_struct(r.inputs), urn=r.urn, name=r.name, options=_options(r)
+        )
+    )
+    inputs = r.inputs
+    for remediation in response.remediations:
+        if remediation.diagnostic:
+            result.logs.append(f"{remediation.policyName}: {remediation.diagnostic}")
+        if remediation.HasField("properties"):
+            inputs = json_format.MessageToDict(remediation.properties)
+            result.remediations.append((remediation.policyName, r.urn))
+    return dataclasses.replace(r, inputs=inputs) if inputs is not r.inputs else r
 
 
 def _open(pack: PolicyPackProcess, organization: str) -> None:

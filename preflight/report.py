@@ -94,6 +94,10 @@ def plan(result: Preflight) -> dict[str, Any]:
             }
             for v in (result.analysis.violations if result.analysis else [])
         ],
+        "remediations": [
+            {"policy": policy, "urn": urn}
+            for policy, urn in (result.analysis.remediations if result.analysis else [])
+        ],
         "error": run.error_text or None,
         "exitCode": result.exit_code,
     }
@@ -156,6 +160,8 @@ def print_report(result: Preflight, console: Console) -> None:
                 escape(v.detail),
             )
         console.print(table)
+    for policy, urn in analysis.remediations:
+        console.print(f"[cyan]remediated[/] {escape(urn.rsplit('::', 1)[-1])} by {escape(policy)}")
     summary = (
         f"{len(analysis.mandatory)} mandatory, "
         f"{len(analysis.violations) - len(analysis.mandatory)} advisory violation(s) "

@@ -197,3 +197,23 @@ def test_two_pack_processes_give_the_same_verdicts(stack_runs: dict[str, Preflig
         (v.policy, v.urn, v.level) for v in pooled.violations
     ]
     assert single.violations  # staging has advisories to compare
+
+
+def test_remediation_is_off_by_default_and_fills_missing_tags_when_enabled(pack: PolicyPackProcess) -> None:
+    key = resource(
+        "aws:kms/key:Key", "key", {"tags": {"owner": "a", "environment": "prod", "service": "web"}}
+    )
+    default = analyze(pack, [key], {"all": "mandatory"})
+    assert [v.detail for v in default.violations if v.policy == "required-tags"] == [
+        "missing required tags: cost-center"
+    ]
+    assert default.remediations == []
+    config = {
+        "all": "mandatory",
+        "required-tags": {"enforcementLevel": "remediate", "defaults": {"cost-center": "cc-0000"}},
+    }
+    fixed = analyze(pack, [key], config)
+    assert fixed.remediations == [("required-tags", key.urn)]
+    assert [v for v in fixed.violations if v.policy == "required-tags"] == []
+    assert fixed.resources[0].inputs["tags"]["cost-center"] == "cc-0000"
+    assert key.inputs["tags"].get("cost-center") is None  # the captured registration is untouched
