@@ -23,6 +23,7 @@ from components.registry import (
     ecr_enhanced_scanning,
     ghcr_target,
 )
+from components.runners import CiRunners, CiRunnersArgs, PipelineIdentities, PipelineIdentitiesArgs
 from components.targets.aci import AciService, AciServiceArgs, FrontDoor, FrontDoorArgs
 from components.targets.cloudrun import CloudRunService, CloudRunServiceArgs
 from components.targets.ecs import EcsCluster, EcsClusterArgs, EcsService, EcsServiceArgs
@@ -37,9 +38,8 @@ revision = os.environ.get("GITHUB_SHA") or os.environ.get("GIT_COMMIT")
 if registries.ecr is not None and registries.ecr.enhanced_scanning:
     ecr_enhanced_scanning("ecr-enhanced-scanning")
 
-acr_registry = None
 resource_group = None
-if registries.acr is not None and settings.azure is not None:
+if settings.azure is not None:
     resource_group = azure_resources.ResourceGroup(
         "resource-group",
         resource_group_name=settings.azure.resource_group,
@@ -47,6 +47,8 @@ if registries.acr is not None and settings.azure is not None:
         tags=settings.tags(),
         opts=pulumi.ResourceOptions(protect=settings.is_prod),
     )
+acr_registry = None
+if registries.acr is not None and resource_group is not None:
     acr_registry = AcrRegistry(
         "acr",
         AcrRegistryArgs(
@@ -124,6 +126,7 @@ if "aci" in settings.targets() and resource_group is not None and settings.aci i
         ),
     )
 
+ecr_repositories: list[EcrRepository] = []
 for service in settings.services:
     targets: list[PushTarget] = []
     repository = None
@@ -139,6 +142,7 @@ for service in settings.services:
             ),
         )
         targets.append(repository.target())
+        ecr_repositories.append(repository)
     if acr_registry is not None and "acr" in pushes:
         targets.append(acr_registry.target(service.name))
     if artifact_registry is not None and "artifactRegistry" in pushes:
@@ -248,3 +252,41 @@ for service in settings.services:
         )
         outputs["aci"] = aci_service.endpoints.as_outputs()
     pulumi.export(service.name, outputs)
+
+if settings.ci_runners is not None and cluster is not None:
+    arc = settings.ci_runners.arc
+    credentials = (
+        {
+            "github_app_id": config.require_secret(arc.app_id_key),
+            "github_app_installation_id": config.require_secret(arc.installation_id_key),
+            "github_app_private_key": config.require_secret(arc.private_key_key),
+        }
+        if arc is not None
+        else {}
+    )
+    runners = CiRunners(
+        "ci-runners",
+        CiRunnersArgs(
+            settings=settings.ci_runners,
+            cluster=cluster,
+            repository_arns=[r.repository.arn for r in ecr_repositories],
+            app_credentials=credentials,
+            tags=settings.tags("ci"),
+        ),
+    )
+    pulumi.export("ciRunnerPushRoles", runners.push_roles)
+
+if settings.pipeline_identities is not None:
+    identities = PipelineIdentities(
+        "pipeline",
+        PipelineIdentitiesArgs(
+            settings=settings.pipeline_identities,
+            environment=settings.environment,
+            gcp_project=settings.gcp.project if settings.gcp else None,
+            azure_resource_group=resource_group.name if resource_group else None,
+            azure_resource_group_id=resource_group.id if resource_group else None,
+            azure_location=settings.azure.location if settings.azure else None,
+            tags=settings.tags("ci"),
+        ),
+    )
+    pulumi.export("pipelineIdentities", identities.outputs)

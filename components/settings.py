@@ -422,6 +422,85 @@ class AciSettings(_Model):
     subnet_id: Annotated[str, Field(pattern=r"^/subscriptions/.+/subnets/.+$")] | None = None
 
 
+_REPOSITORY = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
+
+
+class ScaleSetSettings(_Model):
+    """One ARC runner scale set; workflows select it with `runs-on: <name>`."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,44}$")]
+    min_runners: Annotated[int, Field(ge=0, le=100)] = 0
+    max_runners: Annotated[int, Field(ge=1, le=200)] = 5
+    runner_group: str = "default"
+    # kubernetes: job containers run as their own pods, nothing privileged. dind: a privileged sidecar.
+    container_mode: Literal["kubernetes", "dind"] = "kubernetes"
+    cpu: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "1"
+    memory: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "2Gi"
+    work_volume: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "10Gi"
+    storage_class: str = "gp2"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleSetSettings:
+        if self.max_runners < self.min_runners:
+            raise ValueError(
+                f"maxRunners ({self.max_runners}) is below minRunners ({self.min_runners}); raise maxRunners"
+            )
+        return self
+
+
+class ArcSettings(_Model):
+    """GitHub Actions Runner Controller (runner scale sets) on the environment's EKS cluster."""
+
+    chart_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = "0.12.1"
+    github_config_url: Annotated[
+        str, Field(pattern=r"^https://github\.com/[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$")
+    ]
+    runner_image: str
+    # GitHub App credentials: names of secure config keys, never the values.
+    app_id_key: str
+    installation_id_key: str
+    private_key_key: str
+    scale_sets: Annotated[tuple[ScaleSetSettings, ...], Field(min_length=1)]
+
+    @field_validator("runner_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        if "@sha256:" not in value and (":" not in value.rsplit("/", 1)[-1] or value.endswith(":latest")):
+            raise ValueError("pin the runner image by version or digest (never latest)")
+        return value
+
+
+class JenkinsSettings(_Model):
+    """Where a Jenkins controller's Kubernetes plugin launches agent pods."""
+
+    namespace: str = "jenkins-agents"
+    agent_image: str
+
+    @field_validator("agent_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return ArcSettings._pinned(value)
+
+
+class CiRunnersSettings(_Model):
+    arc: ArcSettings | None = None
+    jenkins: JenkinsSettings | None = None
+
+
+class PipelineIdentitySettings(_Model):
+    """Keyless deploy identities for this environment's pipeline (GitHub Actions OIDC)."""
+
+    # owner/repo, exactly: the trust policies pin `sub` to it.
+    repository: Annotated[str, Field(pattern=_REPOSITORY)]
+    aws: bool = True
+    # The account's token.actions.githubusercontent.com provider, when another stack already made it.
+    aws_oidc_provider_arn: Annotated[str, Field(pattern=r"^arn:aws:iam::[0-9]{12}:oidc-provider/")] | None = (
+        None
+    )
+    gcp: bool = False
+    azure: bool = False
+
+
 class AzureSettings(_Model):
     location: str
     resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
@@ -447,6 +526,8 @@ class Settings(_Model):
     ecs: EcsSettings | None = None
     cloud_run: CloudRunSettings | None = None
     aci: AciSettings | None = None
+    ci_runners: CiRunnersSettings | None = None
+    pipeline_identities: PipelineIdentitySettings | None = None
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -470,6 +551,15 @@ class Settings(_Model):
         for name, block in (("eks", self.eks), ("ecs", self.ecs)):
             if block is not None and self.network is None:
                 problems.append((name, "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
+        if self.ci_runners is not None and self.eks is None:
+            problems.append(("ciRunners", "runners run on the environment's EKS cluster; add pouw-cicd:eks"))
+        identities = self.pipeline_identities
+        if identities is not None and identities.gcp and self.gcp is None:
+            problems.append(("pipelineIdentities.gcp", "needs pouw-cicd:gcp (project, region); add it"))
+        if identities is not None and identities.azure and self.azure is None:
+            problems.append(
+                ("pipelineIdentities.azure", "needs pouw-cicd:azure (location, resourceGroup); add it")
+            )
         registries = self.registries.model_dump(by_alias=True)
         for i, service in enumerate(self.services):
             for target in service.targets:
@@ -548,6 +638,13 @@ class Settings(_Model):
         ]
         if self.registries.ghcr is not None:
             refs.append(("registries.ghcr.tokenKey", self.registries.ghcr.token_key))
+        arc = self.ci_runners.arc if self.ci_runners else None
+        if arc is not None:
+            refs += [
+                ("ciRunners.arc.appIdKey", arc.app_id_key),
+                ("ciRunners.arc.installationIdKey", arc.installation_id_key),
+                ("ciRunners.arc.privateKeyKey", arc.private_key_key),
+            ]
         refs += [
             (f"services[{i}].azureSecureEnvironment.{var}", key)
             for i, s in enumerate(self.services)

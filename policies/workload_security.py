@@ -393,3 +393,51 @@ POLICIES += [
         tags=["quality"],
     ),
 ]
+
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def _scale_set(args: ResourceValidationArgs) -> Any:
+    chart = str(args.props.get("chart") or "")
+    return args.props.get("values") or {} if chart.endswith("/gha-runner-scale-set") else None
+
+
+def _runner_privileged(args: ResourceValidationArgs) -> Iterable[str]:
+    values = _scale_set(args)
+    if values is None:
+        return
+    spec = (values.get("template") or {}).get("spec") or {}
+    for container in spec.get("containers") or []:
+        if (container.get("securityContext") or {}).get("privileged") is True:
+            yield f"runner container {container.get('name')} is privileged"
+
+
+def _runner_dind(args: ResourceValidationArgs) -> Iterable[str]:
+    values = _scale_set(args)
+    if values is not None and (values.get("containerMode") or {}).get("type") == "dind":
+        yield "runner scale set uses Docker-in-Docker: a privileged sidecar can escape to the node"
+
+
+POLICIES += [
+    resource_policy(
+        name="arc-runner-not-privileged",
+        description="ARC runner pods are not privileged.",
+        types=[HELM_RELEASE],
+        rule=_runner_privileged,
+        severity=Severity.CRITICAL,
+        framework=control(PSS, "Privileged Containers"),
+        remediation="Remove privileged from the runner template; use containerMode kubernetes.",
+        tags=["workload-security"],
+    ),
+    resource_policy(
+        name="arc-dind-advisory",
+        description="Says when a runner scale set runs Docker-in-Docker (privileged); an advisory by design.",
+        types=[HELM_RELEASE],
+        rule=_runner_dind,
+        severity=Severity.HIGH,
+        framework=control(PSS, "Privileged Containers"),
+        remediation="Use containerMode kubernetes (the default) unless jobs truly need a Docker daemon.",
+        tags=["workload-security"],
+    ),
+]

@@ -141,6 +141,17 @@ class PlaceholderMocks(Mocks):
             "azure-native:cdn:AFDEndpoint": lambda a: {
                 "hostName": f"{a.inputs['endpointName']}-abc123.z01.azurefd.net"
             },
+            "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda a: {
+                "arn": f"arn:aws:iam::{PLACEHOLDER_ACCOUNT}:oidc-provider/{str(a.inputs['url']).split('://')[1]}"
+            },
+            "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": lambda a: {
+                "name": f"projects/123456789/locations/global/workloadIdentityPools/"
+                f"{a.inputs['workloadIdentityPoolId']}"
+            },
+            "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider": lambda a: {
+                "name": f"projects/123456789/locations/global/workloadIdentityPools/"
+                f"{a.inputs['workloadIdentityPoolId']}/providers/{a.inputs['workloadIdentityPoolProviderId']}"
+            },
             "azure-native:managedidentity:UserAssignedIdentity": lambda a: {
                 "principalId": hashlib.sha256(a.name.encode()).hexdigest()[:32],
                 "clientId": hashlib.sha256(a.name.encode()).hexdigest()[32:],
@@ -162,7 +173,8 @@ class PlaceholderMocks(Mocks):
             state.setdefault("id", f"/subscriptions/00000000-0000-0000-0000-000000000000/{args.name}")
         if args.typ.startswith("aws:"):
             service = args.typ.split(":")[1].split("/")[0]
-            state.setdefault("arn", f"arn:aws:{service}:{self.region}:{PLACEHOLDER_ACCOUNT}:{args.name}")
+            region = "" if service == "iam" else self.region  # IAM ARNs carry no region
+            state.setdefault("arn", f"arn:aws:{service}:{region}:{PLACEHOLDER_ACCOUNT}:{args.name}")
         computed = self._computed.get(args.typ)
         if computed is not None:
             state.update(computed(args))

@@ -69,7 +69,7 @@ def bad(mutate: Any) -> list[str]:
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key; known keys are aci, azure, cloudRun, costCenter, ecs, eks,",
+            "pouw-cicd:enviroment: unknown key; known keys are aci, azure, ciRunners, cloudRun, costCenter,",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (
