@@ -37,6 +37,7 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 PLACEHOLDER_ACCOUNT = "123456789012"
+AZURE_SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 
 
 @dataclass
@@ -169,8 +170,10 @@ class PlaceholderMocks(Mocks):
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         state = dict(args.inputs)
         state.setdefault("name", args.name)  # what auto-naming would compute
-        if args.typ.startswith("azure-native:"):
-            state.setdefault("id", f"/subscriptions/00000000-0000-0000-0000-000000000000/{args.name}")
+        if args.typ == "azure-native:resources:ResourceGroup":
+            state["id"] = f"{AZURE_SUBSCRIPTION}/resourceGroups/{args.inputs['resourceGroupName']}"
+        elif args.typ.startswith("azure-native:"):
+            state.setdefault("id", f"{AZURE_SUBSCRIPTION}/providers/{args.typ.split(':')[1]}/{args.name}")
         if args.typ.startswith("aws:"):
             service = args.typ.split(":")[1].split("/")[0]
             region = "" if service == "iam" else self.region  # IAM ARNs carry no region
@@ -178,7 +181,7 @@ class PlaceholderMocks(Mocks):
         computed = self._computed.get(args.typ)
         if computed is not None:
             state.update(computed(args))
-        return f"{args.name}-id", state
+        return str(state["id"]) if args.typ.startswith("azure-native:") else f"{args.name}-id", state
 
     def call(self, args: MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
