@@ -105,15 +105,17 @@ class RolloutSpec:
         if "stable" not in by_name:
             raise RolloutError("slots.stable", "is required for canary (the version serving today)")
         for slot in self.slots:
-            if slot.weight is None:
-                raise RolloutError(f"slots.{slot.name}.weight", "is required for canary: an integer 0..100")
-            if not 0 <= slot.weight <= 100:
+            if slot.weight is not None and not 0 <= slot.weight <= 100:
                 raise RolloutError(f"slots.{slot.name}.weight", f"{slot.weight} is not within 0..100")
-        total = sum(s.weight or 0 for s in self.slots)
+        if "canary" in by_name and by_name["canary"].weight is None:
+            raise RolloutError(
+                "slots.canary.weight", "is required for canary (its setWeight): an integer 0..100"
+            )
+        weights = self.canary_weights()
+        total = sum(weights.values())
         if total != 100:
-            ordered = sorted(self.slots, key=lambda s: SLOT_NAMES["canary"].index(s.name))
-            weights = "/".join(str(s.weight) for s in ordered)
-            raise RolloutError("slots", f"weights {weights} sum to {total}; they must sum to 100")
+            shown = "/".join(str(weights[name]) for name in SLOT_NAMES["canary"] if name in weights)
+            raise RolloutError("slots", f"weights {shown} sum to {total}; they must sum to 100")
         canary = by_name.get("canary")
         if canary is not None and canary.version == by_name["stable"].version:
             raise RolloutError(
@@ -121,12 +123,18 @@ class RolloutSpec:
                 f"equals the stable version {canary.version}; a canary needs a different version "
                 "(to promote, set slots.stable.version and remove slots.canary)",
             )
-        if canary is None and self.steps:
-            raise RolloutError("steps", "need a canary slot to walk")
         for i, step in enumerate(self.steps):
             if step.set_weight is not None and not 0 <= step.set_weight <= 100:
                 raise RolloutError(f"steps[{i}].setWeight", f"{step.set_weight} is not within 0..100")
         _require_built(self.slots, built_version)
+
+    def canary_weights(self) -> dict[str, int]:
+        """Each canary slot's weight; stable's may be left out and is then the remainder."""
+        by_name = {s.name: s for s in self.slots}
+        weights = {name: s.weight for name, s in by_name.items() if s.weight is not None}
+        if "stable" in by_name and by_name["stable"].weight is None:
+            weights["stable"] = 100 - sum(w for name, w in weights.items() if name != "stable")
+        return weights
 
     def plan(self, built_version: str, min_replicas: int, max_replicas: int) -> RolloutPlan:
         """Which slots run, with which version, at which weight and capacity; which is previewed."""
@@ -155,14 +163,15 @@ class RolloutSpec:
             return RolloutPlan(self.strategy, slots, stable_slot=self.active_slot, preview_slot=idle)
         # Canary: capacity follows weight, with a floor of one replica per running slot.
         ordered = sorted(self.slots, key=lambda s: ("stable", "canary").index(s.name))
+        weights = self.canary_weights()
         slots = tuple(
             SlotPlan(
                 s.name,
                 s.version,
-                s.weight or 0,
+                weights[s.name],
                 s.name == "canary",
-                scaled(min_replicas, s.weight or 0),
-                max(scaled(max_replicas, s.weight or 0), scaled(min_replicas, s.weight or 0)),
+                scaled(min_replicas, weights[s.name]),
+                max(scaled(max_replicas, weights[s.name]), scaled(min_replicas, weights[s.name])),
             )
             for s in ordered
         )
