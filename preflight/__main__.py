@@ -1,5 +1,7 @@
 import sys
 
-from preflight.cli import main
+from preflight import cli, rollout
 
-sys.exit(main())
+if sys.argv[1:2] == ["rollout"]:
+    sys.exit(rollout.main(sys.argv[2:], cli.PROJECT_DIR))
+sys.exit(cli.main())

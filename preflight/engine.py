@@ -351,3 +351,40 @@ async def _resolve(value: Any, path: str, secrets: list[str]) -> Any:
     if not await value.is_known():
         return "[unknown until pulumi up]"
     return await _resolve(await value.future(), path, secrets)
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    """What a config change does to the graph, by (type, name): resources added, removed, changed."""
+
+    added: frozenset[tuple[str, str]]
+    removed: frozenset[tuple[str, str]]
+    changed: frozenset[tuple[str, str]]
+    # For changed resources: which top-level inputs differ.
+    fields: dict[tuple[str, str], frozenset[str]]
+
+
+def plan_diff(before: ProgramRun, after: ProgramRun) -> PlanDiff:
+    a = {r.urn: r for r in before.resources}
+    b = {r.urn: r for r in after.resources}
+
+    def key(r: Registration) -> tuple[str, str]:
+        return r.type, r.name
+
+    def options(r: Registration) -> tuple[Any, ...]:
+        return (r.protect, r.parent, r.provider, r.ignore_changes, r.aliases, r.retain_on_delete)
+
+    fields: dict[tuple[str, str], frozenset[str]] = {}
+    for urn in a.keys() & b.keys():
+        old, new = a[urn], b[urn]
+        changed = {k for k in old.inputs.keys() | new.inputs.keys() if old.inputs.get(k) != new.inputs.get(k)}
+        if options(old) != options(new):
+            changed.add("(options)")
+        if changed:
+            fields[key(old)] = frozenset(changed)
+    return PlanDiff(
+        added=frozenset(key(b[u]) for u in b.keys() - a.keys()),
+        removed=frozenset(key(a[u]) for u in a.keys() - b.keys()),
+        changed=frozenset(fields),
+        fields=fields,
+    )

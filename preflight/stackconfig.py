@@ -40,13 +40,14 @@ def project_name(project_dir: Path) -> str:
     return name
 
 
-def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
+def load_stack_config(project_dir: Path, stack: str, text: str | None = None) -> StackConfig:
+    """The stack's config as the CLI hands it to a program; `text` stands in for the file's content."""
     project = project_name(project_dir)
     path = project_dir / f"Pulumi.{stack}.yaml"
-    if not path.exists():
+    if text is None and not path.exists():
         known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
         raise StackConfigError(f"{path}: no such stack file; known stacks: {', '.join(known) or 'none'}")
-    data = _read_yaml(path) or {}
+    data = (_read_yaml(path) if text is None else _parse_yaml(path, text)) or {}
     if not isinstance(data, dict):
         raise StackConfigError(f"{path}: must be a mapping with a `config:` key")
     config = data.get("config") or {}
@@ -65,9 +66,14 @@ def load_stack_config(project_dir: Path, stack: str) -> StackConfig:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return _parse_yaml(path, path.read_text())
     except FileNotFoundError as err:
         raise StackConfigError(f"{path}: not found") from err
+
+
+def _parse_yaml(path: Path, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise StackConfigError(f"{path}: not valid YAML: {err}") from err
 

@@ -11,7 +11,7 @@ import yaml
 
 from preflight.analyzer import PolicyPackProcess
 from preflight.cli import run_preflight
-from preflight.engine import ProgramRun, Registration, run_program
+from preflight.engine import ProgramRun, plan_diff, run_program
 from preflight.report import Preflight
 from preflight.stackconfig import load_stack_config
 
@@ -52,18 +52,6 @@ def pack() -> Iterator[PolicyPackProcess]:
 
 
 def diff(before: ProgramRun, after: ProgramRun) -> dict[str, set[tuple[str, str]]]:
-    """Which resources a config change adds, removes or changes (inputs or options), by URN."""
-    a = {r.urn: r for r in before.resources}
-    b = {r.urn: r for r in after.resources}
-
-    def key(urn: str, runs: dict[str, Registration]) -> tuple[str, str]:
-        return runs[urn].type, runs[urn].name
-
-    def state(r: Registration) -> tuple[Any, ...]:
-        return (r.inputs, r.protect, r.parent, r.provider, r.ignore_changes, r.aliases)
-
-    return {
-        "added": {key(u, b) for u in b.keys() - a.keys()},
-        "removed": {key(u, a) for u in a.keys() - b.keys()},
-        "changed": {key(u, a) for u in a.keys() & b.keys() if state(a[u]) != state(b[u])},
-    }
+    """The engine's plan diff as plain sets, for compact assertions."""
+    change = plan_diff(before, after)
+    return {"added": set(change.added), "removed": set(change.removed), "changed": set(change.changed)}
