@@ -41,7 +41,8 @@ ARC_CHARTS = "oci://ghcr.io/actions/actions-runner-controller-charts"
 ARC_SYSTEM, ARC_RUNNERS, ARC_SERVICE_ACCOUNT = "arc-systems", "arc-runners", "arc-runner"
 ARC_SECRET = "github-app"
 GITHUB_OIDC = "token.actions.githubusercontent.com"
-AZURE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+AZURE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"  # built-in Contributor
+AZURE_READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # built-in Reader
 ECR_PUSH_ACTIONS = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
@@ -110,6 +111,10 @@ def github_trust(provider_arn: str, subject: str) -> str:
 
 def _trust_for(subject: str, provider_arn: str) -> str:
     return github_trust(provider_arn, subject)
+
+
+def _wif_principal(subject: str, pool_name: str) -> str:
+    return f"principal://iam.googleapis.com/{pool_name}/subject/{subject}"
 
 
 def subjects(repository: str, environment: str) -> tuple[str, str]:
@@ -380,9 +385,9 @@ class PipelineIdentities(pulumi.ComponentResource):
         if s.aws:
             self._aws(name, args, deploy_subject, preview_subject)
         if s.gcp and args.gcp_project:
-            self._gcp(name, args, deploy_subject)
+            self._gcp(name, args, deploy_subject, preview_subject)
         if s.azure and args.azure_resource_group is not None and args.azure_location:
-            self._azure(name, args, deploy_subject)
+            self._azure(name, args, deploy_subject, preview_subject)
         self.register_outputs(self.outputs)
 
     def _aws(self, name: str, args: PipelineIdentitiesArgs, deploy: str, preview: str) -> None:
@@ -426,7 +431,7 @@ class PipelineIdentities(pulumi.ComponentResource):
         self.outputs["awsDeployRoleArn"] = roles["deploy"].arn
         self.outputs["awsPreviewRoleArn"] = roles["preview"].arn
 
-    def _gcp(self, name: str, args: PipelineIdentitiesArgs, deploy: str) -> None:
+    def _gcp(self, name: str, args: PipelineIdentitiesArgs, deploy: str, preview: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
         project = args.gcp_project
         pool = gcp_iam.WorkloadIdentityPool(
@@ -450,66 +455,80 @@ class PipelineIdentities(pulumi.ComponentResource):
             oidc=gcp_iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=f"https://{GITHUB_OIDC}"),
             opts=child,
         )
-        account = serviceaccount.Account(
-            f"{name}-deploy",
-            project=project,
-            account_id=f"deploy-{args.environment}",
-            display_name=f"pouw-cicd deploy ({args.environment})",
-            opts=child,
-        )
-        serviceaccount.IAMMember(
-            f"{name}-deploy-wif",
-            service_account_id=account.name,
-            role="roles/iam.workloadIdentityUser",
-            member=pool.name.apply(
-                lambda pool_name: f"principal://iam.googleapis.com/{pool_name}/subject/{deploy}"
+        emails = {}
+        for kind, subject, roles in (
+            (
+                "deploy",
+                deploy,
+                ("roles/run.admin", "roles/artifactregistry.admin", "roles/iam.serviceAccountUser"),
             ),
-            opts=child,
-        )
-        for role in ("roles/run.admin", "roles/artifactregistry.admin", "roles/iam.serviceAccountUser"):
-            gcp_projects.IAMMember(
-                f"{name}-deploy-{role.split('/')[1].replace('.', '-').lower()}",
-                project=project or "",
-                role=role,
-                member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+            ("preview", preview, ("roles/viewer",)),
+        ):
+            account = serviceaccount.Account(
+                f"{name}-{kind}",
+                project=project,
+                account_id=f"{kind}-{args.environment}",
+                display_name=f"pouw-cicd {kind} ({args.environment})",
                 opts=child,
             )
+            serviceaccount.IAMMember(
+                f"{name}-{kind}-wif",
+                service_account_id=account.name,
+                role="roles/iam.workloadIdentityUser",
+                member=pool.name.apply(functools.partial(_wif_principal, subject)),
+                opts=child,
+            )
+            for role in roles:
+                gcp_projects.IAMMember(
+                    f"{name}-{kind}-{role.split('/')[1].replace('.', '-').lower()}",
+                    project=project or "",
+                    role=role,
+                    member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+                    opts=child,
+                )
+            emails[kind] = account.email
         self.outputs["gcpWorkloadIdentityProvider"] = provider.name
-        self.outputs["gcpServiceAccount"] = account.email
+        self.outputs["gcpServiceAccount"] = emails["deploy"]
+        self.outputs["gcpPreviewServiceAccount"] = emails["preview"]
 
-    def _azure(self, name: str, args: PipelineIdentitiesArgs, deploy: str) -> None:
+    def _azure(self, name: str, args: PipelineIdentitiesArgs, deploy: str, preview: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
         assert args.azure_resource_group is not None and args.azure_resource_group_id is not None
-        identity = managedidentity.UserAssignedIdentity(
-            f"{name}-deploy",
-            resource_name_=f"pouw-{args.environment}-deploy",
-            resource_group_name=args.azure_resource_group,
-            location=args.azure_location,
-            tags=args.tags,
-            opts=child,
-        )
-        managedidentity.FederatedIdentityCredential(
-            f"{name}-deploy-github",
-            resource_name_=identity.name,
-            resource_group_name=args.azure_resource_group,
-            federated_identity_credential_resource_name="github",
-            issuer=f"https://{GITHUB_OIDC}",
-            subject=deploy,
-            audiences=["api://AzureADTokenExchange"],
-            opts=child,
-        )
-        subscription = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        authorization.RoleAssignment(
-            f"{name}-deploy-contributor",
-            scope=args.azure_resource_group_id,
-            principal_id=identity.principal_id,
-            principal_type="ServicePrincipal",
-            role_definition_id=subscription.subscription_id.apply(
-                lambda sub: (
-                    f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{AZURE_CONTRIBUTOR}"
-                )
-            ),
-            opts=child,
-        )
-        self.outputs["azureClientId"] = identity.client_id
-        self.outputs["azureTenantId"] = subscription.tenant_id
+        client = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        for kind, subject, role in (
+            ("deploy", deploy, AZURE_CONTRIBUTOR),
+            ("preview", preview, AZURE_READER),
+        ):
+            identity = managedidentity.UserAssignedIdentity(
+                f"{name}-{kind}",
+                resource_name_=f"pouw-{args.environment}-{kind}",
+                resource_group_name=args.azure_resource_group,
+                location=args.azure_location,
+                tags=args.tags,
+                opts=child,
+            )
+            managedidentity.FederatedIdentityCredential(
+                f"{name}-{kind}-github",
+                resource_name_=identity.name,
+                resource_group_name=args.azure_resource_group,
+                federated_identity_credential_resource_name="github",
+                issuer=f"https://{GITHUB_OIDC}",
+                subject=subject,
+                audiences=["api://AzureADTokenExchange"],
+                opts=child,
+            )
+            authorization.RoleAssignment(
+                f"{name}-{kind}-role",
+                scope=args.azure_resource_group_id,
+                principal_id=identity.principal_id,
+                principal_type="ServicePrincipal",
+                role_definition_id=client.subscription_id.apply(functools.partial(_azure_role, role)),
+                opts=child,
+            )
+            self.outputs["azureClientId" if kind == "deploy" else "azurePreviewClientId"] = identity.client_id
+        self.outputs["azureTenantId"] = client.tenant_id
+        self.outputs["azureSubscriptionId"] = client.subscription_id
+
+
+def _azure_role(role: str, subscription: str) -> str:
+    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"

@@ -130,10 +130,17 @@ def test_gcp_and_azure_identities(stack_runs: dict[str, Preflight]) -> None:
     ).inputs
     assert credential["subject"] == "repo:pouw/pouw-cicd:environment:prod"
     assert credential["audiences"] == ["api://AzureADTokenExchange"]
-    scope = run.get("azure-native:authorization:RoleAssignment", "pipeline-deploy-contributor").inputs[
-        "scope"
-    ]
-    assert scope.endswith("/resourceGroups/rg-pouw-prod")  # the environment's resource group, nothing wider
+    for kind, role in (
+        ("deploy", "b24988ac-6180-42a0-ab88-20f7382dd24c"),
+        ("preview", "acdd72a7-3385-48ef-bd42-f606fba81ae7"),
+    ):
+        assignment = run.get("azure-native:authorization:RoleAssignment", f"pipeline-{kind}-role").inputs
+        assert assignment["scope"].endswith("/resourceGroups/rg-pouw-prod")  # the environment's group only
+        assert assignment["roleDefinitionId"].endswith(role)  # Contributor to deploy, Reader to preview
+    preview = run.get("azure-native:managedidentity:FederatedIdentityCredential", "pipeline-preview-github")
+    assert preview.inputs["subject"] == "repo:pouw/pouw-cicd:pull_request"
+    viewer = run.get("gcp:projects/iAMMember:IAMMember", "pipeline-preview-viewer").inputs
+    assert viewer["role"] == "roles/viewer" and viewer["member"].startswith("serviceAccount:preview-prod@")
     outputs = run.outputs["pipelineIdentities"]
     assert {"gcpWorkloadIdentityProvider", "gcpServiceAccount", "azureClientId", "azureTenantId"} <= set(
         outputs
