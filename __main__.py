@@ -23,7 +23,13 @@ from components.registry import (
     ecr_enhanced_scanning,
     ghcr_target,
 )
-from components.runners import CiRunners, CiRunnersArgs, PipelineIdentities, PipelineIdentitiesArgs
+from components.runners import (
+    CiRunners,
+    CiRunnersArgs,
+    KubernetesTrust,
+    PipelineIdentities,
+    PipelineIdentitiesArgs,
+)
 from components.targets.aci import AciService, AciServiceArgs, FrontDoor, FrontDoorArgs
 from components.targets.cloudrun import CloudRunService, CloudRunServiceArgs
 from components.targets.ecs import EcsCluster, EcsClusterArgs, EcsService, EcsServiceArgs
@@ -275,8 +281,25 @@ if settings.ci_runners is not None and cluster is not None:
         ),
     )
     pulumi.export("ciRunnerPushRoles", runners.push_roles)
+    # What other stacks put under pipelineIdentities.jenkinsTrust so these agents can deploy them.
+    pulumi.export(
+        "ciRunnerTrust", {"oidcProviderArn": cluster.oidc_provider_arn, "issuer": cluster.oidc_issuer}
+    )
 
 if settings.pipeline_identities is not None:
+    jenkins_trust = None
+    if settings.pipeline_identities.jenkins_trust is not None:
+        trust = settings.pipeline_identities.jenkins_trust
+        jenkins_trust = KubernetesTrust(
+            trust.oidc_provider_arn, trust.issuer, trust.namespace, trust.service_account
+        )
+    elif settings.ci_runners is not None and settings.ci_runners.jenkins is not None and cluster is not None:
+        jenkins_trust = KubernetesTrust(
+            cluster.oidc_provider_arn,
+            cluster.oidc_issuer,
+            settings.ci_runners.jenkins.namespace,
+            "jenkins-agent",
+        )
     identities = PipelineIdentities(
         "pipeline",
         PipelineIdentitiesArgs(
@@ -286,6 +309,7 @@ if settings.pipeline_identities is not None:
             azure_resource_group=resource_group.name if resource_group else None,
             azure_resource_group_id=resource_group.id if resource_group else None,
             azure_location=settings.azure.location if settings.azure else None,
+            jenkins=jenkins_trust,
             tags=settings.tags("ci"),
         ),
     )

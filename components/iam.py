@@ -19,24 +19,26 @@ def service_trust(service: str) -> str:
     return document([{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}])
 
 
-def irsa_trust(provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> str:
-    """Trust policy for one Kubernetes service account through the cluster's OIDC provider (IRSA)."""
+def irsa_statement(
+    provider_arn: str, issuer_url: str, namespace: str, service_account: str
+) -> dict[str, Any]:
+    """Trust one Kubernetes service account through the cluster's OIDC provider (IRSA)."""
     issuer = issuer_url.removeprefix("https://")
-    return document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {
-                        f"{issuer}:aud": "sts.amazonaws.com",
-                        f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                    }
-                },
+    return {
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {
+                f"{issuer}:aud": "sts.amazonaws.com",
+                f"{issuer}:sub": f"system:serviceaccount:{namespace}:{service_account}",
             }
-        ]
-    )
+        },
+    }
+
+
+def irsa_trust(provider_arn: str, issuer_url: str, namespace: str, service_account: str) -> str:
+    return document([irsa_statement(provider_arn, issuer_url, namespace, service_account)])
 
 
 def managed_policy(name: str) -> str:

@@ -15,6 +15,7 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws.iam as aws_iam
@@ -27,7 +28,7 @@ import pulumi_kubernetes.core.v1 as core
 import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.rbac.v1 as rbac
 
-from components.iam import document, irsa_trust, managed_policy
+from components.iam import document, irsa_statement, irsa_trust, managed_policy
 from components.settings import (
     ArcSettings,
     CiRunnersSettings,
@@ -93,24 +94,33 @@ def push_policy(repository_arns: Sequence[str]) -> str:
     )
 
 
-def github_trust(provider_arn: str, subject: str) -> str:
+def github_statement(provider_arn: str, subject: str) -> dict[str, Any]:
     """Trust GitHub's OIDC token for exactly one subject, audience pinned to STS."""
-    return document(
-        [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": provider_arn},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringEquals": {f"{GITHUB_OIDC}:aud": "sts.amazonaws.com", f"{GITHUB_OIDC}:sub": subject}
-                },
-            }
-        ]
-    )
+    return {
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {
+            "StringEquals": {f"{GITHUB_OIDC}:aud": "sts.amazonaws.com", f"{GITHUB_OIDC}:sub": subject}
+        },
+    }
 
 
-def _trust_for(subject: str, provider_arn: str) -> str:
-    return github_trust(provider_arn, subject)
+@dataclass(frozen=True)
+class KubernetesTrust:
+    """A CI cluster's service account that may also assume the pipeline roles (Jenkins agents, IRSA)."""
+
+    provider_arn: pulumi.Input[str]
+    issuer: pulumi.Input[str]
+    namespace: str
+    service_account: str
+
+
+def _trust(subject: str, jenkins: KubernetesTrust | None, values: list[str]) -> str:
+    statements = [github_statement(values[0], subject)]
+    if jenkins is not None:
+        statements.append(irsa_statement(values[1], values[2], jenkins.namespace, jenkins.service_account))
+    return document(statements)
 
 
 def _wif_principal(subject: str, pool_name: str) -> str:
@@ -367,6 +377,7 @@ class PipelineIdentitiesArgs:
     azure_resource_group: pulumi.Input[str] | None = None
     azure_resource_group_id: pulumi.Input[str] | None = None
     azure_location: str | None = None
+    jenkins: KubernetesTrust | None = None  # Jenkins agents that also deploy (AWS roles)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -392,6 +403,7 @@ class PipelineIdentities(pulumi.ComponentResource):
 
     def _aws(self, name: str, args: PipelineIdentitiesArgs, deploy: str, preview: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
+        jenkins = args.jenkins
         provider_arn: pulumi.Input[str]
         if args.settings.aws_oidc_provider_arn:
             provider_arn = args.settings.aws_oidc_provider_arn
@@ -411,9 +423,9 @@ class PipelineIdentities(pulumi.ComponentResource):
             role = aws_iam.Role(
                 f"{name}-{kind}",
                 name=f"pouw-{args.environment}-{kind}",
-                assume_role_policy=pulumi.Output.from_input(provider_arn).apply(
-                    functools.partial(_trust_for, subject)
-                ),
+                assume_role_policy=pulumi.Output.all(
+                    provider_arn, *((jenkins.provider_arn, jenkins.issuer) if jenkins else ())
+                ).apply(functools.partial(_trust, subject, jenkins)),
                 max_session_duration=3600,
                 tags=args.tags,
                 opts=child,

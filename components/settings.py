@@ -487,6 +487,13 @@ class CiRunnersSettings(_Model):
     jenkins: JenkinsSettings | None = None
 
 
+class JenkinsTrustSettings(_Model):
+    oidc_provider_arn: Annotated[str, Field(pattern=r"^arn:aws:iam::[0-9]{12}:oidc-provider/")]
+    issuer: Annotated[str, Field(pattern=r"^https://")]
+    namespace: str = "jenkins-agents"
+    service_account: str = "jenkins-agent"
+
+
 class PipelineIdentitySettings(_Model):
     """Keyless deploy identities for this environment's pipeline (GitHub Actions OIDC)."""
 
@@ -499,6 +506,10 @@ class PipelineIdentitySettings(_Model):
     )
     gcp: bool = False
     azure: bool = False
+    # Jenkins agents on another stack's cluster that also deploy this environment: that cluster's
+    # OIDC provider and issuer (its `ciRunnerTrust` output). In the stack that hosts the agents this
+    # is wired automatically.
+    jenkins_trust: JenkinsTrustSettings | None = None
 
 
 class AzureSettings(_Model):

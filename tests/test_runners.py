@@ -190,3 +190,25 @@ def test_dind_is_an_advisory_even_in_prod_levels(tmp_path: Path, capsys: pytest.
     assert ("arc-dind-advisory", "advisory") in levels  # said, never blocking
     assert not any(policy == "arc-runner-not-privileged" for policy, _ in levels)
     assert "Docker-in-Docker" in capsys.readouterr().out
+
+
+def test_jenkins_agents_may_assume_the_pipeline_roles_of_their_stack(
+    stack_runs: dict[str, Preflight],
+) -> None:
+    run = stack_runs["dev"].run
+    statements = json.loads(run.get(ROLE, "pipeline-deploy").inputs["assumeRolePolicy"])["Statement"]
+    github, jenkins = statements
+    assert github["Condition"]["StringEquals"][f"{GITHUB}:sub"] == "repo:pouw/pouw-cicd:environment:dev"
+    assert (
+        "system:serviceaccount:jenkins-agents:jenkins-agent" in jenkins["Condition"]["StringEquals"].values()
+    )
+    assert run.outputs["ciRunnerTrust"]["issuer"].startswith("https://oidc.eks.")
+    # prod has no Jenkins trust configured: GitHub only.
+    assert (
+        len(
+            json.loads(stack_runs["prod"].run.get(ROLE, "pipeline-deploy").inputs["assumeRolePolicy"])[
+                "Statement"
+            ]
+        )
+        == 1
+    )
