@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--resources", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2, 3])
     args = parser.parse_args()
     resources = stack(args.resources)
     config = load_policy_config(ROOT / "policies" / "config" / "prod.json")
