@@ -73,18 +73,8 @@ def stack(size: int) -> list[Registration]:
                 urn=f"urn:pulumi:bench::pouw-cicd::{type_}::{name}",
                 type=type_,
                 name=name,
-                custom=True,
-                parent="",
-                dependencies=[],
-                property_dependencies={},
-                provider="",
-                protect=True,
-                retain_on_delete=False,
-                delete_before_replace=False,
-                ignore_changes=[],
-                aliases=[],
-                additional_secret_outputs=[],
                 inputs=copy.deepcopy(props),
+                protect=True,
             )
         )
     return resources

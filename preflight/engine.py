@@ -42,23 +42,23 @@ AZURE_SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
 
 @dataclass
 class Registration:
-    """One `RegisterResource` request as the monitor received it."""
+    """One `RegisterResource` request as the monitor received it (defaults: a plain custom resource)."""
 
     urn: str
     type: str
     name: str
-    custom: bool
-    parent: str
-    dependencies: list[str]
-    property_dependencies: dict[str, list[str]]
-    provider: str
-    protect: bool
-    retain_on_delete: bool
-    delete_before_replace: bool
-    ignore_changes: list[str]
-    aliases: list[str]
-    additional_secret_outputs: list[str]
     inputs: dict[str, Any]  # wire format: secrets stay `{SIG_KEY: SECRET_SIG, "value": ...}`
+    custom: bool = True
+    parent: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    provider: str = ""
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    additional_secret_outputs: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -26,23 +26,12 @@ UNKNOWN_BOOL = "1c4a061d-8072-4f0a-a4cb-0ff528b18fe7"
 
 
 def resource(type_: str, name: str, props: dict[str, Any], protect: bool = False) -> Registration:
-    urn = f"urn:pulumi:test::pouw-cicd::{type_}::{name}"
     return Registration(
-        urn=urn,
+        urn=f"urn:pulumi:test::pouw-cicd::{type_}::{name}",
         type=type_,
         name=name,
-        custom=True,
-        parent="",
-        dependencies=[],
-        property_dependencies={},
-        provider="",
-        protect=protect,
-        retain_on_delete=False,
-        delete_before_replace=False,
-        ignore_changes=[],
-        aliases=[],
-        additional_secret_outputs=[],
         inputs=props,
+        protect=protect,
     )
 
 
