@@ -168,16 +168,21 @@ for service in settings.services:
     )
     plan = service.rollout.spec().plan(service.version, service.replicas.min, service.replicas.max)
     outputs: dict[str, object] = {"version": service.version, "digest": image.digest, "images": image.refs}
+    # The slot running this update's version gets the fresh build; older slots keep their
+    # already-pushed image, resolved once from its immutable tag to its digest (EKS and ECS share it).
+    ecr_images = (
+        slot_images(plan, service.version, image.refs["ecr"], repository.pinned)
+        if repository is not None and {"eks", "ecs"} & set(service.targets)
+        else {}
+    )
     on_eks = "eks" in service.targets
-    if on_eks and cluster is not None and repository is not None and settings.eks is not None:
-        # The slot running this update's version gets the fresh build; older slots keep their
-        # already-pushed image, resolved from its immutable tag to its digest.
+    if on_eks and cluster is not None and ecr_images and settings.eks is not None:
         eks_service = EksService(
             f"{service.name}-eks",
             EksServiceArgs(
                 service=service,
                 plan=plan,
-                images=slot_images(plan, service.version, image.refs["ecr"], repository.pinned),
+                images=ecr_images,
                 provider=cluster.provider,
                 settings=settings.eks,
                 environment=settings.environment,
@@ -185,14 +190,14 @@ for service in settings.services:
         )
         outputs["eks"] = eks_service.endpoints.as_outputs()
     on_ecs = "ecs" in service.targets
-    if on_ecs and ecs_cluster is not None and network is not None and settings.ecs is not None and repository:
+    if on_ecs and ecs_cluster is not None and network is not None and settings.ecs is not None and ecr_images:
         assert settings.network is not None
         ecs_service = EcsService(
             f"{service.name}-ecs",
             EcsServiceArgs(
                 service=service,
                 plan=plan,
-                images=slot_images(plan, service.version, image.refs["ecr"], repository.pinned),
+                images=ecr_images,
                 cluster=ecs_cluster,
                 network=network,
                 settings=settings.ecs,
