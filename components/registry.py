@@ -250,8 +250,17 @@ class _RemoteRegistry(pulumi.ComponentResource):
     """
 
     _reader: docker.Provider | None = None
+    _targets: dict[str, PushTarget]
 
     def target(self, service: str) -> PushTarget:
+        """Where `service` goes and how to log in; made once per service (the login is an invoke)."""
+        if not hasattr(self, "_targets"):
+            self._targets = {}
+        if service not in self._targets:
+            self._targets[service] = self._make_target(service)
+        return self._targets[service]
+
+    def _make_target(self, service: str) -> PushTarget:
         raise NotImplementedError
 
     def pinned(self, service: str) -> Callable[[str], pulumi.Output[str]]:
@@ -329,7 +338,7 @@ class AcrRegistry(_RemoteRegistry):
         self.registry_id = self.registry.id
         self.register_outputs({"loginServer": self.login_server})
 
-    def target(self, service: str) -> PushTarget:
+    def _make_target(self, service: str) -> PushTarget:
         if pulumi.runtime.is_dry_run():
             password = _unknown()
         else:
@@ -403,7 +412,7 @@ class ArtifactRegistry(_RemoteRegistry):
         )
         self.register_outputs({"repositoryPath": self.repository_path})
 
-    def target(self, service: str) -> PushTarget:
+    def _make_target(self, service: str) -> PushTarget:
         """Push with the deployer's own OAuth access token (user `oauth2accesstoken`)."""
         client = gcp_organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
         return PushTarget(
