@@ -249,13 +249,14 @@ class _RemoteRegistry(pulumi.ComponentResource):
     credentials the build pushes with.
     """
 
-    _reader: docker.Provider | None = None
-    _targets: dict[str, PushTarget]
+    def __init__(self, type_: str, name: str, opts: pulumi.ResourceOptions | None) -> None:
+        super().__init__(type_, name, None, opts)
+        self._name = name
+        self._reader: docker.Provider | None = None
+        self._targets: dict[str, PushTarget] = {}
 
     def target(self, service: str) -> PushTarget:
         """Where `service` goes and how to log in; made once per service (the login is an invoke)."""
-        if not hasattr(self, "_targets"):
-            self._targets = {}
         if service not in self._targets:
             self._targets[service] = self._make_target(service)
         return self._targets[service]
@@ -312,8 +313,7 @@ class AcrRegistry(_RemoteRegistry):
     registry_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: AcrRegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("pouw:index:AcrRegistry", name, None, opts)
-        self._name = name
+        super().__init__("pouw:index:AcrRegistry", name, opts)
         policies = None
         if args.settings.untagged_retention_days is not None:
             policies = acr.PoliciesArgs(
@@ -374,8 +374,7 @@ class ArtifactRegistry(_RemoteRegistry):
     def __init__(
         self, name: str, args: ArtifactRegistryArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("pouw:index:ArtifactRegistry", name, None, opts)
-        self._name = name
+        super().__init__("pouw:index:ArtifactRegistry", name, opts)
         s = args.settings
         self.repository = artifactregistry.Repository(
             name,
