@@ -13,7 +13,7 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import FSBP, PROJECT, control, resource_policy
+from pack_support import FSBP, PROJECT, control, resource_policy, setting
 
 PSS = "Kubernetes Pod Security Standards (restricted)"
 CIS_K8S = "CIS Kubernetes Benchmark"
@@ -148,13 +148,6 @@ def _token_automount(args: ResourceValidationArgs) -> Iterable[str]:
         yield "pod mounts a service account token; set automountServiceAccountToken: false"
 
 
-def _digest_pinned(args: ResourceValidationArgs) -> Iterable[str]:
-    for name, c in containers(pod_spec(args)):
-        image = c.get("image") or ""
-        if "@sha256:" not in image:
-            yield f"container {name} image {image!r} is not pinned by digest (repo@sha256:...)"
-
-
 def _pss(name: str, description: str, rule: Any, reference: str, severity: Severity, fix: str) -> Any:
     return resource_policy(
         name=name,
@@ -264,16 +257,6 @@ POLICIES = [
         framework=control(CIS_K8S, "5.1.6"),
         remediation="Set automountServiceAccountToken: false on the pod spec.",
         tags=["workload-security", "identity"],
-    ),
-    resource_policy(
-        name="image-digest-pinned",
-        description="Workloads run images pinned by digest, never by a tag that can move.",
-        types=WORKLOADS,
-        rule=_digest_pinned,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "immutable-image-references"),
-        remediation="Deploy the ImageBuild's digest ref (repo@sha256:...), not a tag.",
-        tags=["images-and-registries"],
     ),
 ]
 
@@ -439,5 +422,73 @@ POLICIES += [
         framework=control(PSS, "Privileged Containers"),
         remediation="Use containerMode kubernetes (the default) unless jobs truly need a Docker daemon.",
         tags=["workload-security"],
+    ),
+]
+
+
+ACI_GROUP = "azure-native:containerinstance:ContainerGroup"
+CLOUD_RUN = "gcp:cloudrunv2/service:Service"
+IMAGE_WORKLOADS = WORKLOADS | {ECS_TASK, ACI_GROUP, CLOUD_RUN}
+
+
+def workload_images(args: ResourceValidationArgs) -> Iterator[tuple[str, str]]:
+    """(container name, image) of every container a workload runs, whatever the platform."""
+    if args.resource_type == ECS_TASK:
+        found = [(c.get("name"), c.get("image")) for c in ecs_containers(args)]
+    elif args.resource_type == ACI_GROUP:
+        found = [(c.get("name"), c.get("image")) for c in args.props.get("containers") or []]
+    elif args.resource_type == CLOUD_RUN:
+        template = args.props.get("template") or {}
+        found = [(c.get("name") or "app", c.get("image")) for c in template.get("containers") or []]
+    else:
+        found = [(name, c.get("image")) for name, c in containers(pod_spec(args))]
+    for name, image in found:
+        yield str(name or "?"), str(image or "")
+
+
+def _digest_pinned(args: ResourceValidationArgs) -> Iterable[str]:
+    for name, image in workload_images(args):
+        if "@sha256:" not in image:
+            yield f"container {name} image {image!r} is not pinned by digest (repo@sha256:...)"
+
+
+APPROVED_SCHEMA: dict[str, dict[str, Any]] = {
+    "registries": {
+        "type": "array",
+        "items": {"type": "string"},
+        "default": [],
+        "description": "Image prefixes workloads may pull from (registry host and path); empty: any.",
+    }
+}
+
+
+def _approved_registries(args: ResourceValidationArgs) -> Iterable[str]:
+    approved = setting(args, APPROVED_SCHEMA, "registries")
+    for name, image in workload_images(args):
+        if approved and not any(image.startswith(prefix.rstrip("/") + "/") for prefix in approved):
+            yield f"container {name} image {image!r} is not from an approved registry ({', '.join(approved)})"
+
+
+POLICIES += [
+    resource_policy(
+        name="image-digest-pinned",
+        description="Workloads (Kubernetes, ECS, ACI, Cloud Run) run images pinned by digest.",
+        types=IMAGE_WORKLOADS,
+        rule=_digest_pinned,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "immutable-image-references"),
+        remediation="Deploy the ImageBuild's digest ref (repo@sha256:...), not a tag.",
+        tags=["images-and-registries"],
+    ),
+    resource_policy(
+        name="image-approved-registries",
+        description="Workloads pull only from the environment's approved registries.",
+        types=IMAGE_WORKLOADS,
+        rule=_approved_registries,
+        severity=Severity.HIGH,
+        framework=control(PROJECT, "trusted-image-sources"),
+        remediation="Push the image through ImageBuild to this environment's registries.",
+        config=APPROVED_SCHEMA,
+        tags=["images-and-registries"],
     ),
 ]

@@ -206,3 +206,29 @@ def test_remediation_is_off_by_default_and_fills_missing_tags_when_enabled(pack:
     assert [v for v in fixed.violations if v.policy == "required-tags"] == []
     assert fixed.resources[0].inputs["tags"]["cost-center"] == "cc-0000"
     assert key.inputs["tags"].get("cost-center") is None  # the captured registration is untouched
+
+
+@pytest.mark.parametrize(
+    ("type_", "props"),
+    [
+        (
+            "aws:ecs/taskDefinition:TaskDefinition",
+            {"containerDefinitions": '[{"name": "app", "image": "r/web:1.0"}]'},
+        ),
+        (
+            "azure-native:containerinstance:ContainerGroup",
+            {"containers": [{"name": "app", "image": "r/web:1.0"}]},
+        ),
+        (
+            "gcp:cloudrunv2/service:Service",
+            {"template": {"containers": [{"name": "app", "image": "r/web:1.0"}]}},
+        ),
+    ],
+)
+def test_digest_pinning_covers_every_platform(
+    pack: PolicyPackProcess, type_: str, props: dict[str, Any]
+) -> None:
+    result = analyze(pack, [resource(type_, "w", props)], {"all": "mandatory"})
+    assert [v.detail for v in result.violations if v.policy == "image-digest-pinned"] == [
+        "container app image 'r/web:1.0' is not pinned by digest (repo@sha256:...)"
+    ]
