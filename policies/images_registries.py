@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +11,7 @@ from pack_support import (
     CIS_DOCKER,
     FSBP,
     PROJECT,
+    SECRET_NAME,
     control,
     present,
     resource_policy,
@@ -22,8 +22,6 @@ from pack_support import (
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 IMAGE = "docker-build:index:Image"
-
-_SECRETISH = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE_KEY|API_KEY|CREDENTIAL)", re.I)
 
 
 def _scan_on_push(args: ResourceValidationArgs) -> Iterable[str]:
@@ -91,7 +89,7 @@ def _no_latest(args: ResourceValidationArgs) -> Iterable[str]:
 
 def _no_secret_build_args(args: ResourceValidationArgs) -> Iterable[str]:
     for key in args.props.get("buildArgs") or {}:
-        if _SECRETISH.search(key):
+        if SECRET_NAME.search(key):
             yield (
                 f"build arg {key!r} looks like a secret; build args are stored in the image "
                 "history, pass it as a BuildKit secret instead"

@@ -9,6 +9,7 @@ instead of a silent pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -24,6 +25,9 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 from pulumi_policy.proxy import UnknownValueError
+
+# Names that say "this value is a secret": such values belong in secret stores, never in plain config.
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL)", re.I)
 
 ResourceRule = Callable[[ResourceValidationArgs], Iterable[str]]
 StackRule = Callable[[StackValidationArgs], Iterable[tuple[str, str | None]]]

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import PROJECT, control, resource_policy, setting
+from pack_support import PROJECT, SECRET_NAME, control, resource_policy, setting
 
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 RUN_INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
 CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
 FRONT_DOOR_ROUTE = "azure-native:cdn:Route"
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL)", re.I)
 CIS_GCP = "CIS Google Cloud Platform Foundation Benchmark"
 
 PUBLIC_SCHEMA: dict[str, dict[str, Any]] = {

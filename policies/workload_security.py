@@ -7,13 +7,12 @@ template the program declares (Deployments, StatefulSets, DaemonSets, Jobs, Cron
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import FSBP, PROJECT, control, resource_policy, setting
+from pack_support import FSBP, PROJECT, SECRET_NAME, control, resource_policy, setting
 
 PSS = "Kubernetes Pod Security Standards (restricted)"
 CIS_K8S = "CIS Kubernetes Benchmark"
@@ -263,7 +262,6 @@ POLICIES = [
 
 ECS_TASK = "aws:ecs/taskDefinition:TaskDefinition"
 ECS_SERVICE = "aws:ecs/service:Service"
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|CREDENTIAL|DATABASE_URL)", re.I)
 
 
 def ecs_containers(args: ResourceValidationArgs) -> list[Any]:
