@@ -45,6 +45,13 @@ class SlotSpec:
     name: str
     version: str
     weight: int | None = None  # canary only; blue-green derives weights from the active slot
+    # The workload (Deployment, ECS service, container group) the slot runs in; default its name.
+    # A strategy switch names the live workload here so it carries on untouched (no restart).
+    workload: str | None = None
+
+    @property
+    def workload_name(self) -> str:
+        return self.workload or self.name
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class RolloutSpec:
     slots: tuple[SlotSpec, ...] = ()
     active_slot: str | None = None  # blue-green
     steps: tuple[Step, ...] = ()  # canary
+    # rolling/recreate: the workload the one slot runs in (default `main`); see SlotSpec.workload.
+    workload: str | None = None
 
     def validate(self, built_version: str) -> None:
         names = SLOT_NAMES[self.strategy]
@@ -64,6 +73,12 @@ class RolloutSpec:
                     "strategy", f"{self.strategy} runs one slot; remove slots, activeSlot and steps"
                 )
             return
+        if self.workload is not None:
+            raise RolloutError(
+                "workload",
+                f"is for rolling and recreate; {self.strategy} names a workload per slot "
+                "(slots.<slot>.workload)",
+            )
         seen: set[str] = set()
         for slot in self.slots:
             if slot.name not in names:
@@ -73,6 +88,13 @@ class RolloutSpec:
             if slot.name in seen:
                 raise RolloutError(f"slots.{slot.name}", "is defined twice")
             seen.add(slot.name)
+        workloads = [s.workload_name for s in self.slots]
+        for slot in self.slots:
+            if workloads.count(slot.workload_name) > 1:
+                raise RolloutError(
+                    f"slots.{slot.name}.workload",
+                    f"{slot.workload_name!r} runs two slots; each slot needs its own workload",
+                )
         if self.strategy == "blue-green":
             self._validate_blue_green(names, built_version)
         else:
@@ -141,7 +163,9 @@ class RolloutSpec:
         self.validate(built_version)
         if self.strategy in ("rolling", "recreate"):
             slots: tuple[SlotPlan, ...] = (
-                SlotPlan("main", built_version, 100, False, min_replicas, max_replicas),
+                SlotPlan(
+                    "main", built_version, 100, False, min_replicas, max_replicas, self.workload or "main"
+                ),
             )
             return RolloutPlan(self.strategy, slots, stable_slot="main", preview_slot=None)
         if self.strategy == "blue-green":
@@ -155,6 +179,7 @@ class RolloutSpec:
                     s.name != self.active_slot,
                     min_replicas,
                     max_replicas,
+                    s.workload_name,
                 )
                 for s in ordered
             )
@@ -172,6 +197,7 @@ class RolloutSpec:
                 s.name == "canary",
                 scaled(min_replicas, weights[s.name]),
                 max(scaled(max_replicas, weights[s.name]), scaled(min_replicas, weights[s.name])),
+                s.workload_name,
             )
             for s in ordered
         )
@@ -203,6 +229,14 @@ class SlotPlan:
     preview: bool  # the idle blue-green slot, or the canary: reachable on its own preview endpoint
     min_replicas: int
     max_replicas: int
+    # What every target names the slot's physical workload by (Deployment, ECS service and target
+    # group, container group and origin): the slot's name unless the stack file says otherwise, so a
+    # strategy switch that keeps the live workload changes only routing.
+    workload: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.workload:
+            object.__setattr__(self, "workload", self.name)
 
 
 @dataclass(frozen=True)
@@ -227,3 +261,7 @@ class RolloutPlan:
 
     def slot(self, name: str) -> SlotPlan:
         return next(s for s in self.slots if s.name == name)
+
+    def workload(self, slot: str) -> str:
+        """The workload a slot (by its role name) runs in."""
+        return self.slot(slot).workload

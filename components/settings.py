@@ -116,9 +116,15 @@ TARGET_REGISTRY: dict[str, str] = {
 }
 
 
+_WORKLOAD_RE = r"^[a-z][a-z0-9-]{0,19}$"
+
+
 class SlotSettings(_Model):
     version: str
     weight: int | None = None
+    # The workload this slot runs in, when it carries on one that a strategy switch renamed (e.g.
+    # `stable: {version: 1.4.1, workload: main}` after rolling); default: the slot's name.
+    workload: Annotated[str, Field(pattern=_WORKLOAD_RE)] | None = None
 
     @field_validator("version")
     @classmethod
@@ -168,13 +174,16 @@ class RolloutSettings(_Model):
     active_slot: str | None = None
     slots: dict[str, SlotSettings] = Field(default_factory=dict)
     steps: tuple[StepSettings, ...] = ()
+    # rolling/recreate: the workload the service runs in (default `main`), e.g. `stable` after canary.
+    workload: Annotated[str, Field(pattern=_WORKLOAD_RE)] | None = None
 
     def spec(self) -> RolloutSpec:
         return RolloutSpec(
             strategy=self.strategy,
-            slots=tuple(SlotSpec(n, s.version, s.weight) for n, s in self.slots.items()),
+            slots=tuple(SlotSpec(n, s.version, s.weight, s.workload) for n, s in self.slots.items()),
             active_slot=self.active_slot,
             steps=tuple(s.step() for s in self.steps),
+            workload=self.workload,
         )
 
 
