@@ -25,6 +25,9 @@ class AwsNetworkArgs:
     cluster_name: str | None = None  # tags subnets for EKS load balancer discovery
     flow_log_retention_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
+    # prod: the VPC, its subnets and the flow-log group (deleting them takes every workload down or
+    # loses the network's audit trail) are protected.
+    protect: bool = False
 
 
 def subnet_cidrs(vpc_cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -41,6 +44,7 @@ class AwsNetwork(pulumi.ComponentResource):
     def __init__(self, name: str, args: AwsNetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:AwsNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
         s = args.settings
         tags = dict(args.tags)
 
@@ -50,7 +54,7 @@ class AwsNetwork(pulumi.ComponentResource):
             enable_dns_hostnames=True,
             enable_dns_support=True,
             tags={**tags, "Name": name},
-            opts=child,
+            opts=stateful,
         )
         ec2.DefaultSecurityGroup(f"{name}-default-sg", vpc_id=self.vpc.id, tags=tags, opts=child)
         self._flow_logs(name, args, child)
@@ -76,7 +80,7 @@ class AwsNetwork(pulumi.ComponentResource):
                     availability_zone=zone,
                     map_public_ip_on_launch=False,
                     tags={**tags, **elb_tags, "Name": f"{name}-public-{zone}", "kubernetes.io/role/elb": "1"},
-                    opts=child,
+                    opts=stateful,
                 )
             )
             ec2.RouteTableAssociation(
@@ -95,7 +99,7 @@ class AwsNetwork(pulumi.ComponentResource):
                         "Name": f"{name}-private-{zone}",
                         "kubernetes.io/role/internal-elb": "1",
                     },
-                    opts=child,
+                    opts=stateful,
                 )
             )
 
@@ -133,7 +137,7 @@ class AwsNetwork(pulumi.ComponentResource):
             name=f"/pouw/{name}/flow-logs",
             retention_in_days=args.flow_log_retention_days,
             tags=args.tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         role, _ = service_role(f"{name}-flow-logs", "vpc-flow-logs.amazonaws.com", [], args.tags, self)
         iam.RolePolicy(

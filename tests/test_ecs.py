@@ -45,7 +45,10 @@ def test_rolling_shape(stack_runs: dict[str, Preflight]) -> None:
     assert names(run, TASK) == {"worker-ecs-main"}
     assert names(run, SERVICE) == {"worker-ecs-main"}
     assert rule_weights(run, "worker-ecs-traffic") == {"main": 100}
-    assert names(run, RULE) == {"worker-ecs-traffic"}  # nothing to preview
+    # The test listener's rule attaches the one workload's group (ECS needs a load balancer on it);
+    # with nothing to preview, no preview URL is published.
+    assert names(run, RULE) == {"worker-ecs-traffic", "worker-ecs-preview"}
+    assert rule_weights(run, "worker-ecs-preview") == {"main": 100}
     # No certificate in dev: plain HTTP, which the policy pack lists as an advisory.
     assert {(r.name, r.inputs["protocol"]) for r in run.by_type(LISTENER)} == {
         ("worker-ecs-http", "HTTP"),
@@ -60,7 +63,7 @@ def test_canary_shape(stack_runs: dict[str, Preflight]) -> None:
     assert names(run, TASK) == names(run, SERVICE) == {"worker-ecs-stable", "worker-ecs-canary"}
     assert names(run, GROUP) == {"worker-ecs-stable", "worker-ecs-canary"}
     assert rule_weights(run, "worker-ecs-traffic") == {"stable": 80, "canary": 20}
-    assert rule_weights(run, "worker-ecs-preview") == {"canary": 100}
+    assert rule_weights(run, "worker-ecs-preview") == {"stable": 0, "canary": 100}
     assert bounds(run, "stable") == (2, 4)
     assert bounds(run, "canary") == (1, 1)
     assert container(run, "stable")["image"] != container(run, "canary")["image"]
@@ -74,7 +77,7 @@ def test_blue_green_shape(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["prod"].run
     assert names(run, TASK) == {"worker-ecs-blue", "worker-ecs-green"}
     assert rule_weights(run, "worker-ecs-traffic") == {"blue": 100, "green": 0}
-    assert rule_weights(run, "worker-ecs-preview") == {"green": 100}
+    assert rule_weights(run, "worker-ecs-preview") == {"blue": 0, "green": 100}
     assert bounds(run, "blue") == bounds(run, "green") == (2, 8)
 
 

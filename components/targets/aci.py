@@ -36,6 +36,7 @@ class FrontDoorArgs:
     resource_group_name: pulumi.Input[str]
     environment: str
     tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False  # prod: deleting the profile takes every ACI service's traffic down
 
 
 class FrontDoor(pulumi.ComponentResource):
@@ -52,7 +53,7 @@ class FrontDoor(pulumi.ComponentResource):
             location="Global",
             sku=cdn.SkuArgs(name=args.settings.front_door_sku),
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         self.profile_name = self.profile.name
         self.register_outputs({"profileName": self.profile_name})
@@ -79,6 +80,7 @@ class AciServiceArgs:
     # Secure environment values (already Outputs marked secret), by variable name.
     secure_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    protect: bool = False  # prod: the service's public endpoint (its host name) survives a rename
 
 
 class AciService(pulumi.ComponentResource):
@@ -117,6 +119,8 @@ class AciService(pulumi.ComponentResource):
             opts=child,
         )
 
+        # Container groups and origins are keyed by workload (a strategy switch that names the live
+        # workload keeps both); weights and preview come from the slot's role.
         groups = {slot.name: self._container_group(name, args, slot, identity) for slot in args.plan.slots}
 
         endpoint = cdn.AFDEndpoint(
@@ -127,7 +131,7 @@ class AciService(pulumi.ComponentResource):
             location="Global",
             enabled_state="Enabled",
             tags=args.tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         origin_group = cdn.AFDOriginGroup(
             f"{name}-origins",
@@ -154,8 +158,8 @@ class AciService(pulumi.ComponentResource):
             fqdn = groups[slot.name].ip_address.apply(lambda ip: (ip.fqdn or ip.ip or "") if ip else "")
             origins.append(
                 cdn.AFDOrigin(
-                    f"{name}-{slot.name}",
-                    origin_name=slot.name,
+                    f"{name}-{slot.workload}",
+                    origin_name=slot.workload,
                     origin_group_name=origin_group.name,
                     profile_name=args.front_door.profile_name,
                     resource_group_name=rg,
@@ -216,7 +220,12 @@ class AciService(pulumi.ComponentResource):
             period_seconds=10,
             failure_threshold=3,
         )
-        plain = {**svc.environment, "PORT": str(svc.port), "APP_VERSION": slot.version, "APP_SLOT": slot.name}
+        plain = {
+            **svc.environment,
+            "PORT": str(svc.port),
+            "APP_VERSION": slot.version,
+            "APP_SLOT": slot.workload,
+        }
         environment = [
             containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in sorted(plain.items())
         ]
@@ -228,8 +237,8 @@ class AciService(pulumi.ComponentResource):
         private = subnet is not None
         port = containerinstance.PortArgs(port=svc.port, protocol="TCP")
         return containerinstance.ContainerGroup(
-            f"{name}-{slot.name}",
-            container_group_name=f"{svc.name}-{slot.name}",
+            f"{name}-{slot.workload}",
+            container_group_name=f"{svc.name}-{slot.workload}",
             resource_group_name=args.resource_group_name,
             location=args.location,
             os_type="Linux",
@@ -263,11 +272,11 @@ class AciService(pulumi.ComponentResource):
             ip_address=containerinstance.IpAddressArgs(
                 type="Private" if private else "Public",
                 ports=[port],
-                dns_name_label=None if private else f"{svc.name}-{slot.name}-{args.environment}",
+                dns_name_label=None if private else f"{svc.name}-{slot.workload}-{args.environment}",
             ),
             subnet_ids=[containerinstance.ContainerGroupSubnetIdArgs(id=subnet)]
             if subnet is not None
             else None,
-            tags={**args.tags, "slot": slot.name},
+            tags={**args.tags, "slot": slot.workload},
             opts=pulumi.ResourceOptions(parent=self),
         )

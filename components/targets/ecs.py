@@ -252,7 +252,7 @@ def container_definition(
         **service.environment,
         "PORT": str(service.port),
         "APP_VERSION": slot.version,
-        "APP_SLOT": slot.name,
+        "APP_SLOT": slot.workload,
     }
     return json.dumps(
         [
@@ -280,7 +280,7 @@ def container_definition(
                     "options": {
                         "awslogs-group": log_group,
                         "awslogs-region": region,
-                        "awslogs-stream-prefix": slot.name,
+                        "awslogs-stream-prefix": slot.workload,
                     },
                 },
             }
@@ -327,7 +327,7 @@ class EcsService(pulumi.ComponentResource):
             retention_in_days=s.log_retention_days,
             kms_key_id=args.cluster.log_key_arn,
             tags=tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         execution_role, task_role = self._roles(name, svc, tags)
 
@@ -386,11 +386,13 @@ class EcsService(pulumi.ComponentResource):
                 bucket=args.cluster.log_bucket, prefix="alb", enabled=True
             ),
             tags=tags,
-            opts=child,
+            # prod: deletion protection in AWS, and in Pulumi so a rename shows up as a refused delete.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         native = s.native is not None
-        # Native ECS blue/green shifts between two target groups whatever the rollout says.
-        group_slots = ["blue", "green"] if native else [slot.name for slot in args.plan.slots]
+        # Native ECS blue/green shifts between two target groups whatever the rollout says. Otherwise
+        # one target group per workload: a strategy switch that keeps the live workload keeps its group.
+        group_slots = ["blue", "green"] if native else [slot.workload for slot in args.plan.slots]
         groups = {
             slot: lb.TargetGroup(
                 f"{name}-{slot}",
@@ -412,48 +414,59 @@ class EcsService(pulumi.ComponentResource):
             for slot in group_slots
         }
         main, test = self._listeners(name, alb, s, tags)
-        # Native: ECS rewrites these rules' actions during a deployment; IaC must not fight it.
-        rule_opts = pulumi.ResourceOptions(parent=self, ignore_changes=["actions"] if native else None)
-        main_weights = {"blue": 100, "green": 0} if native else args.plan.weights
-        main_rule = lb.ListenerRule(
-            f"{name}-traffic",
-            listener_arn=main.arn,
-            priority=100,
-            actions=[forward(groups, main_weights)],
-            conditions=[
-                lb.ListenerRuleConditionArgs(
-                    path_pattern=lb.ListenerRuleConditionPathPatternArgs(values=["/*"])
-                )
-            ],
-            tags=tags,
-            opts=rule_opts,
-        )
-        preview_slot = "green" if native else args.plan.preview_slot
-        test_rule = None
-        if preview_slot is not None:
+        everywhere = [
+            lb.ListenerRuleConditionArgs(path_pattern=lb.ListenerRuleConditionPathPatternArgs(values=["/*"]))
+        ]
+        plan = args.plan
+        if native:
+            # ECS rewrites these rules' actions during a deployment; IaC must not fight it. The one
+            # service names both rules, so they exist before it.
+            native_opts = pulumi.ResourceOptions(parent=self, ignore_changes=["actions"])
+            main_rule = lb.ListenerRule(
+                f"{name}-traffic",
+                listener_arn=main.arn,
+                priority=100,
+                actions=[forward(groups, {"blue": 100, "green": 0})],
+                conditions=everywhere,
+                tags=tags,
+                opts=native_opts,
+            )
+            test_rule: lb.ListenerRule | None = lb.ListenerRule(
+                f"{name}-preview",
+                listener_arn=test.arn,
+                priority=100,
+                actions=[forward(groups, {"green": 100})],
+                conditions=everywhere,
+                tags=tags,
+                opts=native_opts,
+            )
+            preview_slot: str | None = "green"
+            running = [SlotPlan("main", svc.version, 100, False, svc.replicas.min, svc.replicas.max)]
+        else:
+            # The test listener's rule attaches every workload's target group to the ALB (ECS refuses a
+            # service whose group has no load balancer) and sends preview traffic to the idle slot or
+            # the canary; the production rule shifts traffic only after every service is steady, so a
+            # new slot's tasks are healthy in their group before any user request reaches them.
+            preview_slot = plan.preview_slot
+            attach = {
+                slot.workload: 100 if slot.name == (preview_slot or plan.stable_slot) else 0
+                for slot in plan.slots
+            }
             test_rule = lb.ListenerRule(
                 f"{name}-preview",
                 listener_arn=test.arn,
                 priority=100,
-                actions=[forward(groups, {preview_slot: 100})],
-                conditions=[
-                    lb.ListenerRuleConditionArgs(
-                        path_pattern=lb.ListenerRuleConditionPathPatternArgs(values=["/*"])
-                    )
-                ],
+                actions=[forward(groups, attach)],
+                conditions=everywhere,
                 tags=tags,
-                opts=rule_opts,
+                opts=child,
             )
-
-        running = (
-            [SlotPlan("main", svc.version, 100, False, svc.replicas.min, svc.replicas.max)]
-            if native
-            else args.plan.slots
-        )
+            running = list(plan.slots)
+        services: list[ecs.Service] = []
         for slot in running:
             task = ecs.TaskDefinition(
-                f"{name}-{slot.name}",
-                family=f"{svc.name}-{slot.name}",
+                f"{name}-{slot.workload}",
+                family=f"{svc.name}-{slot.workload}",
                 requires_compatibilities=["FARGATE"],
                 network_mode="awsvpc",
                 cpu=str(svc.fargate.cpu),
@@ -467,13 +480,13 @@ class EcsService(pulumi.ComponentResource):
                 container_definitions=pulumi.Output.all(
                     args.images["main" if native else slot.name], log_group.name, region
                 ).apply(functools.partial(_definition, svc, slot)),
-                tags={**tags, "slot": slot.name},
+                tags={**tags, "slot": slot.workload},
                 opts=child,
             )
             load_balancer = ecs.ServiceLoadBalancerArgs(
                 container_name=CONTAINER,
                 container_port=svc.port,
-                target_group_arn=groups["blue" if native else slot.name],
+                target_group_arn=groups["blue" if native else slot.workload],
                 advanced_configuration=(
                     ecs.ServiceLoadBalancerAdvancedConfigurationArgs(
                         alternate_target_group_arn=groups["green"],
@@ -486,8 +499,8 @@ class EcsService(pulumi.ComponentResource):
                 ),
             )
             service = ecs.Service(
-                f"{name}-{slot.name}",
-                name=f"{svc.name}-{slot.name}",
+                f"{name}-{slot.workload}",
+                name=f"{svc.name}-{slot.workload}",
                 cluster=args.cluster.cluster_arn,
                 task_definition=task.arn,
                 launch_type="FARGATE",
@@ -509,13 +522,19 @@ class EcsService(pulumi.ComponentResource):
                 deployment_maximum_percent=200,
                 enable_execute_command=False,
                 propagate_tags="SERVICE",
-                tags={**tags, "slot": slot.name},
+                # `pulumi up` returns only once the tasks are running and healthy (native deployments
+                # bake on their own schedule, so they are not waited for).
+                wait_for_steady_state=None if native else True,
+                tags={**tags, "slot": slot.workload},
                 opts=pulumi.ResourceOptions(
-                    parent=self, ignore_changes=["desiredCount"], depends_on=[main_rule]
+                    parent=self,
+                    ignore_changes=["desiredCount"],
+                    depends_on=[main_rule if native else test_rule],
                 ),
             )
+            services.append(service)
             target = appautoscaling.Target(
-                f"{name}-{slot.name}",
+                f"{name}-{slot.workload}",
                 service_namespace="ecs",
                 scalable_dimension="ecs:service:DesiredCount",
                 resource_id=pulumi.Output.concat("service/", args.cluster.cluster_name, "/", service.name),
@@ -524,7 +543,7 @@ class EcsService(pulumi.ComponentResource):
                 opts=child,
             )
             appautoscaling.Policy(
-                f"{name}-{slot.name}-cpu",
+                f"{name}-{slot.workload}-cpu",
                 policy_type="TargetTrackingScaling",
                 service_namespace=target.service_namespace,
                 scalable_dimension=target.scalable_dimension,
@@ -538,6 +557,17 @@ class EcsService(pulumi.ComponentResource):
                     scale_out_cooldown=30,
                 ),
                 opts=child,
+            )
+
+        if not native:
+            lb.ListenerRule(
+                f"{name}-traffic",
+                listener_arn=main.arn,
+                priority=100,
+                actions=[forward(groups, {slot.workload: slot.weight for slot in plan.slots})],
+                conditions=everywhere,
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=services),
             )
 
         scheme = "https" if s.certificate_arn else "http"

@@ -7,6 +7,12 @@ Application Load Balancer (AWS Load Balancer Controller `actions.*` annotation) 
 `<svc>-stable` / `<svc>-canary` Services; each slot's HPA bounds follow its weight. Deployments
 never carry a replica count (their HPA owns it) nor anything that depends on weight or on which
 slot is active, so a traffic shift rolls no pod.
+
+Each slot runs in its workload (`SlotPlan.workload`, the slot's name unless the stack file names
+another): Deployments, HPAs, PDBs and the `slot` label are keyed by it, routing by the slot's role.
+A strategy switch that names the live workload therefore keeps its pods, and every routing object
+waits for the workloads (the provider awaits a Deployment's readiness), so a new slot is ready
+before any traffic reaches it.
 """
 
 from __future__ import annotations
@@ -176,7 +182,7 @@ class EksCluster(pulumi.ComponentResource):
             name=f"/aws/eks/{args.cluster_name}/cluster",
             retention_in_days=s.log_retention_days,
             tags=tags,
-            opts=child,
+            opts=stateful,  # the control plane's audit log
         )
         key = kms.Key(
             f"{name}-secrets",
@@ -322,23 +328,24 @@ class EksServiceArgs:
     environment: str
 
 
-def labels(service: str, slot: str | None = None, version: str | None = None) -> dict[str, str]:
+def labels(service: str, workload: str | None = None, version: str | None = None) -> dict[str, str]:
+    """The `slot` label holds the workload's name (a slot's own name unless a switch renamed it)."""
     out = {
         "app.kubernetes.io/name": service,
         "app.kubernetes.io/part-of": "pouw-cicd",
         "app.kubernetes.io/managed-by": "pulumi",
     }
-    if slot is not None:
-        out["app.kubernetes.io/instance"] = f"{service}-{slot}"
-        out["slot"] = slot
+    if workload is not None:
+        out["app.kubernetes.io/instance"] = f"{service}-{workload}"
+        out["slot"] = workload
     if version is not None:
         out["app.kubernetes.io/version"] = version
     return out
 
 
-def selector(service: str, slot: str) -> dict[str, str]:
+def selector(service: str, workload: str) -> dict[str, str]:
     """What a Service or Deployment matches on: never the version (selectors are immutable)."""
-    return {"app.kubernetes.io/name": service, "slot": slot}
+    return {"app.kubernetes.io/name": service, "slot": workload}
 
 
 def metadata(
@@ -377,7 +384,7 @@ def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str])
                 "max_skew": 1,
                 "topology_key": "topology.kubernetes.io/zone",
                 "when_unsatisfiable": "ScheduleAnyway",
-                "label_selector": {"match_labels": selector(service.name, slot.name)},
+                "label_selector": {"match_labels": selector(service.name, slot.workload)},
             }
         ],
         "containers": [
@@ -388,7 +395,7 @@ def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str])
                 "env": [
                     {"name": "PORT", "value": str(service.port)},
                     {"name": "APP_VERSION", "value": slot.version},
-                    {"name": "APP_SLOT", "value": slot.name},
+                    {"name": "APP_SLOT", "value": slot.workload},
                 ],
                 "resources": {
                     "requests": {"cpu": service.resources.cpu, "memory": service.resources.memory},
@@ -467,18 +474,24 @@ class EksService(pulumi.ComponentResource):
             automount_service_account_token=False,
             opts=k8s,
         )
-        for slot in plan.slots:
+        workloads = [
             self._slot(name, svc, slot, args.images[slot.name], ns, k8s, recreate=plan.strategy == "recreate")
+            for slot in plan.slots
+        ]
+        # Routing changes only once every workload is ready (a new slot's pods first).
+        routing = pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=workloads))
 
         # The stable Service: blue-green's selector switch, the rolling service, the canary's stable.
-        self._service(name, svc.name, svc.name, plan.stable_slot, ns, k8s)
+        self._service(name, svc.name, svc.name, plan.workload(plan.stable_slot), ns, routing)
         if plan.preview_slot is not None:
-            self._service(name, f"{svc.name}-preview", svc.name, plan.preview_slot, ns, k8s)
+            self._service(
+                name, f"{svc.name}-preview", svc.name, plan.workload(plan.preview_slot), ns, routing
+            )
         annotations = alb_annotations(args.settings, svc, args.environment)
         backend: networking.IngressBackendArgsDict = {"service": {"name": svc.name, "port": {"number": 80}}}
         if plan.weighted:
             for slot in plan.slots:
-                self._service(name, f"{svc.name}-{slot.name}", svc.name, slot.name, ns, k8s)
+                self._service(name, f"{svc.name}-{slot.name}", svc.name, slot.workload, ns, routing)
             action = f"{svc.name}-weighted"
             annotations[f"alb.ingress.kubernetes.io/actions.{action}"] = weighted_action(svc.name, plan)
             backend = {"service": {"name": action, "port": {"name": "use-annotation"}}}
@@ -490,7 +503,7 @@ class EksService(pulumi.ComponentResource):
             f"{name}-ingress",
             metadata=metadata(svc.name, ns, labels(svc.name), annotations),
             spec=ingress_spec,
-            opts=k8s,
+            opts=routing,
         )
         scheme = "https" if args.settings.certificate_arn else "http"
         url = ingress.status.apply(_hostname).apply(
@@ -507,13 +520,13 @@ class EksService(pulumi.ComponentResource):
         name: str,
         service_name: str,
         app: str,
-        slot: str,
+        workload: str,
         ns: pulumi.Input[str],
         k8s: pulumi.ResourceOptions,
     ) -> None:
         spec: core.ServiceSpecArgsDict = {
             "type": "ClusterIP",
-            "selector": selector(app, slot),
+            "selector": selector(app, workload),
             "ports": [{"name": "http", "port": 80, "target_port": "http"}],
         }
         core.Service(
@@ -532,8 +545,9 @@ class EksService(pulumi.ComponentResource):
         ns: pulumi.Input[str],
         k8s: pulumi.ResourceOptions,
         recreate: bool,
-    ) -> None:
-        deployment_name = f"{svc.name}-{slot.name}"
+    ) -> apps.Deployment:
+        workload = slot.workload
+        deployment_name = f"{svc.name}-{workload}"
         strategy: apps.DeploymentStrategyArgsDict = (
             {"type": "Recreate"}
             if recreate
@@ -541,18 +555,18 @@ class EksService(pulumi.ComponentResource):
         )
         deployment: apps.DeploymentSpecArgsDict = {
             # No `replicas`: the HPA owns the count, so a weight change never touches this object.
-            "selector": {"match_labels": selector(svc.name, slot.name)},
+            "selector": {"match_labels": selector(svc.name, workload)},
             "strategy": strategy,
             "revision_history_limit": 5,
             "progress_deadline_seconds": 600,
             "template": {
-                "metadata": {"labels": labels(svc.name, slot.name, slot.version)},
+                "metadata": {"labels": labels(svc.name, workload, slot.version)},
                 "spec": pod_spec(svc, slot, image),
             },
         }
-        apps.Deployment(
-            f"{name}-{slot.name}",
-            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name, slot.version)),
+        created = apps.Deployment(
+            f"{name}-{workload}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, workload, slot.version)),
             spec=deployment,
             opts=k8s,
         )
@@ -568,18 +582,19 @@ class EksService(pulumi.ComponentResource):
             ],
         }
         autoscaling.HorizontalPodAutoscaler(
-            f"{name}-{slot.name}",
-            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name)),
+            f"{name}-{workload}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, workload)),
             spec=hpa,
             opts=k8s,
         )
         pdb: policy.PodDisruptionBudgetSpecArgsDict = {
             "max_unavailable": 1,
-            "selector": {"match_labels": selector(svc.name, slot.name)},
+            "selector": {"match_labels": selector(svc.name, workload)},
         }
         policy.PodDisruptionBudget(
-            f"{name}-{slot.name}",
-            metadata=metadata(deployment_name, ns, labels(svc.name, slot.name)),
+            f"{name}-{workload}",
+            metadata=metadata(deployment_name, ns, labels(svc.name, workload)),
             spec=pdb,
             opts=k8s,
         )
+        return created
