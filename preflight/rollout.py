@@ -1,25 +1,56 @@
 """`python -m preflight rollout promote|rollback|set-weight`: a rollout step as a reviewed one-line edit.
 
-The helper edits the service's `rollout` block in `Pulumi.<stack>.yaml` (comments, order and flow
-style kept, through ruamel.yaml's round-trip mode), prints the text diff, then runs the program under
-mocks with the old and the new config and prints what the step changes: routing (listener rules,
-selectors, Ingress weights, `traffics`, origins, scaling bounds) versus workloads (pod templates,
-task definitions, container groups, Cloud Run templates). A pure traffic step changes no workload.
+The helper edits the service's `rollout` block in `Pulumi.<stack>.yaml`, prints the text diff, then
+runs the program under mocks with the old and the new config and prints what the step changes: routing
+(listener rules, selectors, Ingress weights, `traffics`, origins, scaling bounds) versus workloads (pod
+templates, task definitions, container groups, Cloud Run templates). A pure traffic step changes no
+workload.
 
     python -m preflight rollout set-weight --stack prod --service web --weight 50
     python -m preflight rollout promote --stack prod --service web
     python -m preflight rollout rollback --stack staging --service web
+
+The stack file is the user's: the helper never loses or corrupts it.
+- Only the step's own lines change. The step is decided on the parsed file (ruamel.yaml round-trip)
+  and applied to the original text at the nodes' exact character spans (a value token replaced, the
+  canary entry's lines deleted), so indentation, sequence style, CRLF, a BOM, `---`, comments and
+  quoting stay byte for byte. The result is parsed again and must equal the intended data.
+- A file it cannot edit (invalid YAML, duplicate keys, empty, a rollout block missing what the step
+  needs, read-only, not UTF-8) is an exit 2 with one line naming the file, the key and the fix.
+- The whole read-edit-write holds an advisory lock (see `stack_lock`); the file is replaced atomically
+  (see `write_stack_file`) and only if its content is still what was read.
+
+Promote after rollback. `rollback` on a canary sets its weight to 0 and keeps its pods for
+inspection; `promote` from there would send that version from 0% straight to 100%, skipping the steps
+and replacing the stable workload, so it is refused: set a weight to re-enter the steps, or delete the
+canary slot to abandon it. Blue-green has no steps and keeps both slots at full capacity: `rollback`
+points activeSlot at the slot not running the service's version, and `promote` points it back at the
+slot that does. The file keeps no history (rolled back reads the same as not yet promoted), promoting
+again is the same one-line switch as the first time, and rollback stays one switch away.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import difflib
-import io
+import fcntl
+import hashlib
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
 from preflight.engine import PlanDiff, plan_diff, run_program
 from preflight.stackconfig import StackConfigError, load_stack_config
@@ -37,76 +68,411 @@ WORKLOAD_TYPES = frozenset(
 )
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 
+# A second helper waits this long for the first one's lock (its two program runs take seconds).
+LOCK_WAIT_SECONDS = 10.0
+_LOCK_POLL_SECONDS = 0.05
+_STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
 
 class RolloutEditError(Exception):
     """The step does not apply to this service's rollout; the message says why and what would."""
 
 
+class StackFileError(Exception):
+    """The stack file cannot be found, read, locked or replaced safely; the message names it and the fix."""
+
+
+class _EditError(Exception):
+    """A problem inside the file, at a line when there is one; `edit` adds the file's name."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 def _yaml() -> YAML:
+    """A round-trip parser. It reads the file and checks edits; it never writes the file."""
     yaml = YAML()
     yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long lines: the diff must show only what the step changed
-    yaml.indent(mapping=2, sequence=4, offset=2)  # the stack files' own layout
     return yaml
 
 
-def edit(text: str, service: str, action: str, weight: int | None = None) -> str:
-    """The stack file's text with one rollout step applied."""
-    yaml = _yaml()
-    data = yaml.load(text)
-    services = (data.get("config") or {}).get(f"{NAMESPACE}:services") or []
-    found = next((s for s in services if s.get("name") == service), None)
-    if found is None:
-        names = ", ".join(str(s.get("name")) for s in services)
-        raise RolloutEditError(f"no service {service!r} in {NAMESPACE}:services; services are {names}")
-    rollout = found.get("rollout")
-    strategy = rollout.get("strategy") if rollout else "rolling"
-    if strategy == "canary":
-        _canary(rollout, found["version"], action, weight)
-    elif strategy == "blue-green":
-        if action == "set-weight":
-            raise RolloutEditError("blue-green has no weights: use promote (switch) or rollback")
-        _blue_green(rollout, found["version"], action)
-    else:
-        raise RolloutEditError(f"{service} rolls out with {strategy}: nothing to promote or shift")
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
+# -- the edit -----------------------------------------------------------------------------------------
 
 
-def _canary(rollout: Any, version: str, action: str, weight: int | None) -> None:
-    slots = rollout["slots"]
-    stable = slots["stable"]
+def edit(
+    text: str, service: str, action: str, weight: int | None = None, *, source: str = "the stack file"
+) -> str:
+    """The stack file's text with one rollout step applied, and nothing else changed.
+
+    Raises RolloutEditError, naming `source` (and the line, where there is one), when the file is
+    not valid YAML, has duplicate keys, lacks what the step needs, or the step does not apply.
+    """
+    try:
+        root = _parse(text)
+        svc = _find_service(root, service)
+        rollout, strategy, slots_block, slots = _rollout_block(svc)
+        change = _Edit(text, root.data)
+        if strategy == "canary":
+            _canary(change, svc, rollout, slots_block, slots, action, weight)
+        elif action == "set-weight":
+            raise _EditError("blue-green has no weights: use promote (switch) or rollback")
+        else:
+            _blue_green(change, svc, rollout, slots, action)
+        return change.apply()
+    except _EditError as problem:
+        where = f"{source} line {problem.line}" if problem.line else source
+        raise RolloutEditError(f"{where}: {problem}") from None
+
+
+@dataclass(frozen=True)
+class _At:
+    """A value in the file: its data (round-trip), its node (exact span in the text) and where it is."""
+
+    data: Any
+    node: Node
+    keys: tuple[str | int, ...]  # from the document root, for the intended data
+    path: str  # as settings errors spell it: pouw-cicd:services[0].rollout.slots.canary
+
+    @property
+    def line(self) -> int:
+        return int(self.node.start_mark.line) + 1
+
+    def get(self, key: str) -> _At | None:
+        if not isinstance(self.data, dict) or key not in self.data:
+            return None
+        path = f"{self.path}.{key}" if self.path else key
+        for key_node, value_node in self.node.value if isinstance(self.node, MappingNode) else ():
+            if isinstance(key_node, ScalarNode) and key_node.value == key:
+                return _At(self.data[key], value_node, (*self.keys, key), path)
+        raise _EditError(f"{path} comes from a merge key or an alias; edit it by hand", self.line)
+
+
+def _parse(text: str) -> _At:
+    try:
+        root = _yaml().compose(text)
+        duplicate = _duplicate_key(root, set()) if root is not None else None
+        if duplicate is not None:
+            raise _EditError(f"duplicate key {duplicate.value}; remove one", duplicate.start_mark.line + 1)
+        data = _yaml().load(text)
+    except DuplicateKeyError as err:  # one the node walk cannot see (a merge key's, say)
+        found = re.search(r'duplicate (?:merge )?key "(.*?)"', str(err.problem))
+        key = found.group(1) if found else "?"
+        raise _EditError(f"duplicate key {key}; remove one", _mark_line(err)) from None
+    except MarkedYAMLError as err:
+        problem = " ".join(str(err.problem or err.context or "invalid YAML").split())
+        context = ""
+        if err.problem and err.context and err.context_mark is not None:
+            context = (
+                f" ({' '.join(str(err.context).split())} that starts at line {err.context_mark.line + 1})"
+            )
+        raise _EditError(
+            f"not valid YAML: {problem}{context}; fix the syntax there", _mark_line(err)
+        ) from None
+    except YAMLError as err:
+        raise _EditError(f"not valid YAML: {' '.join(str(err).split())}; fix the syntax there") from None
+    if root is None or data is None:
+        raise _EditError("the file is empty; restore it from git or write its `config:` block")
+    return _At(data, root, (), "")
+
+
+def _mark_line(err: MarkedYAMLError) -> int | None:
+    mark = err.problem_mark or err.context_mark
+    return int(mark.line) + 1 if mark is not None else None
+
+
+def _duplicate_key(node: Node, seen: set[int]) -> ScalarNode | None:
+    """The first key that repeats in its mapping (the file's own nodes: aliases are visited once)."""
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    children: list[Node] = []
+    if isinstance(node, MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in keys:
+                    return key_node
+                keys.add(key_node.value)
+            children.append(value_node)
+    elif isinstance(node, SequenceNode):
+        children = list(node.value)
+    for child in children:
+        found = _duplicate_key(child, seen)
+        if found is not None:
+            return found
+    return None
+
+
+def _find_service(root: _At, name: str) -> _At:
+    if not isinstance(root.data, dict):
+        raise _EditError("must be a mapping with a `config:` key", root.line)
+    config = root.get("config")
+    if config is None or not isinstance(config.data, dict):
+        raise _EditError("has no `config:` mapping; the stack's settings go under `config:`")
+    config = dataclasses.replace(config, path="")  # config keys are named as such: pouw-cicd:services
+    services = config.get(f"{NAMESPACE}:services")
+    if services is None or not isinstance(services.data, list) or not isinstance(services.node, SequenceNode):
+        raise _EditError(f"{NAMESPACE}:services is missing or not a list; list the services there")
+    for i, (item, node) in enumerate(zip(services.data, services.node.value, strict=True)):
+        if isinstance(item, dict) and item.get("name") == name:
+            return _At(item, node, (*services.keys, i), f"{services.path}[{i}]")
+    names = ", ".join(str(s.get("name")) for s in services.data if isinstance(s, dict))
+    raise _EditError(f"no service {name!r} in {NAMESPACE}:services; services are {names}")
+
+
+def _rollout_block(svc: _At) -> tuple[_At, str, _At, dict[str, _At]]:
+    """The service's rollout, its strategy and its slots, each slot checked to be a mapping with a version."""
+    rollout = svc.get("rollout")
+    if rollout is None:
+        raise _EditError(f"{svc.data['name']} rolls out with rolling: nothing to promote or shift")
+    if not isinstance(rollout.data, dict):
+        raise _EditError(
+            f"{rollout.path} must be a mapping with a strategy (canary or blue-green)", rollout.line
+        )
+    strategy = rollout.data.get("strategy", "rolling")
+    if strategy not in ("canary", "blue-green"):
+        raise _EditError(f"{svc.data['name']} rolls out with {strategy}: nothing to promote or shift")
+    version = svc.get("version")
+    if version is None or not _is_scalar(version.data):
+        raise _EditError(f"{svc.path}.version is missing; set the version this update builds", svc.line)
+    names = "stable and canary" if strategy == "canary" else "blue and green"
+    slots = rollout.get("slots")
+    if slots is None or not isinstance(slots.data, dict):
+        raise _EditError(
+            f"{rollout.path}.slots is missing or not a mapping; define the {names} slots", rollout.line
+        )
+    by_name: dict[str, _At] = {}
+    for name in slots.data:
+        slot = slots.get(str(name))
+        assert slot is not None
+        if not isinstance(slot.data, dict):
+            raise _EditError(f"{slot.path} must be a mapping like {{version: 1.2.3}}", slot.line)
+        slot_version = slot.get("version")
+        if slot_version is None or not _is_scalar(slot_version.data):
+            raise _EditError(f"{slot.path}.version is missing; set the version this slot runs", slot.line)
+        by_name[str(name)] = slot
+    return rollout, strategy, slots, by_name
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is not None and not isinstance(value, (dict, list))
+
+
+def _weight(slot: _At, required: bool) -> _At | None:
+    """The slot's weight, checked: an integer 0..100 (required for the canary, optional for stable)."""
+    weight = slot.get("weight")
+    if weight is None:
+        if required:
+            raise _EditError(f"{slot.path}.weight is missing; set an integer 0..100", slot.line)
+        return None
+    value = weight.data
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        shown = repr(str(value)) if isinstance(value, str) else str(value)
+        raise _EditError(f"{weight.path} is {shown}; set an integer 0..100", weight.line)
+    return weight
+
+
+def _canary(
+    change: _Edit,
+    svc: _At,
+    rollout: _At,
+    slots_block: _At,
+    slots: dict[str, _At],
+    action: str,
+    weight: int | None,
+) -> None:
+    stable = slots.get("stable")
+    if stable is None:
+        raise _EditError(
+            f"{rollout.path}.slots.stable is missing; a canary needs the stable slot (the version serving "
+            "today): add `stable: {version: ...}`",
+            rollout.line,
+        )
     canary = slots.get("canary")
     if canary is None:
-        raise RolloutEditError("there is no canary slot: the last canary was promoted or removed")
+        raise _EditError("there is no canary slot: the last canary was promoted or removed")
+    canary_weight = _weight(canary, required=True)
+    stable_weight = _weight(stable, required=False)
+    assert canary_weight is not None
+    if action == "promote":  # the canary's version becomes stable, the canary slot goes
+        canary_version = canary.get("version")
+        stable_version = stable.get("version")
+        assert canary_version is not None and stable_version is not None
+        if canary_weight.data == 0:
+            raise _EditError(
+                f"{svc.data['name']}'s canary {canary_version.data} was rolled back (weight 0); promote "
+                f"would send it to 100%. Set a weight first (`rollout set-weight --weight "
+                f"{_first_step_weight(rollout)}`) to re-enter the steps, or remove the canary slot"
+            )
+        change.replace(stable_version, canary_version.data, change.token(canary_version))
+        change.delete(slots_block, "canary")
+        if stable_weight is not None:
+            change.replace(stable_weight, 100, "100")
+        return
     if action == "set-weight":
         if weight is None or not 0 <= weight <= 100:
-            raise RolloutEditError("--weight must be an integer 0..100")
+            raise _EditError("--weight must be an integer 0..100")
         new = weight
-    elif action == "rollback":
-        new = 0  # all traffic back to stable; the canary's pods stay for inspection
-    else:  # promote: the canary's version becomes stable, the canary slot goes
-        stable["version"] = canary["version"]
-        del slots["canary"]
-        if "weight" in stable:
-            stable["weight"] = 100
-        return
-    canary["weight"] = new
-    if "weight" in stable:
-        stable["weight"] = 100 - new
+    else:  # rollback: all traffic back to stable; the canary's pods stay for inspection
+        new = 0
+    change.replace(canary_weight, new, str(new))
+    if stable_weight is not None:
+        change.replace(stable_weight, 100 - new, str(100 - new))
 
 
-def _blue_green(rollout: Any, version: str, action: str) -> None:
-    slots = rollout["slots"]
-    new = [name for name, slot in slots.items() if str(slot["version"]) == str(version)]
-    old = [name for name, slot in slots.items() if str(slot["version"]) != str(version)]
-    target = new if action == "promote" else old
-    if not target:
-        raise RolloutEditError(f"no slot to {action} to: slots are {dict(slots)}")
-    if rollout["activeSlot"] == target[0]:
-        raise RolloutEditError(f"activeSlot is already {target[0]}")
-    rollout["activeSlot"] = target[0]
+def _first_step_weight(rollout: _At) -> int:
+    """The weight the steps start with (10 without steps): where a rolled-back canary re-enters."""
+    steps = rollout.data.get("steps")
+    for step in steps if isinstance(steps, list) else ():
+        value = step.get("setWeight") if isinstance(step, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 100:
+            return value
+    return 10
+
+
+def _blue_green(change: _Edit, svc: _At, rollout: _At, slots: dict[str, _At], action: str) -> None:
+    """promote: activeSlot to the slot running the service's version; rollback: to the other one."""
+    names = " or ".join(slots)
+    active = rollout.get("activeSlot")
+    if active is None:
+        raise _EditError(
+            f"{rollout.path}.activeSlot is missing; set it to the slot serving traffic now ({names})",
+            rollout.line,
+        )
+    if not isinstance(active.data, str) or active.data not in slots:
+        raise _EditError(f"{active.path} is {active.data!r}, not a slot; set it to {names}", active.line)
+    version = str(svc.data["version"])
+    running = [name for name, slot in slots.items() if str(slot.data["version"]) == version]
+    others = [name for name in slots if name not in running]
+    shown = ", ".join(f"{name} {slot.data['version']}" for name, slot in slots.items())
+    if action == "promote" and not running:
+        raise _EditError(f"no slot to promote to: no slot runs {version} ({shown}); set one slot's version")
+    if action == "rollback" and not others:
+        raise _EditError(f"no slot to roll back to: every slot runs {version} ({shown})")
+    target = (running if action == "promote" else others)[0]
+    if active.data == target:
+        raise _EditError(f"activeSlot is already {target}")
+    style = active.node.style if isinstance(active.node, ScalarNode) else None
+    quote = style if style in ("'", '"') else ""
+    change.replace(active, target, f"{quote}{target}{quote}")
+
+
+# -- minimal textual edits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Splice:
+    start: int
+    end: int
+    new: str
+
+
+_DELETED = object()
+
+
+class _Edit:
+    """Splices to the original text, and the data they must produce (checked by parsing the result)."""
+
+    def __init__(self, text: str, data: Any) -> None:
+        self.text = text
+        self.intended = _plain(data)  # a copy: aliases unshared, so an edit through one shows
+        self.splices: list[_Splice] = []
+
+    def token(self, at: _At) -> str:
+        return self.text[at.node.start_mark.index : at.node.end_mark.index]
+
+    def replace(self, at: _At, value: Any, token: str) -> None:
+        """The scalar's token (and only it) becomes `token`, which must parse to `value`."""
+        start, end = at.node.start_mark.index, at.node.end_mark.index
+        if not isinstance(at.node, ScalarNode) or self.text[start : start + 1] in ("&", "!", "*"):
+            raise _EditError(
+                f"cannot make this edit in place: {at.path} has an anchor, alias or tag", at.line
+            )
+        self.splices.append(_Splice(start, end, token))
+        self._set(at.keys, value)
+
+    def delete(self, parent: _At, key: str) -> None:
+        """The `key: value` entry goes: its whole lines in a block mapping, its text in a flow one."""
+        at = parent.get(key)
+        assert at is not None and isinstance(parent.node, MappingNode)
+        pairs = parent.node.value
+        index = next(i for i, (k, _) in enumerate(pairs) if isinstance(k, ScalarNode) and k.value == key)
+        key_node, value_node = pairs[index]
+        text = self.text
+        if parent.node.flow_style:
+            if index > 0:  # from the end of the previous value: `, canary: {...}`
+                start, end = _end(pairs[index - 1][1]), _end(value_node)
+            elif len(pairs) > 1:  # up to the next key: `canary: {...}, `
+                start, end = key_node.start_mark.index, pairs[1][0].start_mark.index
+            else:
+                start, end = key_node.start_mark.index, _end(value_node)
+        else:
+            start = _line_start(text, key_node.start_mark.index)
+            end = _line_end(text, _end(value_node))
+            before = text[start : key_node.start_mark.index]
+            after = text[_end(value_node) : end].rstrip("\r\n")
+            if before.strip(" \t") or not re.fullmatch(r"[ \t]*(#.*)?", after):
+                raise _EditError(f"cannot make this edit in place: {at.path} shares its lines", at.line)
+        self.splices.append(_Splice(start, end, ""))
+        self._set(at.keys, _DELETED)
+
+    def apply(self) -> str:
+        """The edited text, if it parses to exactly the intended data (else refused: edit by hand)."""
+        out, last = [], 0
+        for splice in sorted(self.splices, key=lambda s: s.start):
+            if splice.start < last:
+                raise _EditError("cannot make this edit in place: the edits overlap; edit the file by hand")
+            out += [self.text[last : splice.start], splice.new]
+            last = splice.end
+        new_text = "".join([*out, self.text[last:]])
+        try:
+            got = _plain(_yaml().load(new_text))
+        except YAMLError:
+            got = _DELETED
+        if got != self.intended:
+            raise _EditError(
+                "cannot make this edit in place (an anchor, alias or merge key shares the rollout "
+                "block?); make the step by hand"
+            )
+        return new_text
+
+    def _set(self, keys: tuple[str | int, ...], value: Any) -> None:
+        target = self.intended
+        for key in keys[:-1]:
+            target = target[key]
+        if value is _DELETED:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = value
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts, lists and scalars: what the text means, whatever its style."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _end(node: Node) -> int:
+    """Where a node's own text ends (a block collection's end mark is at the next token)."""
+    if not isinstance(node, CollectionNode) or node.flow_style or not node.value:
+        return int(node.end_mark.index)
+    last = node.value[-1]
+    return _end(last[1] if isinstance(node, MappingNode) else last)
+
+
+def _line_start(text: str, index: int) -> int:
+    return max(text.rfind("\n", 0, index), text.rfind("\r", 0, index)) + 1
+
+
+def _line_end(text: str, index: int) -> int:
+    """The index after the line break that ends the line holding `index` (CRLF, LF or CR)."""
+    found = _LINE_BREAK.search(text, index)
+    return found.end() if found else len(text)
 
 
 def classify(change: PlanDiff) -> tuple[list[str], list[str]]:
@@ -123,6 +489,192 @@ def classify(change: PlanDiff) -> tuple[list[str], list[str]]:
     return routing, workloads
 
 
+# -- the stack file on disk ---------------------------------------------------------------------------
+
+
+def stack_path(project_dir: Path, stack: str) -> Path:
+    """`Pulumi.<stack>.yaml` in the project, which must exist (the helper edits, never creates)."""
+    if not _STACK_NAME.fullmatch(stack):
+        raise StackFileError(
+            f"--stack {stack!r} is not a stack name; "
+            f"pass the <stack> of a Pulumi.<stack>.yaml in {project_dir}"
+        )
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in project_dir.glob("Pulumi.*.yaml"))
+        raise StackFileError(
+            f"{path}: no such stack file; known stacks: {', '.join(known) or 'none'}; pass one with --stack"
+        )
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a read-only file up front, before seconds of program runs.
+
+    The mode is checked as well as `os.access`: root may write a 0o444 file, but whoever made it
+    read-only meant it. The directory must be writable too: the file is replaced, not rewritten.
+    """
+    target = _real(path)
+    mode = target.stat().st_mode
+    if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(target, os.W_OK):
+        raise StackFileError(f"{path} is read-only; make it writable (chmod u+w {path}) or pass --dry-run")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise StackFileError(
+            f"{target.parent} is not writable, and {path.name} is replaced through a temporary file next "
+            "to it; make the directory writable or pass --dry-run"
+        )
+
+
+@contextlib.contextmanager
+def stack_lock(path: Path, wait: float | None = None) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on `.Pulumi.<stack>.yaml.lock` next to the (real) stack file.
+
+    Why a sidecar rather than the stack file itself: the edit replaces the stack file (a new inode),
+    so a lock on it would guard the old inode only, and a helper that opened the file after the
+    replace would lock the new one and run alongside. The sidecar is never replaced. It is removed on
+    release, so no stray file stays in the repository; a waiter that locked an inode the holder had
+    just removed notices (the path no longer names its inode) and tries again. flock(2) locks die
+    with their process, so a crashed helper never leaves the stack locked. Symlinks are resolved: two
+    helpers editing one file through different links share one lock. Editors do not take this lock;
+    `write_stack_file` catches their saves by content instead.
+
+    Waits up to `wait` seconds (LOCK_WAIT_SECONDS) for another helper, then gives up naming the lock.
+    """
+    target = _real(path)
+    lock = target.with_name(f".{target.name}.lock")
+    deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait is None else wait)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise StackFileError(
+                f"{lock}: cannot create the lock file ({err.strerror}); make {lock.parent} writable"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                raise StackFileError(
+                    f"{lock} is held: another rollout helper is editing {path.name}; "
+                    "wait for it to finish, then run again"
+                ) from None
+            time.sleep(_LOCK_POLL_SECONDS)
+            continue
+        except OSError as err:
+            os.close(fd)
+            raise StackFileError(f"{lock}: cannot lock ({err.strerror}); run again") from None
+        held = os.fstat(fd)
+        try:
+            current = os.stat(lock)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the previous holder removed this inode as we locked it: lock the new one
+    try:
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)  # while still held, so nobody else can have locked the path's inode
+        os.close(fd)
+
+
+def read_stack_file(path: Path) -> tuple[str, str]:
+    """(text, sha256 of the bytes). Read as bytes: CRLF and a BOM stay in the text, as they are."""
+    try:
+        raw = _real(path).read_bytes()
+    except OSError as err:
+        raise StackFileError(f"{path}: cannot read ({err.strerror}); check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise StackFileError(f"{path} byte {err.start}: not UTF-8 ({err.reason}); save it as UTF-8") from None
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def write_stack_file(path: Path, text: str, read_digest: str) -> None:
+    """Replace the stack file with `text` atomically, or leave it exactly as it was.
+
+    The text goes to a temporary file in the same directory (same file system, so the rename is
+    atomic), which gets the original's mode (and owner, where allowed), is flushed to disk (fsync),
+    and then renamed over the original (os.replace); readers see the old file or the new one, never
+    half of one. Right before the rename the original is hashed again: if it no longer matches what
+    was read (an editor saved meanwhile), nothing is replaced. On any failure, the temporary file is
+    removed. The lock (`stack_lock`) excludes other helpers; this check is what protects an editor's
+    save, up to the microseconds between the check and the rename.
+    """
+    target = _real(path)
+    changed = StackFileError(f"{path}: the file changed since it was read; run again")
+    try:
+        original = target.stat()
+    except FileNotFoundError:
+        raise changed from None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise StackFileError(f"{path}: cannot write ({err.strerror}); it is unchanged, run again") from None
+    replaced = False
+    try:
+        try:
+            mine = os.fstat(fd)
+            if (mine.st_uid, mine.st_gid) != (original.st_uid, original.st_gid):
+                with contextlib.suppress(PermissionError):  # keep the owner when run with sudo
+                    os.fchown(fd, original.st_uid, original.st_gid)
+            os.fchmod(fd, stat.S_IMODE(original.st_mode))
+            _write_all(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if _digest(target) != read_digest:
+            raise changed
+        os.replace(tmp, target)
+        replaced = True
+    except OSError as err:
+        raise StackFileError(
+            f"{path}: cannot write ({err.strerror or err}); it is unchanged, run again"
+        ) from None
+    finally:
+        if not replaced:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    _fsync_directory(target.parent)
+
+
+def _real(path: Path) -> Path:
+    """The file a symlinked stack file points to: edited in place of the link, which stays a link."""
+    return Path(os.path.realpath(path))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(5, "short write")
+        view = view[written:]
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None  # deleted meanwhile: changed too
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable; some file systems cannot, and the file is replaced anyway."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- the command --------------------------------------------------------------------------------------
+
+
 def main(argv: list[str], project_dir: Path) -> int:
     parser = argparse.ArgumentParser(prog="python -m preflight rollout", description=__doc__)
     parser.add_argument("action", choices=["promote", "rollback", "set-weight"])
@@ -131,24 +683,35 @@ def main(argv: list[str], project_dir: Path) -> int:
     parser.add_argument("--weight", type=int, help="the canary's new weight (set-weight)")
     parser.add_argument("--dry-run", action="store_true", help="print, do not write the stack file")
     args = parser.parse_args(argv)
-    path = project_dir / f"Pulumi.{args.stack}.yaml"
     try:
-        old_text = path.read_text()
-        new_text = edit(old_text, args.service, args.action, args.weight)
-        before = run_program(project_dir, load_stack_config(project_dir, args.stack))
-        after = run_program(project_dir, load_stack_config(project_dir, args.stack, text=new_text))
-    except (OSError, RolloutEditError, StackConfigError) as err:
+        path = stack_path(project_dir, args.stack)
+        if args.dry_run:
+            return _step(args, project_dir, path)
+        check_writable(path)
+        with stack_lock(path):
+            return _step(args, project_dir, path)
+    except (RolloutEditError, StackFileError, StackConfigError) as err:
         print(f"error: {err}")
         return 2
+    except OSError as err:  # one the checks above did not foresee: still one line, still nothing written
+        print(f"error: {err.filename or project_dir}: {err.strerror or err}; nothing was written")
+        return 2
+
+
+def _step(args: argparse.Namespace, project_dir: Path, path: Path) -> int:
+    """Read, edit, show, and (unless --dry-run) write: under the caller's lock."""
+    old_text, digest = read_stack_file(path)
+    new_text = edit(old_text, args.service, args.action, args.weight, source=str(path))
+    before = run_program(project_dir, load_stack_config(project_dir, args.stack, text=old_text))
+    after = run_program(project_dir, load_stack_config(project_dir, args.stack, text=new_text))
     for run, label in ((before, "current"), (after, "edited")):
         if run.error is not None:
             print(f"error: the {label} config does not run:\n{run.error_text}")
             return 2
-    print(
-        "".join(
-            difflib.unified_diff(old_text.splitlines(True), new_text.splitlines(True), str(path), str(path))
-        )
+    diff = difflib.unified_diff(
+        old_text.splitlines(), new_text.splitlines(), str(path), str(path), lineterm=""
     )
+    print("\n".join(diff))
     routing, workloads = classify(plan_diff(before, after))
     print(f"routing changes ({len(routing)}):")
     print("".join(f"  ~ {line}\n" for line in routing) or "  none\n", end="")
@@ -158,6 +721,6 @@ def main(argv: list[str], project_dir: Path) -> int:
         end="",
     )
     if not args.dry_run:
-        path.write_text(new_text)
+        write_stack_file(path, new_text, digest)
         print(f"wrote {path}; review it, commit it, and `pulumi up` applies the step")
     return 0
