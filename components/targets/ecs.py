@@ -431,7 +431,7 @@ class EcsService(pulumi.ComponentResource):
                 tags=tags,
                 opts=native_opts,
             )
-            test_rule: lb.ListenerRule | None = lb.ListenerRule(
+            test_rule = lb.ListenerRule(
                 f"{name}-preview",
                 listener_arn=test.arn,
                 priority=100,
@@ -491,7 +491,7 @@ class EcsService(pulumi.ComponentResource):
                     ecs.ServiceLoadBalancerAdvancedConfigurationArgs(
                         alternate_target_group_arn=groups["green"],
                         production_listener_rule=main_rule.arn,
-                        test_listener_rule=test_rule.arn if test_rule is not None else None,
+                        test_listener_rule=test_rule.arn,
                         role_arn=args.cluster.infrastructure_role_arn or "",
                     )
                     if native
