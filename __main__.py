@@ -1,4 +1,4 @@
-"""pouw-cicd: build every service's image and push it to each hardened registry the stack names.
+"""pouw-cicd: build every service's image once and copy it to each hardened registry its targets use.
 
 Thin on purpose: read the settings once (nothing is registered if they are invalid), build the
 platform from components, export what pipelines and people need.
@@ -20,6 +20,7 @@ from components.registry import (
     EcrRepository,
     EcrRepositoryArgs,
     PushTarget,
+    build_registry,
     ecr_enhanced_scanning,
     ghcr_target,
 )
@@ -91,6 +92,7 @@ if settings.targets() & {"eks", "ecs"} and settings.network is not None:
             settings=settings.network,
             cluster_name=cluster_name if "eks" in settings.targets() else None,
             tags=settings.tags(),
+            protect=settings.is_prod,
         ),
     )
 cluster = None
@@ -129,14 +131,17 @@ if "aci" in settings.targets() and resource_group is not None and settings.aci i
             resource_group_name=resource_group.name,
             environment=settings.environment,
             tags=settings.tags(),
+            protect=settings.is_prod,
         ),
     )
 
 ecr_repositories: list[EcrRepository] = []
+# Every build goes to the environment's build registry; each other registry a service needs gets a copy.
+build_kind = build_registry(registries)
 for service in settings.services:
-    targets: list[PushTarget] = []
+    targets: dict[str, PushTarget] = {}
     repository = None
-    pushes = settings.registries_for(service)
+    pushes = [build_kind, *(k for k in settings.registries_for(service) if k != build_kind)]
     if registries.ecr is not None and "ecr" in pushes:
         repository = EcrRepository(
             f"{service.name}-ecr",
@@ -147,20 +152,21 @@ for service in settings.services:
                 protect=settings.is_prod,
             ),
         )
-        targets.append(repository.target())
+        targets["ecr"] = repository.target()
         ecr_repositories.append(repository)
     if acr_registry is not None and "acr" in pushes:
-        targets.append(acr_registry.target(service.name))
+        targets["acr"] = acr_registry.target(service.name)
     if artifact_registry is not None and "artifactRegistry" in pushes:
-        targets.append(artifact_registry.target(service.name))
+        targets["artifactRegistry"] = artifact_registry.target(service.name)
     if registries.ghcr is not None and ghcr_token is not None and "ghcr" in pushes:
-        targets.append(ghcr_target(registries.ghcr, service.name, ghcr_token))
+        targets["ghcr"] = ghcr_target(registries.ghcr, service.name, ghcr_token)
 
     image = ImageBuild(
         service.name,
         ImageBuildArgs(
             service=service,
-            targets=targets,
+            registry=targets[build_kind],
+            copies=[targets[k] for k in pushes[1:] if k in targets],
             source_repository=settings.source_repository,
             revision=revision,
             secrets={sid: config.require_secret(key) for sid, key in service.build.secrets.items()},
@@ -259,6 +265,7 @@ for service in settings.services:
                     var: config.require_secret(key) for var, key in service.azure_secure_environment.items()
                 },
                 tags=settings.tags(service.name),
+                protect=settings.is_prod,
             ),
         )
         outputs["aci"] = aci_service.endpoints.as_outputs()

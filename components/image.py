@@ -1,7 +1,8 @@
-"""Image builds as resources: BuildKit (pulumi-docker-build), pushed once per registry, pinned by digest."""
+"""Image builds as resources: BuildKit (pulumi-docker-build), built once, copied and pinned by digest."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -12,11 +13,19 @@ from components.registry import CACHE_TAG, PushTarget
 from components.rollout import RolloutPlan
 from components.settings import ServiceSettings
 
+# BuildKit's Dockerfile frontend: "Opt into deterministic output regardless of multi-platform output
+# or not" (frontend/dockerfile/docs/reference.md). The build is then always an image index, even for
+# one platform, which is what makes a copy keep the build's digest (see `ImageBuild`).
+MULTI_PLATFORM_ARG = "BUILDKIT_MULTI_PLATFORM"
+
 
 @dataclass(frozen=True)
 class ImageBuildArgs:
     service: ServiceSettings
-    targets: Sequence[PushTarget]
+    # The environment's build registry (`registry.build_registry`): the one push, and the BuildKit cache.
+    registry: PushTarget
+    # Every other registry the service's targets pull from: each gets a copy of the build's digest.
+    copies: Sequence[PushTarget]
     source_repository: str
     # The commit being built, when the pipeline knows it (OCI `revision` label).
     revision: str | None = None
@@ -36,29 +45,61 @@ def oci_labels(args: ImageBuildArgs) -> dict[str, str]:
     return labels
 
 
+def copy_name(build: str, kind: str) -> str:
+    """`web-copy-artifact-registry`: the copy's resource name, from the build's and the registry kind."""
+    return f"{build}-copy-{re.sub(r'(?<!^)(?=[A-Z])', '-', kind).lower()}"
+
+
+def copied_ref(repository: str, index_ref: str, digest: str) -> str:
+    """`repository@digest` of a copy, once the copy is known to hold exactly the build's digest.
+
+    The Index reports `<tag>@<digest it pushed>` (only `<tag>` while previewing): a copy whose
+    digest differs from the build's is a failed carbon copy, and nothing may deploy it.
+    """
+    _, _, pushed = index_ref.partition("@")
+    if pushed and pushed != digest:
+        raise ValueError(f"{repository}: the copy is {pushed}, not the build's {digest} (no carbon copy)")
+    return f"{repository}@{digest}"
+
+
 class ImageBuild(pulumi.ComponentResource):
-    """Builds one service image for its platforms and pushes the release tag to every registry.
+    """Builds one service image once, into the build registry, and copies that digest to the others.
 
-    `refs[kind]` is that registry's `repository@sha256:...`; downstream code deploys only these.
-    The first target also holds the BuildKit registry cache.
+    The `Image` pushes only to the environment's build registry, which does not depend on the
+    service's targets: adding a target never changes the build (no rebuild, no new digest, so no
+    workload on another target restarts). Every other registry gets an `Index` with the build as its
+    single source: `docker buildx imagetools create` "performs a carbon copy" when its only source
+    is an image index (https://docs.docker.com/reference/cli/docker/buildx/imagetools/create/), and
+    MULTI_PLATFORM_ARG makes every build an index, so the copy keeps the build's digest.
 
-    `build_on_preview` is off: a pull-request preview needs no registry credentials and no builder,
-    and shows the digest as unknown until `pulumi up` builds it. The image resource is
-    `retain_on_delete`: replacing or removing it never deletes pushed images that a running slot
+    A copy pulls from the build registry and pushes to its own: the `Index` carries the push login
+    (`registry`, whose password changes it ignores), and one explicit provider per build carries the
+    pull login (provider `registries`), because an `Index` has a single login of its own. That login
+    is short-lived and docker-build replaces a provider on any configuration change, so an update
+    re-creates the copies: an idempotent re-push of the same digest under the same tag, retained;
+    the refs below stay the same, so no workload changes.
+
+    `refs[kind]` is that registry's `repository@sha256:<the build's digest>`; downstream code
+    deploys only these. A copy's ref comes from the Index's output, so a workload pulling from that
+    registry is deployed only after its copy exists.
+
+    `build_on_preview` is off: a pull-request preview needs no builder, and shows the digest as
+    unknown until `pulumi up` builds it. The image and its copies are `retain_on_delete`: replacing
+    or removing them (a new version replaces a copy) never deletes pushed images that a running slot
     may still use; registry cleanup policies do that.
     """
 
     digest: pulumi.Output[str]
     refs: dict[str, pulumi.Output[str]]
     ref: pulumi.Output[str]
+    copies: dict[str, docker_build.Index]
 
     def __init__(self, name: str, args: ImageBuildArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:ImageBuild", name, None, opts)
-        if not args.targets:
-            raise ValueError(f"ImageBuild {name}: needs at least one registry to push to")
         build = args.service.build
         version = args.service.version
-        cache_ref = args.targets[0].repository_url.apply(lambda url: f"{url}:{CACHE_TAG}")
+        home = args.registry
+        cache_ref = home.repository_url.apply(lambda url: f"{url}:{CACHE_TAG}")
 
         self.image = docker_build.Image(
             name,
@@ -66,11 +107,11 @@ class ImageBuild(pulumi.ComponentResource):
             dockerfile=docker_build.DockerfileArgs(location=build.dockerfile),
             target=build.target,
             platforms=[docker_build.Platform(p) for p in build.platforms],
-            build_args=dict(build.args),
+            build_args={**build.args, MULTI_PLATFORM_ARG: "1"},
             labels=oci_labels(args),
-            tags=[t.repository_url.apply(lambda url: f"{url}:{version}") for t in args.targets],
+            tags=[home.repository_url.apply(lambda url: f"{url}:{version}")],
             push=True,
-            registries=[t.credentials for t in args.targets],
+            registries=[home.credentials],
             secrets=dict(args.secrets) or None,
             cache_from=[
                 docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))
@@ -89,8 +130,24 @@ class ImageBuild(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
         self.digest = self.image.digest
-        self.refs = {t.kind: pulumi.Output.concat(t.repository_url, "@", self.digest) for t in args.targets}
-        self.ref = self.refs[args.targets[0].kind]
+        self.ref = pulumi.Output.concat(home.repository_url, "@", self.digest)
+        self.refs = {home.kind: self.ref}
+        self.copies = {}
+        if args.copies:
+            puller = docker_build.Provider(
+                f"{name}-copy", registries=[home.credentials], opts=pulumi.ResourceOptions(parent=self)
+            )
+            for target in args.copies:
+                self.copies[target.kind] = index = docker_build.Index(
+                    copy_name(name, target.kind),
+                    sources=[self.ref],
+                    tag=target.repository_url.apply(lambda url: f"{url}:{version}"),
+                    push=True,
+                    registry=target.credentials,
+                    opts=pulumi.ResourceOptions(parent=self, provider=puller, retain_on_delete=True),
+                )
+                pushed = pulumi.Output.all(target.repository_url, index.ref, self.digest)
+                self.refs[target.kind] = pushed.apply(lambda a: copied_ref(a[0], a[1], a[2]))
         self.register_outputs({"digest": self.digest, "refs": self.refs})
 
 

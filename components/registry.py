@@ -2,8 +2,9 @@
 
 One shape, four clouds: every registry hands `ImageBuild` a `PushTarget` per service (where the
 service's image lives, and short-lived push credentials obtained from the cloud itself). The
-registry resources are secure by default: immutable tags, scanning, encryption, cleanup, no admin
-users, private in prod.
+environment's build registry (`build_registry`) receives the build itself; every other registry a
+service's targets pull from receives a copy of that exact digest. The registry resources are secure
+by default: immutable tags, scanning, encryption, cleanup, no admin users, private in prod.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from components.settings import (
     EcrSettings,
     GcpSettings,
     GhcrSettings,
+    RegistriesSettings,
 )
 
 # The BuildKit registry cache is the one tag that is rewritten on every build; only it may move.
@@ -39,6 +41,8 @@ CACHE_TAG = "buildcache"
 # ACR's fixed user name for a refresh token obtained from an Entra ID token.
 ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"
 ECR_PULL_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+# The order in which a configured registry becomes the environment's build registry.
+REGISTRY_KINDS = ("ecr", "acr", "artifactRegistry", "ghcr")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,16 @@ class PushTarget:
     kind: str  # ecr | acr | artifactRegistry | ghcr
     repository_url: pulumi.Output[str]  # host/path/<service>, no tag
     credentials: docker_build.RegistryArgs
+
+
+def build_registry(registries: RegistriesSettings) -> str:
+    """The registry every build of this environment pushes to (and caches in): the first configured.
+
+    It depends on the environment only, never on a service's targets, so adding a target to a
+    service never changes its build (only adds a copy).
+    """
+    configured = registries.model_dump(by_alias=True)
+    return next(kind for kind in REGISTRY_KINDS if configured.get(kind) is not None)
 
 
 def _unknown() -> pulumi.Output[str]:

@@ -22,6 +22,8 @@ from pack_support import (
 ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 IMAGE = "docker-build:index:Image"
+# A copy of a build into another registry (`docker buildx imagetools create`): it pushes a tag too.
+INDEX = "docker-build:index:Index"
 
 
 def _scan_on_push(args: ResourceValidationArgs) -> Iterable[str]:
@@ -76,8 +78,12 @@ def _kms_encryption(args: ResourceValidationArgs) -> Iterable[str]:
 
 
 def _no_latest(args: ResourceValidationArgs) -> Iterable[str]:
-    tags = list(args.props.get("tags") or [])
-    if args.props.get("push") and not tags:
+    if args.resource_type == INDEX:  # one tag, pushed unless push is false
+        tag = args.props.get("tag")
+        tags, pushed = [tag] if tag else [], args.props.get("push") is not False
+    else:
+        tags, pushed = list(args.props.get("tags") or []), bool(args.props.get("push"))
+    if pushed and not tags:
         yield "image is pushed without a tag; tag it with the release version"
     for tag in tags:
         name = tag.rsplit("/", 1)[-1]
@@ -157,8 +163,8 @@ POLICIES = [
     ),
     resource_policy(
         name="image-no-latest-tag",
-        description="Images are tagged with a release version, never 'latest' or untagged.",
-        types=[IMAGE],
+        description="Images and their copies are tagged with a release version, never 'latest' or untagged.",
+        types=[IMAGE, INDEX],
         rule=_no_latest,
         severity=Severity.HIGH,
         framework=control(PROJECT, "immutable-image-references"),

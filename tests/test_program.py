@@ -16,6 +16,7 @@ from tests.conftest import STACKS, project_copy, stack_file
 REPO = "aws:ecr/repository:Repository"
 KEY = "aws:kms/key:Key"
 IMAGE = "docker-build:index:Image"
+INDEX = "docker-build:index:Index"
 LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
 ACR = "azure-native:containerregistry:Registry"
 AR = "gcp:artifactregistry/repository:Repository"
@@ -64,13 +65,15 @@ def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
         assert parent_of(run, repo).type == "pouw:index:EcrRepository"
         image = run.get(IMAGE, name)
         assert parent_of(run, image).type == "pouw:index:ImageBuild"
-        assert repo.urn in image.dependencies  # the build pushes to the repository
+        assert repo.urn in image.dependencies  # the build pushes to the repository (the build registry)
         if "acr" in PUSHES[stack][name]:
-            assert run.get(ACR, "acr").urn in image.dependencies
+            assert run.get(ACR, "acr").urn not in image.dependencies
+            assert run.get(ACR, "acr").urn in run.get(INDEX, f"{name}-copy-acr").dependencies
 
 
-# Where each service's build goes: what its targets pull from (+ GHCR, a distribution registry); a
-# service without targets goes to every configured registry.
+# Where each service's image goes: what its targets pull from (+ GHCR, a distribution registry); a
+# service without targets goes to every configured registry. The first is the build registry (ECR, the
+# first configured), the others get a copy of its digest.
 PUSHES = {
     "dev": {"web": ["ecr", "ghcr"], "worker": ["ecr", "ghcr"]},
     "staging": {"web": ["ecr", "artifactRegistry"], "worker": ["ecr", "acr"]},
@@ -79,7 +82,7 @@ PUSHES = {
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_one_build_per_service_pushes_to_the_registries_it_needs(
+def test_one_build_per_service_is_copied_to_the_registries_it_needs(
     stack_runs: dict[str, Preflight], stack: str
 ) -> None:
     run = stack_runs[stack].run
@@ -91,11 +94,12 @@ def test_one_build_per_service_pushes_to_the_registries_it_needs(
     }
     for name, service in zip(services(stack), stack_file(stack)["config"]["pouw-cicd:services"], strict=True):
         image = run.get(IMAGE, name)
-        expected = [f"{hosts[k]}/{name}:{service['version']}" for k in PUSHES[stack][name]]
-        assert image.inputs["tags"] == expected
-        assert len(image.inputs["registries"]) == len(expected)
-        for registry in image.inputs["registries"]:
-            assert registry["password"][SIG_KEY] == SECRET_SIG
+        build, *copies = PUSHES[stack][name]
+        assert image.inputs["tags"] == [f"{hosts[build]}/{name}:{service['version']}"]
+        (login,) = image.inputs["registries"]
+        assert login["password"][SIG_KEY] == SECRET_SIG
+        copied = {r.inputs["tag"] for r in run.by_type(INDEX) if r.name.startswith(f"{name}-copy-")}
+        assert copied == {f"{hosts[k]}/{name}:{service['version']}" for k in copies}
         out = run.outputs[name]
         assert list(out["images"]) == PUSHES[stack][name]
         for kind, ref in out["images"].items():
@@ -162,7 +166,8 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     assert image.inputs["buildOnPreview"] is False
     assert image.inputs["context"] == {"location": "app"}
     assert image.inputs["dockerfile"] == {"location": "app/Dockerfile"}
-    assert image.inputs["buildArgs"] == {"PYTHON_VERSION": "3.12"}
+    # Always an image index (even for one platform), so a copy keeps the digest.
+    assert image.inputs["buildArgs"] == {"PYTHON_VERSION": "3.12", "BUILDKIT_MULTI_PLATFORM": "1"}
     assert image.inputs["labels"]["org.opencontainers.image.version"] == "1.4.2"
     assert image.inputs["labels"]["org.opencontainers.image.source"].startswith("https://github.com/")
     assert "org.opencontainers.image.created" not in image.inputs["labels"]
@@ -170,7 +175,7 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     assert image.inputs["cacheTo"][0]["registry"]["mode"] == "max"
     # Secrets stay marked secret on the wire: the build secret and the registry password.
     assert image.inputs["secrets"][SIG_KEY] == SECRET_SIG
-    ecr_login, _ = image.inputs["registries"]  # web runs on EKS and Cloud Run: ECR, Artifact Registry
+    (ecr_login,) = image.inputs["registries"]  # the build registry only; Artifact Registry gets a copy
     assert ecr_login["address"] == url.split("/")[0] and ecr_login["username"] == "AWS"
     assert ecr_login["password"][SIG_KEY] == SECRET_SIG
     assert "secrets" not in run.get(IMAGE, "worker").inputs

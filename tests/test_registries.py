@@ -21,6 +21,7 @@ from tests.conftest import project_copy, run_config, stack_file
 ACR = "azure-native:containerregistry:Registry"
 AR = "gcp:artifactregistry/repository:Repository"
 IMAGE = "docker-build:index:Image"
+INDEX = "docker-build:index:Index"
 SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
 PULL_POLICY = "aws:ecr/repositoryPolicy:RepositoryPolicy"
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -100,8 +101,9 @@ def test_ghcr_has_no_resource_and_a_secret_token(stack_runs: dict[str, Preflight
     dev = stack_runs["dev"].run
     assert not [r for r in dev.resources if "ghcr" in r.type.lower()]
     image = dev.get(IMAGE, "web")
-    assert image.inputs["tags"][1] == "ghcr.io/pouw/web:1.5.0-rc.1"
-    ghcr = image.inputs["registries"][1]
+    copy = dev.get(INDEX, "web-copy-ghcr")  # ECR is dev's build registry; GHCR gets a copy
+    assert copy.inputs["tag"] == "ghcr.io/pouw/web:1.5.0-rc.1"
+    ghcr = copy.inputs["registry"]
     assert ghcr["address"] == "ghcr.io" and ghcr["username"] == "pouw-ci"
     assert ghcr["password"][SIG_KEY] == SECRET_SIG
     # The label that links the GHCR package to its repository.
@@ -202,8 +204,9 @@ def test_a_service_without_targets_logs_in_to_every_registry(tmp_path: Path) -> 
     config["pouw-cicd:services"][1]["targets"] = []
     config["pouw-cicd:services"][1]["rollout"] = {"strategy": "rolling"}
     run = run_config(tmp_path, "prod", config)
-    worker = run.get(IMAGE, "worker")
-    ecr_login, acr_login, ar_login = worker.inputs["registries"]
+    (ecr_login,) = run.get(IMAGE, "worker").inputs["registries"]  # the build registry
+    acr_login = run.get(INDEX, "worker-copy-acr").inputs["registry"]  # and a copy to each other one
+    ar_login = run.get(INDEX, "worker-copy-artifact-registry").inputs["registry"]
     assert ecr_login["username"] == "AWS"
     assert acr_login["address"] == "pouwcicdprod.azurecr.io"
     assert acr_login["username"] == "00000000-0000-0000-0000-000000000000"  # Entra token, no admin

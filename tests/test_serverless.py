@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,16 @@ def traffics(run: ProgramRun) -> list[tuple[str, int, str]]:
     ]
 
 
+def by_version(run: ProgramRun) -> list[tuple[str, int, str]]:
+    """`traffics` with each revision as its `<service>-<version>` part (names end in `--<template hash>`)."""
+    found = []
+    for revision, percent, tag in traffics(run):
+        base, _, digest = revision.partition("--")
+        assert re.fullmatch(r"[0-9a-f]{8}", digest), revision
+        found.append((base, percent, tag))
+    return found
+
+
 def origins(run: ProgramRun) -> dict[str, tuple[int, str]]:
     return {
         r.inputs["originName"]: (int(r.inputs["weight"]), r.inputs["enabledState"])
@@ -44,8 +55,9 @@ def test_cloud_run_canary_shape(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["prod"].run
     service = run.get(RUN, "web-cloudrun").inputs
     # The template is the revision this update introduces; stable routes to the one already there.
-    assert service["template"]["revision"] == "web-1-4-2"
-    assert traffics(run) == [("web-1-4-1", 90, "stable"), ("web-1-4-2", 10, "canary")]
+    assert service["template"]["revision"].startswith("web-1-4-2--")
+    assert by_version(run) == [("web-1-4-1", 90, "stable"), ("web-1-4-2", 10, "canary")]
+    assert traffics(run)[1][0] == service["template"]["revision"]
     assert service["ingress"] == "INGRESS_TRAFFIC_INTERNAL_AND_CLOUD_LOAD_BALANCING"
     assert service["deletionProtection"] is True
     assert service["template"]["serviceAccount"] == "run-web@pouw-prod.iam.gserviceaccount.com"
@@ -69,7 +81,7 @@ def test_cloud_run_canary_shape(stack_runs: dict[str, Preflight]) -> None:
 
 def test_cloud_run_blue_green_and_defaults(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["staging"].run
-    assert traffics(run) == [("web-1-4-1", 100, "blue"), ("web-1-4-2", 0, "green")]
+    assert by_version(run) == [("web-1-4-1", 100, "blue"), ("web-1-4-2", 0, "green")]
     assert run.get(RUN, "web-cloudrun").inputs["ingress"] == "INGRESS_TRAFFIC_ALL"  # not prod
 
 
@@ -82,7 +94,8 @@ def test_cloud_run_weight_change_alters_only_traffics(tmp_path: Path) -> None:
     after = run_config(tmp_path / "b", "prod", rollout_edit("prod", 0, shift))
     a, b = before.get(RUN, "web-cloudrun").inputs, after.get(RUN, "web-cloudrun").inputs
     assert {k for k in a if a[k] != b[k]} == {"traffics"}  # the template (a new revision) never changes
-    assert traffics(after) == [("web-1-4-1", 50, "stable"), ("web-1-4-2", 50, "canary")]
+    assert traffics(after) == [(revision, 50, tag) for revision, _, tag in traffics(before)]
+    assert by_version(after) == [("web-1-4-1", 50, "stable"), ("web-1-4-2", 50, "canary")]
     assert (RUN, "web-cloudrun") in diff(before, after)["changed"]
 
 
@@ -95,8 +108,9 @@ def test_cloud_run_promotion_is_a_traffic_change(tmp_path: Path) -> None:
 
     after = run_config(tmp_path / "b", "prod", rollout_edit("prod", 0, promote))
     a, b = before.get(RUN, "web-cloudrun").inputs, after.get(RUN, "web-cloudrun").inputs
-    assert a["template"]["revision"] == b["template"]["revision"] == "web-1-4-2"
-    assert traffics(after) == [("web-1-4-2", 100, "stable")]
+    assert a["template"]["revision"] == b["template"]["revision"]
+    assert traffics(after) == [(a["template"]["revision"], 100, "stable")]
+    assert by_version(after) == [("web-1-4-2", 100, "stable")]
 
 
 def test_aci_blue_green_shape(stack_runs: dict[str, Preflight]) -> None:

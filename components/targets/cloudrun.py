@@ -1,20 +1,30 @@
-"""The Cloud Run target: one service, one named revision per release, `traffics` for the split.
+"""The Cloud Run target: one service, one named revision per template, `traffics` for the split.
 
 Cloud Run splits traffic natively between revisions. The service's template describes the revision
 this update introduces (the built version); every other slot routes to a revision an earlier update
-created. Revisions are named by version (`<service>-<version>`), not by slot: a revision name is
-immutable while a version moves between slots (canary -> stable on promotion), so naming by version
-makes promotion a pure traffic change and keeps every older revision addressable. Because the new
-revision is the template of the same update that first routes to it, traffic never points at a
-revision that does not exist yet. Each slot gets a `tag`, which is its own preview URL.
+created. Revisions are named by version and content, not by slot: `<service>-<version>--<hash>`,
+where the hash covers the whole template (image digest, environment, resources, probes, scaling,
+labels, identity). Cloud Run rejects a known revision name with a different template, so a name
+that is a function of the template is never reused for another one, while a version that moves
+between slots (canary -> stable on promotion) keeps its template and therefore its name: promotion
+and weight changes stay pure traffic changes. Because the new revision is the template of the same
+update that first routes to it, traffic never points at a revision that does not exist yet.
+
+An older slot routes to the revision that already serves its version: found in the live service's
+traffic (which also finds revisions named before content hashes, `<service>-<version>`, and ones
+created under settings that have changed since), else the name this rule gives that version's
+template with the current settings. Each slot gets a `tag`, which is its own preview URL.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_gcp.artifactregistry as artifactregistry
@@ -27,16 +37,126 @@ from components.rollout import RolloutPlan
 from components.settings import CloudRunSettings, GcpSettings, ServiceSettings
 from components.targets.base import TargetEndpoints, cpu_cores
 
+# Hex characters of the template hash in a revision name, and the room left for `<service>-<version>`.
+HASH_CHARS = 8
+_BASE_CHARS = 63 - 2 - HASH_CHARS
+
+
+def _base(service: str, version: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{service}-{version}".lower())
+    return re.sub(r"-+", "-", name).strip("-")
+
 
 def revision_name(service: str, version: str) -> str:
-    """`<service>-<version>` in Cloud Run's revision grammar: lowercase, digits, '-', at most 63."""
-    name = re.sub(r"[^a-z0-9-]+", "-", f"{service}-{version}".lower())
-    return re.sub(r"-+", "-", name)[:63].rstrip("-")
+    """`<service>-<version>` in Cloud Run's revision grammar: lowercase, digits, '-', at most 63.
+
+    The part of every revision name that says which version it runs (a single '-' between words,
+    never two); on its own, the name revisions had before they carried a template hash.
+    """
+    return _base(service, version)[:63].rstrip("-")
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A short SHA-256 of a revision template's resolved content (canonical JSON)."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_CHARS]
+
+
+def content_revision_name(service: str, version: str, template: Mapping[str, Any]) -> str:
+    """`<service>-<version>--<template hash>`: the name of the revision this exact template makes.
+
+    '--' cannot occur in `revision_name`, so the version part of a name is never mistaken for a hash.
+    """
+    return f"{_base(service, version)[:_BASE_CHARS].rstrip('-')}--{template_hash(template)}"
+
+
+def serving_revision(live: Iterable[tuple[str, int]], service: str, version: str, derived: str) -> str:
+    """The revision an older slot keeps routing to: one that already serves `version`.
+
+    `live` is the live service's (revision, percent) traffic. A revision of this version found
+    there wins (`derived`, the name this version's template has with today's settings, if it is
+    among them; else the one with the most traffic); without one, `derived`. A name too long to
+    tell versions apart once cut to 63 characters is never guessed from live traffic.
+    """
+    if len(_base(service, version)) > _BASE_CHARS:
+        return derived
+    legacy = revision_name(service, version)
+    hashed = re.compile(re.escape(f"{legacy}--") + f"[0-9a-f]{{{HASH_CHARS}}}")
+    found = {(name, percent) for name, percent in live if name == legacy or hashed.fullmatch(name)}
+    if not found or derived in {name for name, _ in found}:
+        return derived
+    return max(found, key=lambda f: (f[1], f[0]))[0]
 
 
 def tagged_url(uri: str, tag: str) -> str:
     """Cloud Run serves a tagged revision at https://<tag>---<service host>."""
     return uri.replace("https://", f"https://{tag}---", 1)
+
+
+def named(service: str, version: str, template: cloudrunv2.ServiceTemplateArgsDict) -> pulumi.Output[str]:
+    """The content name of `template` once its outputs (identity, image digest) are known."""
+    return pulumi.Output.from_input(dict(template)).apply(
+        lambda resolved: content_revision_name(service, version, resolved)
+    )
+
+
+def live_traffic(service: cloudrunv2.GetServiceResult) -> list[tuple[str, int]]:
+    """(revision, percent) of every traffic target the live service has, observed and configured."""
+    observed = [(t.revision, t.percent) for t in service.traffic_statuses or []]
+    configured = [(t.revision, t.percent) for t in service.traffics or []]
+    return [(revision, int(percent or 0)) for revision, percent in observed + configured if revision]
+
+
+def revision_template(
+    svc: ServiceSettings,
+    labels: Mapping[str, str],
+    service_account: pulumi.Input[str],
+    version: str,
+    image: pulumi.Input[str],
+) -> cloudrunv2.ServiceTemplateArgsDict:
+    """The revision template of one version of the service (everything but its name)."""
+    envs: list[cloudrunv2.ServiceTemplateContainerEnvArgsDict] = [
+        {"name": k, "value": v} for k, v in sorted(svc.environment.items())
+    ]
+    envs += [{"name": "APP_VERSION", "value": version}]
+    envs += [
+        {
+            "name": variable,
+            "value_source": {"secret_key_ref": {"secret": ref.split(":")[0], "version": ref.split(":")[1]}},
+        }
+        for variable, ref in sorted(svc.gcp_secrets.items())
+    ]
+    probe: cloudrunv2.ServiceTemplateContainerStartupProbeHttpGetArgsDict = {
+        "path": svc.health_path,
+        "port": svc.port,
+    }
+    return {
+        "service_account": service_account,
+        "execution_environment": "EXECUTION_ENVIRONMENT_GEN2",
+        # The service's bounds, not the slot's: Cloud Run already scales each revision with its
+        # traffic, and a weight change must not touch the template (that would cut a revision).
+        "scaling": {"min_instance_count": svc.replicas.min, "max_instance_count": svc.replicas.max},
+        "labels": {**labels, "version": revision_name("v", version)},
+        "containers": [
+            {
+                "name": "app",
+                "image": image,
+                "ports": {"container_port": svc.port},
+                "envs": envs,
+                "resources": {
+                    "limits": {
+                        # Whole CPUs: fractions below 1 need concurrency 1.
+                        "cpu": str(max(1, math.ceil(cpu_cores(svc.resources.cpu_limit)))),
+                        "memory": svc.resources.memory_limit,
+                    },
+                    "cpu_idle": True,
+                    "startup_cpu_boost": True,
+                },
+                "startup_probe": {"http_get": probe, "period_seconds": 2, "failure_threshold": 30},
+                "liveness_probe": {"http_get": probe, "period_seconds": 10, "failure_threshold": 3},
+            }
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -95,55 +215,27 @@ class CloudRunService(pulumi.ComponentResource):
             )
 
         built = next(s for s in plan.slots if s.version == svc.version)
-        envs: list[cloudrunv2.ServiceTemplateContainerEnvArgsDict] = [
-            {"name": k, "value": v} for k, v in sorted(svc.environment.items())
-        ]
-        envs += [{"name": "APP_VERSION", "value": svc.version}]
-        envs += [
-            {
-                "name": variable,
-                "value_source": {
-                    "secret_key_ref": {"secret": ref.split(":")[0], "version": ref.split(":")[1]}
-                },
-            }
-            for variable, ref in sorted(svc.gcp_secrets.items())
-        ]
-        probe: cloudrunv2.ServiceTemplateContainerStartupProbeHttpGetArgsDict = {
-            "path": svc.health_path,
-            "port": svc.port,
-        }
-        template: cloudrunv2.ServiceTemplateArgsDict = {
-            "revision": revision_name(svc.name, svc.version),
-            "service_account": account.email,
-            "execution_environment": "EXECUTION_ENVIRONMENT_GEN2",
-            # The service's bounds, not the slot's: Cloud Run already scales each revision with its
-            # traffic, and a weight change must not touch the template (that would cut a revision).
-            "scaling": {"min_instance_count": svc.replicas.min, "max_instance_count": svc.replicas.max},
-            "labels": {**args.labels, "version": revision_name("v", svc.version)},
-            "containers": [
-                {
-                    "name": "app",
-                    "image": args.images[built.name],
-                    "ports": {"container_port": svc.port},
-                    "envs": envs,
-                    "resources": {
-                        "limits": {
-                            # Whole CPUs: fractions below 1 need concurrency 1.
-                            "cpu": str(max(1, math.ceil(cpu_cores(svc.resources.cpu_limit)))),
-                            "memory": svc.resources.memory_limit,
-                        },
-                        "cpu_idle": True,
-                        "startup_cpu_boost": True,
-                    },
-                    "startup_probe": {"http_get": probe, "period_seconds": 2, "failure_threshold": 30},
-                    "liveness_probe": {"http_get": probe, "period_seconds": 10, "failure_threshold": 3},
-                }
-            ],
-        }
+
+        def template_of(version: str, image: pulumi.Input[str]) -> cloudrunv2.ServiceTemplateArgsDict:
+            return revision_template(svc, args.labels, account.email, version, image)
+
+        template = template_of(svc.version, args.images[built.name])
+        revisions = {svc.version: named(svc.name, svc.version, template)}
+        template["revision"] = revisions[svc.version]
+        older = {s.version: s.name for s in plan.slots if s.version not in revisions}
+        if older:
+            live = cloudrunv2.get_service_output(
+                name=svc.name, project=project, location=region, opts=pulumi.InvokeOutputOptions(parent=self)
+            ).apply(live_traffic)
+            for version, slot in older.items():
+                derived = named(svc.name, version, template_of(version, args.images[slot]))
+                revisions[version] = pulumi.Output.all(live, derived, version).apply(
+                    lambda a: serving_revision(a[0], svc.name, a[2], a[1])
+                )
         traffics: list[cloudrunv2.ServiceTrafficArgsDict] = [
             {
                 "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
-                "revision": revision_name(svc.name, slot.version),
+                "revision": revisions[slot.version],
                 "percent": slot.weight,
                 "tag": slot.name,
             }
