@@ -124,12 +124,17 @@ def _digest(seed: Any) -> str:
 class PlaceholderMocks(Mocks):
     """Deterministic outputs for what a provider would compute; inputs are echoed back."""
 
-    def __init__(self, region: str) -> None:
+    def __init__(self, region: str, registry: dict[str, str] | None = None) -> None:
         self.region = region
+        # What builds and copies pushed, `<repository>:<tag>` -> digest. Older slots resolve their tag
+        # here first, as a real registry returns what an earlier update pushed; pass the same dict to
+        # two runs to stand for two successive updates (plan comparisons across versions).
+        self.registry = {} if registry is None else registry
         self._computed: dict[str, Callable[[MockResourceArgs], dict[str, Any]]] = {
             "aws:ecr/repository:Repository": self._ecr_repository,
             "aws:kms/key:Key": lambda a: {"keyId": f"{a.name}-key-id"},
             "docker-build:index:Image": self._image,
+            "docker-build:index:Index": self._index,
             "aws:eks/cluster:Cluster": self._eks_cluster,
             "aws:ec2/launchTemplate:LaunchTemplate": lambda a: {"latestVersion": 1},
             "gcp:cloudrunv2/service:Service": lambda a: {
@@ -206,7 +211,8 @@ class PlaceholderMocks(Mocks):
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             return {"arn": "arn:aws:iam::156460612806:root", "id": "156460612806"}, []
         if args.token == "docker:index/getRegistryImage:getRegistryImage":
-            return {"sha256Digest": _digest(args.args.get("name")), "name": args.args.get("name")}, []
+            name = str(args.args.get("name"))
+            return {"sha256Digest": self.registry.get(name) or _digest(name), "name": name}, []
         if args.token == "azure-native:authorization:getClientConfig":
             return {
                 "subscriptionId": "00000000-0000-0000-0000-000000000000",
@@ -216,7 +222,12 @@ class PlaceholderMocks(Mocks):
             }, []
         if args.token == "aws:ecr/getImage:getImage":
             seed = [args.args.get("repositoryName"), args.args.get("imageTag")]
-            return {"imageDigest": _digest(seed), "id": "image"}, []
+            account = args.args.get("registryId") or PLACEHOLDER_ACCOUNT
+            pushed = f"{account}.dkr.ecr.{self.region}.amazonaws.com/{seed[0]}:{seed[1]}"
+            return {"imageDigest": self.registry.get(pushed) or _digest(seed), "id": "image"}, []
+        if args.token == "gcp:cloudrunv2/getService:getService":
+            # A live service that routes no traffic: older slots get the names the program's rule gives.
+            return {"name": args.args.get("name"), "trafficStatuses": [], "traffics": []}, []
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": "preflight-placeholder-token", "id": "client-config"}, []
         return {}, []
@@ -257,9 +268,19 @@ class PlaceholderMocks(Mocks):
         # The same inputs give the same digest, like a reproducible build would.
         seed = {k: v for k, v in args.inputs.items() if k not in ("registries", "secrets")}
         digest = _digest(seed)
-        tags = args.inputs.get("tags") or []
-        ref = f"{str(tags[0]).rsplit(':', 1)[0]}@{digest}" if tags else ""
+        tags = [str(t) for t in args.inputs.get("tags") or []]
+        self.registry.update(dict.fromkeys(tags, digest))
+        ref = f"{tags[0].rsplit(':', 1)[0]}@{digest}" if tags else ""
         return {"digest": digest, "ref": ref}
+
+    def _index(self, args: MockResourceArgs) -> dict[str, Any]:
+        # `imagetools create` with one source that is an index is a carbon copy: the source's digest.
+        # Several sources make a new index (its own digest). The provider reports `<tag>@<digest>`.
+        sources = [str(s) for s in args.inputs.get("sources") or []]
+        single = len(sources) == 1 and "@" in sources[0]
+        digest = sources[0].split("@", 1)[1] if single else _digest(sources)
+        self.registry[str(args.inputs.get("tag"))] = digest
+        return {"ref": f"{args.inputs.get('tag')}@{digest}"}
 
 
 @contextmanager
@@ -275,15 +296,22 @@ def _working_directory(path: Path) -> Iterator[None]:
         sys.path[:] = old_path
 
 
-def run_program(project_dir: Path, config: StackConfig, preview: bool = True) -> ProgramRun:
-    """Run `<project_dir>/__main__.py` once, in a fresh context and event loop."""
+def run_program(
+    project_dir: Path, config: StackConfig, preview: bool = True, registry: dict[str, str] | None = None
+) -> ProgramRun:
+    """Run `<project_dir>/__main__.py` once, in a fresh context and event loop.
+
+    `registry` (see `PlaceholderMocks`) carries what one run pushed into the next.
+    """
     context = contextvars.Context()  # fresh Pulumi settings, config and root stack
-    return context.run(_run_program, project_dir.resolve(), config, preview)
+    return context.run(_run_program, project_dir.resolve(), config, preview, registry)
 
 
-def _run_program(project_dir: Path, config: StackConfig, preview: bool) -> ProgramRun:
+def _run_program(
+    project_dir: Path, config: StackConfig, preview: bool, registry: dict[str, str] | None
+) -> ProgramRun:
     region = config.values.get("aws:region", "us-east-1")
-    monitor = CapturingMonitor(PlaceholderMocks(region))
+    monitor = CapturingMonitor(PlaceholderMocks(region, registry))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     error: BaseException | None = None
