@@ -71,6 +71,8 @@ class ProgramRun:
     secret_outputs: list[str]
     error: BaseException | None = None
     error_text: str = ""
+    # What the run's builds and copies pushed (`<repository>:<tag>` -> digest), for a next run.
+    pushed: dict[str, str] = field(default_factory=dict)
 
     def by_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -311,7 +313,8 @@ def _run_program(
     project_dir: Path, config: StackConfig, preview: bool, registry: dict[str, str] | None
 ) -> ProgramRun:
     region = config.values.get("aws:region", "us-east-1")
-    monitor = CapturingMonitor(PlaceholderMocks(region, registry))
+    mocks = PlaceholderMocks(region, registry)
+    monitor = CapturingMonitor(mocks)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     error: BaseException | None = None
@@ -351,6 +354,7 @@ def _run_program(
         secret_outputs=secret_outputs,
         error=error,
         error_text=error_text,
+        pushed=dict(mocks.registry),
     )
 
 
