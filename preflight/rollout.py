@@ -52,21 +52,11 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
-from preflight.engine import PlanDiff, plan_diff, run_program
+from preflight.diff import classify  # the one routing-vs-workload classification
+from preflight.engine import plan_diff, run_program
 from preflight.stackconfig import StackConfigError, load_stack_config
 
 NAMESPACE = "pouw-cicd"
-# A change to one of these (or to a Cloud Run service's template) starts new pods, tasks or revisions.
-WORKLOAD_TYPES = frozenset(
-    {
-        "kubernetes:apps/v1:Deployment",
-        "aws:ecs/taskDefinition:TaskDefinition",
-        "aws:ecs/service:Service",
-        "azure-native:containerinstance:ContainerGroup",
-        "docker-build:index:Image",
-    }
-)
-CLOUD_RUN = "gcp:cloudrunv2/service:Service"
 
 # A second helper waits this long for the first one's lock (its two program runs take seconds).
 LOCK_WAIT_SECONDS = 10.0
@@ -473,20 +463,6 @@ def _line_end(text: str, index: int) -> int:
     """The index after the line break that ends the line holding `index` (CRLF, LF or CR)."""
     found = _LINE_BREAK.search(text, index)
     return found.end() if found else len(text)
-
-
-def classify(change: PlanDiff) -> tuple[list[str], list[str]]:
-    """(routing changes, workload changes), each as `type name (fields)` lines."""
-    routing: list[str] = []
-    workloads: list[str] = []
-    for key in sorted(change.changed | change.added | change.removed):
-        type_, name = key
-        fields = sorted(change.fields.get(key, {"(added)" if key in change.added else "(removed)"}))
-        line = f"{type_} {name} ({', '.join(fields)})"
-        is_workload = type_ in WORKLOAD_TYPES or (type_ == CLOUD_RUN and "template" in fields)
-        is_workload = is_workload or key in change.added or key in change.removed
-        (workloads if is_workload else routing).append(line)
-    return routing, workloads
 
 
 # -- the stack file on disk ---------------------------------------------------------------------------
