@@ -11,6 +11,7 @@ Vocabulary follows Argo Rollouts: `setWeight`, `pause`, preview, stable/canary, 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -145,10 +146,37 @@ class RolloutSpec:
                 f"equals the stable version {canary.version}; a canary needs a different version "
                 "(to promote, set slots.stable.version and remove slots.canary)",
             )
-        for i, step in enumerate(self.steps):
-            if step.set_weight is not None and not 0 <= step.set_weight <= 100:
-                raise RolloutError(f"steps[{i}].setWeight", f"{step.set_weight} is not within 0..100")
+        self._validate_steps()
         _require_built(self.slots, built_version)
+
+    def _validate_steps(self) -> None:
+        """The steps are the plan a driver walks from the stable version to the new one: each
+        setWeight within 0..100, never below an earlier one, the last at 100 (full promotion).
+        Pauses go anywhere. No steps at all is fine: weights are then set by hand.
+
+        The live weight (`slots.canary.weight`) need not be one of the step weights: a person may
+        hold the canary anywhere between steps (`set-weight 30`) or roll it back to 0, and that is a
+        routing edit, not a change of plan. Only the plan itself is checked here."""
+        weights = [(i, s.set_weight) for i, s in enumerate(self.steps) if s.set_weight is not None]
+        for i, weight in weights:
+            if not 0 <= weight <= 100:
+                raise RolloutError(f"steps[{i}].setWeight", f"{weight} is not within 0..100")
+        for (before, previous), (i, weight) in itertools.pairwise(weights):
+            if weight < previous:
+                raise RolloutError(
+                    f"steps[{i}].setWeight",
+                    f"{weight} goes down from setWeight {previous} (steps[{before}]); steps only go up "
+                    "(a rollback sets slots.canary.weight, not a step)",
+                )
+        if self.steps and not weights:
+            raise RolloutError("steps", "has no setWeight; a canary's steps end with `- setWeight: 100`")
+        if weights and weights[-1][1] != 100:
+            last, weight = weights[-1]
+            raise RolloutError(
+                f"steps[{last}].setWeight",
+                f"the steps must end at setWeight: 100 (full promotion), the last is {weight}; "
+                "add `- setWeight: 100`",
+            )
 
     def canary_weights(self) -> dict[str, int]:
         """Each canary slot's weight; stable's may be left out and is then the remainder."""

@@ -4,12 +4,19 @@
 names the config key path and the fix, and all errors are raised before the program registers a
 single resource: a typo in `Pulumi.prod.yaml` must never half-deploy prod.
 
+Errors speak the stack file's language (keys, lists, mappings, quoting), not Python's or
+pydantic's. The other namespaces are checked too: a key nobody reads (`pouw-cicdd:owner`) is a
+typo, and `aws:region` is required wherever the stack deploys to AWS.
+
 Secrets never enter these models. A model only names the config key that holds a secret; the
-program reads it with `pulumi.Config.require_secret` so it stays an `Output` marked secret.
+program reads it with `pulumi.Config.require_secret` so it stays an `Output` marked secret. A
+secret inside a structured setting (`pulumi config set --secret --path`) is refused, because the
+models would carry it as plain data.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -40,6 +47,78 @@ Environment = Literal["dev", "staging", "prod"]
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 _PLATFORMS = frozenset(p.value for p in Platform)
+# regex -> what a matching value looks like, for messages (`_matching` fills it).
+_PATTERN_HINTS: dict[str, str] = {}
+
+
+def _matching(regex: str, hint: str) -> Any:
+    """`Field(pattern=regex)`, whose mismatch is described to the user as `hint`, not as the regex."""
+    _PATTERN_HINTS[regex] = hint
+    return Field(pattern=regex)
+
+
+# What each text pattern means to a person: messages show the hint, never the regex.
+_WORKLOAD = _matching(
+    r"^[a-z][a-z0-9-]{0,19}$",
+    "must be a workload name: a lowercase letter, then up to 19 lowercase letters, digits or '-'",
+)
+_CPU = _matching(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", "must be a CPU quantity such as 250m or 1")
+_MEMORY = _matching(r"^[0-9]+(Ki|Mi|Gi)$", "must be a memory quantity such as 256Mi or 2Gi")
+_SECRET_ARN = _matching(
+    r"^arn:aws:(secretsmanager|ssm):",
+    "must be a Secrets Manager or SSM parameter ARN (arn:aws:secretsmanager:... or arn:aws:ssm:...)",
+)
+_GCP_SECRET = _matching(
+    r"^[A-Za-z0-9_-]{1,255}:(latest|[0-9]+)$",
+    "must be a Secret Manager secret as <secret-id>:<version>, e.g. db-url:latest",
+)
+_AWS_ACCOUNT = _matching(r"^[0-9]{12}$", "must be a 12-digit AWS account id (quote it)")
+_ACR_NAME = _matching(r"^[a-zA-Z0-9]{5,50}$", "must be 5-50 letters or digits (an ACR name has no '-')")
+_AR_REPOSITORY = _matching(
+    r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$", "must be 3-63 lowercase letters, digits or '-', starting with a letter"
+)
+_KMS_KEY = _matching(
+    r"^projects/.+/cryptoKeys/.+$",
+    "must be a KMS key name: projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>",
+)
+_GITHUB_OWNER = _matching(
+    r"^[a-z0-9](?:[a-z0-9-]{0,38})$", "must be a GitHub user or organisation in lowercase, e.g. pouw"
+)
+_VPC_CIDR = _matching(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/16$", "must be an IPv4 /16 range such as 10.40.0.0/16")
+_KUBERNETES_VERSION = _matching(
+    r"^1\.[0-9]{2}$", 'must be a Kubernetes minor version such as "1.33" (quoted)'
+)
+_CIDR = _matching(r"^[0-9.]+/[0-9]{1,2}$", "must be an IPv4 range such as 203.0.113.0/24")
+_ACM_ARN = _matching(r"^arn:aws:acm:", "must be an ACM certificate ARN (arn:aws:acm:...)")
+_SUBNET_ID = _matching(
+    r"^/subscriptions/.+/subnets/.+$", "must be a subnet resource id (/subscriptions/.../subnets/...)"
+)
+_SCALE_SET_NAME = _matching(
+    r"^[a-z0-9][a-z0-9-]{0,44}$", "must be up to 45 lowercase letters, digits or '-', not starting with '-'"
+)
+_CHART_VERSION = _matching(r"^[0-9]+\.[0-9]+\.[0-9]+$", "must be a chart version such as 0.12.1")
+_GITHUB_CONFIG_URL = _matching(
+    r"^https://github\.com/[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$",
+    "must be https://github.com/<org> or https://github.com/<org>/<repo>",
+)
+_OIDC_PROVIDER_ARN = _matching(
+    r"^arn:aws:iam::[0-9]{12}:oidc-provider/",
+    "must be an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/...)",
+)
+_HTTPS = _matching(r"^https://", "must be an https:// URL")
+_REPOSITORY = _matching(
+    r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$",
+    "must be <owner>/<repo> on GitHub, e.g. pouw/pouw-cicd",
+)
+_RESOURCE_GROUP = _matching(
+    r"^[-\w.()]{1,89}[-\w()]$",
+    "must be an Azure resource group name: up to 90 letters, digits, '-', '_', '.', '(' or ')', "
+    "not ending in '.'",
+)
+_GCP_PROJECT = _matching(
+    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+    "must be a GCP project id: 6-30 lowercase letters, digits or '-', starting with a letter",
+)
 
 
 class SettingsError(pulumi.RunError):
@@ -104,8 +183,6 @@ def release_version(value: str) -> str:
 
 
 _DURATION_RE = re.compile(r"^([0-9]+)(s|m|h)$")
-_QUANTITY_CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
-_QUANTITY_MEMORY = r"^[0-9]+(Ki|Mi|Gi)$"
 Target = Literal["eks", "ecs", "aci", "cloudrun"]
 # Which registry each target pulls from.
 TARGET_REGISTRY: dict[str, str] = {
@@ -116,15 +193,12 @@ TARGET_REGISTRY: dict[str, str] = {
 }
 
 
-_WORKLOAD_RE = r"^[a-z][a-z0-9-]{0,19}$"
-
-
 class SlotSettings(_Model):
     version: str
     weight: int | None = None
     # The workload this slot runs in, when it carries on one that a strategy switch renamed (e.g.
     # `stable: {version: 1.4.1, workload: main}` after rolling); default: the slot's name.
-    workload: Annotated[str, Field(pattern=_WORKLOAD_RE)] | None = None
+    workload: Annotated[str, _WORKLOAD] | None = None
 
     @field_validator("version")
     @classmethod
@@ -175,7 +249,7 @@ class RolloutSettings(_Model):
     slots: dict[str, SlotSettings] = Field(default_factory=dict)
     steps: tuple[StepSettings, ...] = ()
     # rolling/recreate: the workload the service runs in (default `main`), e.g. `stable` after canary.
-    workload: Annotated[str, Field(pattern=_WORKLOAD_RE)] | None = None
+    workload: Annotated[str, _WORKLOAD] | None = None
 
     def spec(self) -> RolloutSpec:
         return RolloutSpec(
@@ -201,10 +275,10 @@ class ReplicaSettings(_Model):
 class ResourceSettings(_Model):
     """Container requests and limits (Kubernetes quantities)."""
 
-    cpu: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "250m"
-    memory: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "256Mi"
-    cpu_limit: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "500m"
-    memory_limit: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "256Mi"
+    cpu: Annotated[str, _CPU] = "250m"
+    memory: Annotated[str, _MEMORY] = "256Mi"
+    cpu_limit: Annotated[str, _CPU] = "500m"
+    memory_limit: Annotated[str, _MEMORY] = "256Mi"
 
 
 _FARGATE_MEMORY = {
@@ -249,13 +323,9 @@ class ServiceSettings(_Model):
     # Plain runtime configuration; never secrets (a policy checks the names).
     environment: dict[str, str] = Field(default_factory=dict)
     # Runtime secrets: variable name -> Secrets Manager or SSM parameter ARN, injected by the platform.
-    runtime_secrets: dict[str, Annotated[str, Field(pattern=r"^arn:aws:(secretsmanager|ssm):")]] = Field(
-        default_factory=dict
-    )
+    runtime_secrets: dict[str, Annotated[str, _SECRET_ARN]] = Field(default_factory=dict)
     # Cloud Run: variable name -> Secret Manager secret as "secret-id:version".
-    gcp_secrets: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}:(latest|[0-9]+)$")]] = Field(
-        default_factory=dict
-    )
+    gcp_secrets: dict[str, Annotated[str, _GCP_SECRET]] = Field(default_factory=dict)
     # ACI: variable name -> secure config key (in this namespace), passed as a secure environment value.
     azure_secure_environment: dict[str, str] = Field(default_factory=dict)
     # The container's own health check; default: Python's urllib against healthPath (the sample app).
@@ -283,11 +353,6 @@ class ServiceSettings(_Model):
         return value
 
 
-_AWS_ACCOUNT = r"^[0-9]{12}$"
-_ACR_NAME = r"^[a-zA-Z0-9]{5,50}$"
-_GCP_PROJECT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-
-
 class EcrSettings(_Model):
     """Hardening knobs for the per-service ECR repositories."""
 
@@ -298,13 +363,13 @@ class EcrSettings(_Model):
     keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
     expire_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
     # Other AWS accounts whose workloads may pull (read-only repository policy).
-    pull_accounts: tuple[Annotated[str, Field(pattern=_AWS_ACCOUNT)], ...] = ()
+    pull_accounts: tuple[Annotated[str, _AWS_ACCOUNT], ...] = ()
 
 
 class AcrSettings(_Model):
     """One Azure Container Registry per environment; each service is a repository in it."""
 
-    name: Annotated[str, Field(pattern=_ACR_NAME)]
+    name: Annotated[str, _ACR_NAME]
     sku: Literal["Basic", "Standard", "Premium"] = "Standard"
     # Off by default in prod (pushes and pulls then need a private endpoint); on elsewhere.
     public_network_access: bool | None = None
@@ -324,16 +389,16 @@ class AcrSettings(_Model):
 class ArtifactRegistrySettings(_Model):
     """One Google Artifact Registry Docker repository per environment."""
 
-    repository: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] = "containers"
+    repository: Annotated[str, _AR_REPOSITORY] = "containers"
     keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
     delete_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
-    kms_key_name: Annotated[str, Field(pattern=r"^projects/.+/cryptoKeys/.+$")] | None = None
+    kms_key_name: Annotated[str, _KMS_KEY] | None = None
 
 
 class GhcrSettings(_Model):
     """GitHub Container Registry: nothing to create; a token with write:packages pushes."""
 
-    owner: Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,38})$")]
+    owner: Annotated[str, _GITHUB_OWNER]
     username: str
     # Config key (in this namespace) of the secret token, e.g. ghcrToken.
     token_key: str
@@ -357,7 +422,7 @@ class RegistriesSettings(_Model):
 class NetworkSettings(_Model):
     """The AWS VPC that EKS and ECS run in."""
 
-    cidr: Annotated[str, Field(pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/16$")] = "10.40.0.0/16"
+    cidr: Annotated[str, _VPC_CIDR] = "10.40.0.0/16"
     availability_zones: Annotated[tuple[str, ...], Field(min_length=2, max_length=3)]
     # none: private subnets have no internet egress; single: one NAT; perAz: one NAT per zone (HA).
     nat_gateways: Literal["none", "single", "perAz"] = "single"
@@ -381,15 +446,15 @@ class NodeGroupSettings(_Model):
 
 
 class EksSettings(_Model):
-    kubernetes_version: Annotated[str, Field(pattern=r"^1\.[0-9]{2}$")] = "1.33"
+    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
     # Public API endpoint: on outside prod unless set; in prod private unless set true.
     endpoint_public_access: bool | None = None
-    public_access_cidrs: tuple[Annotated[str, Field(pattern=r"^[0-9.]+/[0-9]{1,2}$")], ...] = ()
+    public_access_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
     nodes: NodeGroupSettings = Field(default_factory=NodeGroupSettings)
     log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
     load_balancer_controller_version: str = "1.13.4"
     # ACM certificate for the HTTPS listener of service ingresses; HTTP only when unset (dev).
-    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:")] | None = None
+    certificate_arn: Annotated[str, _ACM_ARN] | None = None
     internal: bool = False
 
 
@@ -406,7 +471,7 @@ class EcsNativeSettings(_Model):
 
 class EcsSettings(_Model):
     # ACM certificate for the HTTPS listener; without one (dev) the ALB serves plain HTTP.
-    certificate_arn: Annotated[str, Field(pattern=r"^arn:aws:acm:")] | None = None
+    certificate_arn: Annotated[str, _ACM_ARN] | None = None
     internal: bool = False
     test_listener_port: Annotated[int, Field(ge=1024, le=65535)] = 8443
     log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
@@ -428,24 +493,21 @@ class AciSettings(_Model):
     # rollout's weights, not probe latency, decide the split.
     additional_latency_ms: Annotated[int, Field(ge=0, le=1000)] = 1000
     # A delegated subnet: container groups get private IPs (Front Door Premium + Private Link in front).
-    subnet_id: Annotated[str, Field(pattern=r"^/subscriptions/.+/subnets/.+$")] | None = None
-
-
-_REPOSITORY = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
+    subnet_id: Annotated[str, _SUBNET_ID] | None = None
 
 
 class ScaleSetSettings(_Model):
     """One ARC runner scale set; workflows select it with `runs-on: <name>`."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,44}$")]
+    name: Annotated[str, _SCALE_SET_NAME]
     min_runners: Annotated[int, Field(ge=0, le=100)] = 0
     max_runners: Annotated[int, Field(ge=1, le=200)] = 5
     runner_group: str = "default"
     # kubernetes: job containers run as their own pods, nothing privileged. dind: a privileged sidecar.
     container_mode: Literal["kubernetes", "dind"] = "kubernetes"
-    cpu: Annotated[str, Field(pattern=_QUANTITY_CPU)] = "1"
-    memory: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "2Gi"
-    work_volume: Annotated[str, Field(pattern=_QUANTITY_MEMORY)] = "10Gi"
+    cpu: Annotated[str, _CPU] = "1"
+    memory: Annotated[str, _MEMORY] = "2Gi"
+    work_volume: Annotated[str, _MEMORY] = "10Gi"
     storage_class: str = "gp2"
 
     @model_validator(mode="after")
@@ -460,10 +522,8 @@ class ScaleSetSettings(_Model):
 class ArcSettings(_Model):
     """GitHub Actions Runner Controller (runner scale sets) on the environment's EKS cluster."""
 
-    chart_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$")] = "0.12.1"
-    github_config_url: Annotated[
-        str, Field(pattern=r"^https://github\.com/[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$")
-    ]
+    chart_version: Annotated[str, _CHART_VERSION] = "0.12.1"
+    github_config_url: Annotated[str, _GITHUB_CONFIG_URL]
     runner_image: str
     # GitHub App credentials: names of secure config keys, never the values.
     app_id_key: str
@@ -497,8 +557,8 @@ class CiRunnersSettings(_Model):
 
 
 class JenkinsTrustSettings(_Model):
-    oidc_provider_arn: Annotated[str, Field(pattern=r"^arn:aws:iam::[0-9]{12}:oidc-provider/")]
-    issuer: Annotated[str, Field(pattern=r"^https://")]
+    oidc_provider_arn: Annotated[str, _OIDC_PROVIDER_ARN]
+    issuer: Annotated[str, _HTTPS]
     namespace: str = "jenkins-agents"
     service_account: str = "jenkins-agent"
 
@@ -507,12 +567,10 @@ class PipelineIdentitySettings(_Model):
     """Keyless deploy identities for this environment's pipeline (GitHub Actions OIDC)."""
 
     # owner/repo, exactly: the trust policies pin `sub` to it.
-    repository: Annotated[str, Field(pattern=_REPOSITORY)]
+    repository: Annotated[str, _REPOSITORY]
     aws: bool = True
     # The account's token.actions.githubusercontent.com provider, when another stack already made it.
-    aws_oidc_provider_arn: Annotated[str, Field(pattern=r"^arn:aws:iam::[0-9]{12}:oidc-provider/")] | None = (
-        None
-    )
+    aws_oidc_provider_arn: Annotated[str, _OIDC_PROVIDER_ARN] | None = None
     gcp: bool = False
     azure: bool = False
     # Jenkins agents on another stack's cluster that also deploy this environment: that cluster's
@@ -523,11 +581,11 @@ class PipelineIdentitySettings(_Model):
 
 class AzureSettings(_Model):
     location: str
-    resource_group: Annotated[str, Field(pattern=r"^[-\w.()]{1,89}[-\w()]$")]
+    resource_group: Annotated[str, _RESOURCE_GROUP]
 
 
 class GcpSettings(_Model):
-    project: Annotated[str, Field(pattern=_GCP_PROJECT)]
+    project: Annotated[str, _GCP_PROJECT]
     region: str
 
 
@@ -537,7 +595,7 @@ class Settings(_Model):
     environment: Environment
     owner: str
     cost_center: str
-    source_repository: Annotated[str, Field(pattern=r"^https://")]
+    source_repository: Annotated[str, _HTTPS]
     registries: RegistriesSettings = Field(default_factory=RegistriesSettings)
     azure: AzureSettings | None = None
     gcp: GcpSettings | None = None
@@ -629,6 +687,14 @@ class Settings(_Model):
     def targets(self) -> set[str]:
         return {t for s in self.services for t in s.targets}
 
+    def aws_uses(self) -> list[str]:
+        """What this stack deploys to AWS (and so what needs `aws:region`)."""
+        uses = ["ecr"] if self.registries.ecr is not None else []
+        uses += [t for t in ("eks", "ecs") if t in self.targets()]
+        if self.pipeline_identities is not None and self.pipeline_identities.aws:
+            uses.append("pipelineIdentities.aws")
+        return uses
+
     @property
     def cloud_run_ingress(self) -> str:
         explicit = self.cloud_run.ingress if self.cloud_run else None
@@ -688,25 +754,49 @@ class Settings(_Model):
 
 
 def load(stack: str | None = None) -> Settings:
-    """Parse the current stack's `pouw-cicd:*` config, or raise `SettingsError` naming every problem."""
-    raw = _namespace_config()
-    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys(raw))
+    """Parse the current stack's config, or raise `SettingsError` naming every problem.
+
+    Reads every key the engine hands the program (the CLI's PULUMI_CONFIG, or what the mocks set),
+    not just `pouw-cicd:*`: a key in a misspelt namespace and a missing `aws:region` are problems too.
+    """
+    config = _all_config()
+    prefix = f"{NAMESPACE}:"
+    raw = {_short_key(k): _decode(v) for k, v in config.items() if k.startswith(prefix)}
+    other = {k: v for k, v in config.items() if not k.startswith(prefix)}
+    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys(raw), other_config=other)
 
 
-def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = frozenset()) -> Settings:
-    """Validate a mapping of `key -> value` (namespace stripped, objects already decoded)."""
+def parse(
+    raw: Mapping[str, Any],
+    stack: str,
+    secret_keys: frozenset[str] = frozenset(),
+    other_config: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Validate the stack's config.
+
+    `raw`: the `pouw-cicd:*` keys, namespace stripped, objects already decoded; `secret_keys`: which of
+    them the stack stores encrypted; `other_config`: every other key by its full name (`aws:region`,
+    `pulumi:tags`...), checked for misspelt namespaces and for what the providers need.
+    """
+    other = dict(other_config or {})
     fields = {f.alias or name for name, f in Settings.model_fields.items()}
     plain = {k: v for k, v in raw.items() if k in fields}
     extra = sorted(k for k in raw if k not in fields)
-    problems: list[str] = []
+    # A secret inside structured settings would be read as plain data (see `_secret_setting`).
+    secret_fields = sorted(k for k in plain if k in secret_keys)
+    secret_locs = {(k,) for k in secret_fields}
+    problems = [_secret_setting(k, plain[k], stack) for k in secret_fields]
+    problems += [_namespace_problem(k, stack) for k in sorted(other) if _namespace(k) not in KNOWN_NAMESPACES]
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(plain)
     except ValidationError as err:
-        problems.extend(_describe(e, stack) for e in err.errors())
+        # Never quote what a secret setting holds: its problems wait until it is plain again.
+        problems.extend(_describe(e, stack) for e in err.errors() if e["loc"][:1] not in secret_locs)
 
     if settings is not None:
         problems.extend(f"{NAMESPACE}:{path}: {what}" for path, what in settings.cross_key_problems())
+        problems.extend(_aws_problems(settings, other, stack))
     references = settings.secret_references() if settings else []
     # While settings are invalid, references are unknown: a key stored as a secret is given the benefit.
     referenced = {key for _, key in references} if settings else set(secret_keys)
@@ -714,9 +804,10 @@ def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = froz
         if key in referenced:
             continue
         problems.append(
-            f"{NAMESPACE}:{key}: unknown key; known keys are {', '.join(sorted(fields))} "
-            "(a secret key must be named by a setting such as services[].build.secrets). "
-            f"Fix the spelling or remove it with `pulumi config rm {NAMESPACE}:{key} -s {stack}`"
+            f"{NAMESPACE}:{key}: unknown key{_did_you_mean(key, fields)}; known keys are "
+            f"{', '.join(sorted(fields))} (a secret key must be named by a setting such as "
+            f"services[].build.secrets). Fix the spelling or remove it with "
+            f"`pulumi config rm {NAMESPACE}:{key} -s {stack}`"
         )
     for where, key in references:
         path = f"{NAMESPACE}:{where}"
@@ -736,20 +827,28 @@ def parse(raw: Mapping[str, Any], stack: str, secret_keys: frozenset[str] = froz
     return settings
 
 
-def _namespace_config() -> dict[str, Any]:
-    """Every `pouw-cicd:*` key of the stack, JSON objects decoded (the CLI passes them as JSON)."""
+# The packages whose providers this program uses (`import pulumi_<name>`): their config namespaces
+# are the only ones besides the project's and the engine's own (`pulumi:tags`,
+# `pulumi:disable-default-providers`...). A test keeps this in step with the imports.
+PROVIDER_NAMESPACES = ("aws", "azure-native", "docker", "docker-build", "gcp", "kubernetes")
+KNOWN_NAMESPACES = (NAMESPACE, "pulumi", *PROVIDER_NAMESPACES)
+
+
+def _all_config() -> dict[str, Any]:
+    """Every config key the engine passed, by full name (`pouw-cicd:owner`, `aws:region`)."""
     merged: dict[str, Any] = dict(pulumi.runtime.get_config_env())
     merged.update(runtime_config.CONFIG.get())
-    prefix = f"{NAMESPACE}:"
-    out: dict[str, Any] = {}
-    for full_key, value in merged.items():
-        if not full_key.startswith(prefix):
-            continue
-        key = full_key[len(prefix) :]
-        if ":" in key:  # the CLI's old `ns:config:key` spelling
-            key = key.split(":", 1)[1]
-        out[key] = _decode(value)
-    return out
+    return merged
+
+
+def _namespace(full_key: str) -> str:
+    return full_key.split(":", 1)[0]
+
+
+def _short_key(full_key: str) -> str:
+    """`ns:key`, or the CLI's old `ns:config:key` spelling -> `key`."""
+    key = full_key.split(":", 1)[1] if ":" in full_key else full_key
+    return key.split(":", 1)[1] if key.startswith("config:") else key
 
 
 def _secret_keys(keys: Mapping[str, Any]) -> frozenset[str]:
@@ -765,28 +864,156 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _secret_setting(key: str, value: Any, stack: str) -> str:
+    """A settings key the stack marks secret. For structured settings that is what
+    `pulumi config set --secret --path 'pouw-cicd:services[1].environment.DB'` writes: the CLI decrypts
+    the value and marks the whole top-level key secret, but settings are plain data (models, then
+    resource inputs), so the value would land in task definitions and container groups in clear."""
+    path = f"{NAMESPACE}:{key}"
+    if not isinstance(value, (dict, list)):
+        return (
+            f"{path}: holds a secret value, but it is a plain setting (it names and tags resources); "
+            f"re-set it in plain text with `pulumi config set {path} <value> -s {stack}`"
+        )
+    return (
+        f"{path}: holds a secret value (set with `pulumi config set --secret --path`), but settings are "
+        "plain data: it would reach task definitions and container environments in clear. Remove the "
+        f"`secure:` entry under {path} in Pulumi.{stack}.yaml and name a top-level secret key instead: "
+        "services[].azureSecureEnvironment (ACI), services[].build.secrets (builds), "
+        "registries.ghcr.tokenKey; or for ECS services[].runtimeSecrets (Secrets Manager or SSM ARNs), "
+        "for Cloud Run services[].gcpSecrets (Secret Manager)"
+    )
+
+
+def _namespace_problem(full_key: str, stack: str) -> str:
+    namespace, _, rest = full_key.partition(":")
+    close = difflib.get_close_matches(namespace, KNOWN_NAMESPACES, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}:{rest}?)" if close else ""
+    return (
+        f"{full_key}: unknown namespace `{namespace}`{hint}; this program reads {NAMESPACE}, pulumi and "
+        f"its providers' {', '.join(PROVIDER_NAMESPACES)}. Fix the spelling or remove it with "
+        f"`pulumi config rm {full_key} -s {stack}`"
+    )
+
+
+def _aws_problems(settings: Settings, other: Mapping[str, Any], stack: str) -> list[str]:
+    """`aws:region` where the stack uses AWS: the provider would otherwise take it from whatever
+    AWS_REGION the machine running `pulumi up` has, so the stack file must pin it."""
+    uses = settings.aws_uses()
+    aws = {_short_key(k): v for k, v in other.items() if _namespace(k) == "aws"}
+    region = str(aws.get("region") or "")
+    zones = settings.network.availability_zones if settings.network else ()
+    if uses and not region:
+        example = zones[0][:-1] if zones else "eu-west-1"
+        close = difflib.get_close_matches("region", [k for k in aws if k != "region"], n=1, cutoff=0.6)
+        found = f" (aws:{close[0]} is set: did you mean aws:region?)" if close else ""
+        return [
+            f"aws:region: is required because this stack uses AWS ({', '.join(uses)}); set it with "
+            f"`pulumi config set aws:region {example} -s {stack}`{found}"
+        ]
+    outside = [z for z in zones if region and not z.startswith(region)]
+    if uses and outside:
+        return [
+            f"{NAMESPACE}:network.availabilityZones: {', '.join(outside)} "
+            f"{'is' if len(outside) == 1 else 'are'} not in aws:region {region}; use {region} zones "
+            f"({region}a, ...) or set aws:region to their region"
+        ]
+    return []
+
+
+def _did_you_mean(word: str, choices: Any, cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+_LIST_KINDS = {"tuple_type", "list_type", "set_type", "iterable_type"}
+_MAPPING_KINDS = {"dict_type", "model_type", "model_attributes_type"}
+_INT_KINDS = {"int_type", "int_parsing", "int_from_float", "int_parsing_size"}
+_FLOAT_KINDS = {"float_type", "float_parsing", "finite_number"}
+_BOOL_KINDS = {"bool_type", "bool_parsing"}
+
+
 def _describe(error: Any, stack: str) -> str:
-    """One line per pydantic error: `<key path>: <what is wrong>, got <value>; <how to fix>`."""
+    """One line per validation error, in the stack file's words (keys, lists, mappings; never the
+    Python types behind them): `<key path>: <what is wrong>, got <value>; <how to fix>`."""
     loc = tuple(error["loc"])
     path = _key_path(loc)
     kind = error["type"]
     value = error.get("input")
+    ctx = error.get("ctx") or {}
+    got = f", got {_shown(value)}"
     if kind == "missing":
         return f"{path}: is required; add it to Pulumi.{stack}.yaml"
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        return f"{path}: unknown key; allowed keys here are {', '.join(allowed)}"
+        hint = _did_you_mean(str(loc[-1]), allowed)
+        return f"{path}: unknown key{hint}; allowed keys here are {', '.join(allowed)}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         lo, hi = _bounds(loc)
-        return f"{path}: must be {lo}..{hi}, got {value!r}"
+        return f"{path}: must be {lo}..{hi}{got}"
+    if kind == "string_type" and isinstance(value, (bool, int, float)):
+        return f"{path}: {_quote_it(loc, value)}"
+    if kind == "string_type":
+        return f"{path}: must be text{got}"
+    if kind in _LIST_KINDS:
+        return f"{path}: must be a list{got}"
+    if kind in _MAPPING_KINDS:
+        model, _ = _field_at(loc)
+        keys = f" (keys: {', '.join(_allowed_keys(loc))})" if kind != "dict_type" and model else ""
+        return f"{path}: must be a mapping of key: value{keys}{got}"
+    if kind in _INT_KINDS:
+        return f"{path}: must be a whole number{got}"
+    if kind in _FLOAT_KINDS:
+        return f"{path}: must be a number{got}"
+    if kind in _BOOL_KINDS:
+        return f"{path}: must be true or false{got}"
+    if kind == "literal_error":
+        allowed = [a or b for a, b in re.findall(r"'([^']*)'|([-0-9.]+)", str(ctx.get("expected", "")))]
+        # A short list of values: a looser match still helps (`production` -> prod).
+        hint = _did_you_mean(value, allowed, cutoff=0.5) if isinstance(value, str) else ""
+        return f"{path}: must be one of {', '.join(allowed)}{got}{hint}"
+    if kind == "string_pattern_mismatch":
+        hint = _PATTERN_HINTS.get(str(ctx.get("pattern")), "does not have the expected form")
+        return f"{path}: {hint}{got}"
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        need = "needs at least" if kind == "too_short" else "takes at most"
+        entries = "entry" if bound == 1 else "entries"
+        return f"{path}: {need} {bound} {entries}, got {ctx.get('actual_length', '?')}"
     message = str(error["msg"])
     if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    else:
-        message = message[:1].lower() + message[1:]
-    if isinstance(value, (str, int, float, bool)) and kind != "value_error":
-        return f"{path}: {message}, got {value!r}"
-    return f"{path}: {message}"
+        return f"{path}: {message[len('Value error, ') :]}"
+    return f"{path}: is not valid here{got}"
+
+
+def _shown(value: Any) -> str:
+    """A value as the stack file would spell it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value)
+
+
+def _quote_it(loc: tuple[Any, ...], value: bool | float) -> str:
+    """A number or boolean where text belongs. The CLI hands structured config to the program as
+    JSON, so YAML has already turned `version: 1.10` into the number 1.1 (trailing zero gone) and
+    `1.30` into 1.3: a one-decimal number is probably a version with its zero lost."""
+    shown = _shown(value)
+    if isinstance(value, bool):
+        return f"{shown} is a boolean in YAML; quote it: {_as_yaml(loc, shown)}"
+    guess = f"{shown}0" if isinstance(value, float) and re.fullmatch(r"[0-9]+\.[1-9]", shown) else None
+    asked = f" (did you write {guess}?)" if guess else ""
+    return f"{shown} is a number in YAML{asked}; quote it: {_as_yaml(loc, guess or shown)}"
+
+
+def _as_yaml(loc: tuple[Any, ...], text: str) -> str:
+    last = loc[-1] if loc else None
+    return f'{last}: "{text}"' if isinstance(last, str) else f'"{text}"'
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -162,8 +162,8 @@ def test_recreate_strategy(tmp_path: Path) -> None:
         ),
         (
             lambda r: r.update(strategy="a/b"),
-            "pouw-cicd:services[0].rollout.strategy: input should be 'rolling', 'recreate', "
-            "'blue-green' or 'canary'",
+            "pouw-cicd:services[0].rollout.strategy: must be one of rolling, recreate, blue-green, "
+            "canary, got 'a/b'",
         ),
     ],
 )
@@ -184,7 +184,7 @@ def test_unknown_target_and_missing_registry(tmp_path: Path) -> None:
     config["pouw-cicd:services"][0]["targets"] = ["gke"]
     run = run_config(tmp_path / "a", "dev", config)
     assert (
-        "pouw-cicd:services[0].targets[0]: input should be 'eks', 'ecs', 'aci' or 'cloudrun', got 'gke'"
+        "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, got 'gke'"
         in (run.error_text)
     )
     config = stack_file("dev")["config"]

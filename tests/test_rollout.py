@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +129,86 @@ def test_invalid_rollouts(spec: RolloutSpec, path: str, message: str) -> None:
         spec.validate("1.1.0")
     assert err.value.path == path
     assert message in str(err.value)
+
+
+# --- Canary steps: the plan a driver walks must only go up, and end at 100. ---
+
+set_weights = st.lists(st.integers(0, 100), min_size=1, max_size=8)
+
+
+def with_steps(*steps: Step) -> RolloutSpec:
+    return RolloutSpec(strategy="canary", slots=canary(90, 10).slots, steps=steps)
+
+
+def walk(weights: list[int], pauses: list[bool]) -> tuple[Step, ...]:
+    """setWeight steps in this order, each followed by a pause where `pauses` says so."""
+    steps: list[Step] = []
+    for weight, pause in zip(weights, pauses + [False] * len(weights), strict=False):
+        steps.append(Step(set_weight=weight))
+        if pause:
+            steps.append(Step(pause_seconds=600))
+    return tuple(steps)
+
+
+@given(weights=set_weights, pauses=st.lists(st.booleans(), max_size=8))
+def test_steps_are_accepted_exactly_when_they_climb_to_100(weights: list[int], pauses: list[bool]) -> None:
+    steps = walk(weights, pauses)
+    climbs = all(a <= b for a, b in itertools.pairwise(weights)) and weights[-1] == 100
+    if climbs:
+        with_steps(*steps).validate("1.1.0")
+        return
+    with pytest.raises(RolloutError) as err:
+        with_steps(*steps).validate("1.1.0")
+    index = int(err.value.path.split("[")[1].split("]")[0])
+    assert err.value.path == f"steps[{index}].setWeight"
+    assert steps[index].set_weight is not None
+    # The error points at the first step that goes down, else at the last setWeight (below 100).
+    earlier = [s.set_weight for s in steps[:index] if s.set_weight is not None]
+    if earlier and steps[index].set_weight < max(earlier):
+        assert "goes down" in str(err.value)
+    else:
+        assert index == max(i for i, s in enumerate(steps) if s.set_weight is not None)
+        assert "must end at setWeight: 100" in str(err.value)
+
+
+@given(weights=set_weights.map(sorted), current=st.integers(0, 100))
+def test_the_live_weight_need_not_be_a_step(weights: list[int], current: int) -> None:
+    """A person may hold or roll back at any weight between steps: only the steps are checked."""
+    spec = RolloutSpec(
+        strategy="canary",
+        slots=canary(100 - current, current).slots,
+        steps=walk([*weights, 100], []),
+    )
+    spec.validate("1.1.0")
+
+
+@pytest.mark.parametrize(
+    ("steps", "path", "message"),
+    [
+        (
+            (Step(set_weight=10), Step(), Step(set_weight=50), Step(set_weight=20), Step(set_weight=100)),
+            "steps[3].setWeight",
+            "20 goes down from setWeight 50 (steps[2]); steps only go up "
+            "(a rollback sets slots.canary.weight, not a step)",
+        ),
+        (
+            (Step(set_weight=10), Step(pause_seconds=3600), Step(set_weight=50), Step()),
+            "steps[2].setWeight",
+            "the steps must end at setWeight: 100 (full promotion), the last is 50; add `- setWeight: 100`",
+        ),
+        (
+            (Step(pause_seconds=60),),
+            "steps",
+            "has no setWeight; a canary's steps end with `- setWeight: 100`",
+        ),
+    ],
+)
+def test_invalid_steps(steps: tuple[Step, ...], path: str, message: str) -> None:
+    with pytest.raises(RolloutError) as err:
+        with_steps(*steps).validate("1.1.0")
+    assert (err.value.path, str(err.value)) == (path, message)
+
+
+def test_steps_may_hold_and_pause_after_100() -> None:
+    with_steps(Step(set_weight=20), Step(set_weight=20), Step(set_weight=100), Step()).validate("1.1.0")
+    with_steps().validate("1.1.0")  # no steps: weights are set by hand
