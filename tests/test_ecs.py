@@ -219,7 +219,10 @@ def test_native_ecs_needs_a_rolling_rollout(tmp_path: Path) -> None:
     ("fargate", "expected"),
     [
         ({"cpu": 256, "memory": 4096}, "memory 4096 is not valid with cpu 256; Fargate takes 512..2048 MiB"),
-        ({"cpu": 300, "memory": 512}, "pouw-cicd:services[1].fargate.cpu: must be one of 256, 512, 1024, 2048, 4096, got 300"),
+        (
+            {"cpu": 300, "memory": 512},
+            "pouw-cicd:services[1].fargate.cpu: must be one of 256, 512, 1024, 2048, 4096, got 300",
+        ),
     ],
 )
 def test_bad_fargate_sizes(tmp_path: Path, fargate: dict[str, int], expected: str) -> None:

@@ -134,11 +134,13 @@ def test_revision_label_comes_from_the_pipeline(tmp_path: Path, monkeypatch: pyt
         ),
         (
             lambda c: c["pouw-cicd:registries"]["ecr"].update(pullAccounts=["12345"]),
-            "pouw-cicd:registries.ecr.pullAccounts[0]: must be a 12-digit AWS account id (quote it), got '12345'",
+            "pouw-cicd:registries.ecr.pullAccounts[0]: must be a 12-digit AWS account id (quote it), "
+            "got '12345'",
         ),
         (
             lambda c: c["pouw-cicd:registries"]["acr"].update(name="pouw-prod"),
-            "pouw-cicd:registries.acr.name: must be 5-50 letters or digits (an ACR name has no '-'), got 'pouw-prod'",
+            "pouw-cicd:registries.acr.name: must be 5-50 letters or digits (an ACR name has no '-'), "
+            "got 'pouw-prod'",
         ),
     ],
 )

@@ -152,7 +152,8 @@ def test_gcp_and_azure_identities(stack_runs: dict[str, Preflight]) -> None:
     [
         (
             lambda c: c["pouw-cicd:pipelineIdentities"].update(repository="*/pouw-cicd"),
-            "pouw-cicd:pipelineIdentities.repository: must be <owner>/<repo> on GitHub, e.g. pouw/pouw-cicd, got '*/pouw-cicd'",
+            "pouw-cicd:pipelineIdentities.repository: must be <owner>/<repo> on GitHub, e.g. "
+            "pouw/pouw-cicd, got '*/pouw-cicd'",
         ),
         (
             lambda c: c["pouw-cicd:ciRunners"]["arc"]["scaleSets"][0].update(minRunners=5, maxRunners=2),
