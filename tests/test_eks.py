@@ -183,9 +183,8 @@ def test_unknown_target_and_missing_registry(tmp_path: Path) -> None:
     config = stack_file("dev")["config"]
     config["pouw-cicd:services"][0]["targets"] = ["gke"]
     run = run_config(tmp_path / "a", "dev", config)
-    assert (
-        "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, got 'gke'"
-        in (run.error_text)
+    assert "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, got 'gke'" in (
+        run.error_text
     )
     config = stack_file("dev")["config"]
     config["pouw-cicd:registries"]["ecr"] = None
