@@ -40,5 +40,25 @@ test: lint types pytest
 bench: $(VENV)/.installed
 	$(PY) bench/preflight.py
 
+# The policy pack's own environment, where `pulumi preview/up --policy-pack policies` looks for it:
+# PulumiPolicy.yaml's runtime.options.virtualenv, relative to policies/. The CLI runs the pack with that
+# venv's python and installs nothing for a local pack; `pulumi install` inside policies/ installs the
+# program instead (pulumi/pulumi#16605). So CI calls this target before any command that passes the pack.
+# The directory is read from PulumiPolicy.yaml (never repeated here); created like the CLI's pip toolchain
+# creates one (python -m venv, pip included), then policies/requirements.txt installed into it with uv.
+POLICY_VENV_OF := import os, sys, yaml; f = sys.argv[1]; rt = yaml.safe_load(open(f))["runtime"]; \
+	o = (rt.get("options") or {}) if isinstance(rt, dict) else {}; \
+	v = o.get("virtualenv") if o.get("toolchain", "pip") == "pip" else None; \
+	print(os.path.join(os.path.dirname(f), v)) if v else \
+	sys.exit(f + ": policy-venv prepares a pip virtualenv: declare runtime.options.virtualenv")
+
+.PHONY: policy-venv
+policy-venv: $(VENV)/.installed
+	@set -euo pipefail; \
+	venv="$$($(PY) -c '$(POLICY_VENV_OF)' policies/PulumiPolicy.yaml)"; \
+	test -x "$$venv/bin/python" || $(PYTHON) -m venv "$$venv"; \
+	$(UV) pip install --quiet --python "$$venv/bin/python" -r policies/requirements.txt; \
+	echo "policy pack environment ready: $$venv"
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
