@@ -1,7 +1,15 @@
 import sys
+from pathlib import Path
 
-from preflight import cli, rollout
+if not __package__:  # run as a path (`python path/to/preflight ...`): import the package from its parent
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from preflight import cli, diff, rollout
 
 if sys.argv[1:2] == ["rollout"]:
-    sys.exit(rollout.main(sys.argv[2:], cli.PROJECT_DIR))
+    project_dir, argv = cli.split_project_dir(sys.argv[2:])
+    sys.exit(rollout.main(argv, project_dir))
+if sys.argv[1:2] == ["diff"]:
+    project_dir, argv = cli.split_project_dir(sys.argv[2:])
+    sys.exit(diff.main(argv, project_dir))
 sys.exit(cli.main())

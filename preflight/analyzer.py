@@ -5,19 +5,28 @@ the port from the first line of its stdout, and talks gRPC. This module does the
 a real `pulumirpc.Engine` (so the pack's log calls land somewhere), turns a
 `--policy-pack-config` JSON file into `Configure` requests with the CLI's rules (`all` sets the
 default level, schema defaults are applied, properties are validated against the schema), and
-sends the captured resources to `Analyze` and `AnalyzeStack`. The pack process is always stopped.
+sends the captured resources to `Analyze` and `AnalyzeStack`.
+
+Every wait on the pack has a deadline (`Deadlines`; `PREFLIGHT_PACK_TIMEOUT=<seconds>` raises them all
+for slow machines), and a pack that exits, hangs or answers garbage is a `PolicyPackError` that says
+which. The pack runs in its own process group, and the whole group is always stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import select
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +59,79 @@ SEVERITY_NAMES = {
     analyzer_pb2.POLICY_SEVERITY_HIGH: "high",
     analyzer_pb2.POLICY_SEVERITY_CRITICAL: "critical",
 }
-STARTUP_SECONDS = 30.0
+# Deadlines, with a wide margin (over 100x) over `python -m preflight --stack prod` (about 160 resources)
+# on a 2-core machine: the pack announces its port and accepts connections in 0.2 s (1.3 s with no
+# bytecode cache), the small calls answer in under 10 ms, and all the Analyze calls, sent at once, are
+# answered within 0.25 s of being sent (0.5 s cold or with both cores busy). An Analyze deadline counts
+# from when the call is sent, so it must cover the whole batch, not one resource.
+STARTUP_SECONDS = 30.0  # from launch to the port on stdout, then to the pack accepting connections
+CALL_SECONDS = 20.0  # Handshake, ConfigureStack, GetAnalyzerInfo, Configure
+ANALYZE_SECONDS = 60.0  # each Analyze, Remediate and AnalyzeStack
+TIMEOUT_ENV = "PREFLIGHT_PACK_TIMEOUT"  # seconds: replaces every deadline above
+STOP_SECONDS = 5.0  # from SIGTERM to SIGKILL, for a pack that handles SIGTERM itself
 
 
 class PolicyPackError(Exception):
     """The pack could not be started, configured or asked; the message says which and why."""
+
+
+# Started and not yet closed: what kill_running_packs() stops.
+_RUNNING: set[PolicyPackProcess] = set()
+
+
+def kill_running_packs() -> None:
+    """SIGKILL every started pack's process group, now, from any thread. For an interrupt: preflight
+    is about to exit and must not leave a pack behind, even if it never unwinds to close() (which
+    still reaps the process; until then its id, the group's id, cannot be reused)."""
+    for pack in list(_RUNNING):
+        if pack.pid is not None:
+            _killpg(pack.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long preflight waits on the pack, in seconds."""
+
+    startup: float = STARTUP_SECONDS
+    call: float = CALL_SECONDS
+    analyze: float = ANALYZE_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Deadlines:
+        """The module's deadlines, or `PREFLIGHT_PACK_TIMEOUT` seconds for each of them."""
+        raw = environ.get(TIMEOUT_ENV, "").strip()
+        if not raw:
+            return cls(STARTUP_SECONDS, CALL_SECONDS, ANALYZE_SECONDS)
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise PolicyPackError(f"{TIMEOUT_ENV}={raw!r}: must be a positive number of seconds")
+        return cls(seconds, seconds, seconds)
+
+
+def read_manifest(pack_dir: Path) -> dict[str, Any]:
+    """`PulumiPolicy.yaml`, which the CLI requires in every pack directory."""
+    if not pack_dir.is_dir():
+        what = "is not a directory" if pack_dir.exists() else "does not exist"
+        raise PolicyPackError(f"policy pack directory {pack_dir} {what}")
+    path = pack_dir / "PulumiPolicy.yaml"
+    try:
+        manifest = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise PolicyPackError(
+            f"{path}: not found; a policy pack directory needs a PulumiPolicy.yaml"
+        ) from err
+    except OSError as err:
+        raise PolicyPackError(f"{path}: cannot be read: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise PolicyPackError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from err
+    if manifest is None:
+        return {}
+    if not isinstance(manifest, dict):
+        raise PolicyPackError(f"{path}: must be a mapping (description, version, runtime)")
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -125,19 +202,29 @@ class _Engine(engine_pb2_grpc.EngineServicer):
 class PolicyPackProcess:
     """`with PolicyPackProcess(pack_dir, ...) as pack:` a started pack; `pack.stub` to call it."""
 
-    def __init__(self, pack_dir: Path, project: str, stack: str, python: str | None = None) -> None:
+    def __init__(
+        self,
+        pack_dir: Path,
+        project: str,
+        stack: str,
+        python: str | None = None,
+        deadlines: Deadlines | None = None,
+    ) -> None:
         self.pack_dir = pack_dir.resolve()
         self.project = project
         self.stack = stack
         self.python = python or sys.executable
+        self.deadlines = deadlines or Deadlines.from_env()
         self.engine = _Engine()
         self._server: grpc.Server | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: grpc.Channel | None = None
         self._stub: analyzer_pb2_grpc.AnalyzerStub | None = None
+        self._stderr: deque[str] = deque(maxlen=200)
+        self._readers: list[threading.Thread] = []
         self.engine_address = ""
         # Python packs report 0.0.1; the CLI takes the version from PulumiPolicy.yaml, as we do.
-        manifest = yaml.safe_load((self.pack_dir / "PulumiPolicy.yaml").read_text()) or {}
+        manifest = read_manifest(self.pack_dir)
         self.version = str(manifest.get("version", "0.0.1"))
 
     def __enter__(self) -> PolicyPackProcess:
@@ -150,6 +237,11 @@ class PolicyPackProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The pack's process id, also its process group's id (None before start and after close)."""
+        return self._process.pid if self._process is not None else None
 
     def _start(self) -> None:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -164,57 +256,194 @@ class PolicyPackProcess:
             PULUMI_DRY_RUN="true",
             PULUMI_CONFIG="{}",
         )
-        self._process = subprocess.Popen(
-            [self.python, "-u", "-m", "pulumi.policy", self.engine_address, str(self.pack_dir)],
-            cwd=self.pack_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        command = [self.python, "-u", "-m", "pulumi.policy", self.engine_address, str(self.pack_dir)]
+        try:
+            self._process = subprocess.Popen(
+                command,
+                cwd=self.pack_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                # Its own process group: a terminal's Ctrl-C reaches preflight only, and close() stops
+                # the pack and anything it started with one killpg.
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise PolicyPackError(f"policy pack {self.pack_dir} did not start: {command[0]}: {err}") from err
+        _RUNNING.add(self)
+        # Read stderr all along: a full pipe would block the pack, and its tail explains a crash.
+        self._read_in_background(self._process.stderr, self._stderr)
+
+    def _read_in_background(self, stream: Any, into: deque[str] | None) -> None:
+        def read() -> None:
+            try:
+                for raw in iter(stream.readline, b""):
+                    if into is not None:
+                        into.append(raw.decode(errors="replace").rstrip())
+            except (OSError, ValueError):  # closed by close()
+                pass
+
+        thread = threading.Thread(target=read, name=f"policy-pack-{self.pid}", daemon=True)
+        thread.start()
+        self._readers.append(thread)
 
     @property
     def stub(self) -> analyzer_pb2_grpc.AnalyzerStub:
         """The Analyzer client. Connecting waits for the pack's port, so a caller can start the pack,
         do other work (run the program) while it boots, and connect only when it needs it."""
         if self._stub is None:
-            pack_port = self._read_port()
-            self._channel = grpc.insecure_channel(f"127.0.0.1:{pack_port}")
-            grpc.channel_ready_future(self._channel).result(timeout=STARTUP_SECONDS)
-            self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+            self._stub = analyzer_pb2_grpc.AnalyzerStub(self._connect(self._read_port()))
         return self._stub
 
     def _read_port(self) -> int:
         assert self._process is not None and self._process.stdout is not None
-        ready, _, _ = select.select([self._process.stdout], [], [], STARTUP_SECONDS)
-        line = self._process.stdout.readline().decode().strip() if ready else ""
-        if not line.isdigit():
-            self._process.kill()
-            _, err = self._process.communicate(timeout=10)
-            detail = err.decode(errors="replace").strip() or f"first stdout line was {line!r}"
-            raise PolicyPackError(f"policy pack {self.pack_dir} did not start: {detail}")
-        return int(line)
+        stdout = self._process.stdout
+        startup = self.deadlines.startup
+        ready, _, _ = select.select([stdout], [], [], startup)
+        line = stdout.readline().decode(errors="replace").strip() if ready else ""
+        if line.isdigit():
+            self._read_in_background(stdout, None)  # what the pack prints later must not fill the pipe
+            return int(line)
+        if not ready:
+            reason = f"no port on stdout within {startup:g} s"
+        else:
+            code = self._exit_status(wait=STOP_SECONDS) if not line else None
+            reason = _exited(code) if code is not None else f"its first stdout line was {line!r}, not a port"
+        self._stop_group()
+        tail = self.stderr_tail()
+        detail = f"{reason}: {tail}" if tail else reason
+        raise PolicyPackError(f"policy pack {self.pack_dir} did not start: {detail}")
+
+    def _connect(self, port: int) -> grpc.Channel:
+        """Wait for the pack to accept connections, noticing at once if it exits instead."""
+        self._channel = channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        ready = grpc.channel_ready_future(channel)
+        give_up = time.monotonic() + self.deadlines.startup
+        try:
+            while True:
+                try:
+                    ready.result(timeout=0.1)
+                    return channel
+                except grpc.FutureTimeoutError:
+                    pass
+                code = self._exit_status()
+                if code is not None:
+                    raise self.exited_error(code)
+                if time.monotonic() >= give_up:
+                    raise PolicyPackError(
+                        f"policy pack announced port {port} but did not accept connections "
+                        f"within {self.deadlines.startup:g} s"
+                    )
+        finally:
+            ready.cancel()
+
+    def _exit_status(self, wait: float = 0.0) -> int | None:
+        """The pack's exit code (negative: the signal that killed it) once it has exited, else None.
+
+        The process is not reaped here (WNOWAIT): until close() reaps it, its id, which is also its
+        process group's id, cannot be reused, so close() can still signal the group safely.
+        """
+        process = self._process
+        if process is None:
+            return None
+        if process.returncode is not None:
+            return process.returncode
+        give_up = time.monotonic() + wait
+        while True:
+            try:
+                info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:  # reaped by someone else's poll()
+                return process.poll()
+            if info is not None:
+                return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+            if time.monotonic() >= give_up:
+                return None
+            time.sleep(0.02)
+
+    def stderr_tail(self) -> str:
+        """The last non-blank line the pack wrote to stderr ("" if none)."""
+        if self._exit_status() is not None:
+            for thread in self._readers:
+                thread.join(timeout=1.0)  # let the reader catch up with a dead pack's last words
+        lines = [line.strip() for line in list(self._stderr) if line.strip()]
+        return lines[-1][:500] if lines else ""
+
+    def exited_error(self, code: int) -> PolicyPackError:
+        return PolicyPackError(f"policy pack {_exited(code)}: {self.stderr_tail() or 'nothing on stderr'}")
+
+    def call_failed(self, method: str, err: grpc.RpcError, timeout: float) -> PolicyPackError:
+        """A failed call as one line: the pack exited, did not answer in time, or answered an error."""
+        status = err.code()
+        # A dead pack's calls fail UNAVAILABLE at once, maybe before the exit is visible: wait for it.
+        code = self._exit_status(wait=0.0 if status == grpc.StatusCode.DEADLINE_EXCEEDED else 2.0)
+        if code is not None:
+            return self.exited_error(code)
+        if status == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return PolicyPackError(f"policy pack did not answer {method} within {timeout:g} s")
+        return PolicyPackError(f"policy pack call {method} failed: {status.name}: {err.details()}")
+
+    def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        """`stub.<method>(request)` with a deadline (default: the small calls' deadline)."""
+        timeout = self.deadlines.call if timeout is None else timeout
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise self.call_failed(method, err, timeout) from err
+
+    def _stop_group(self) -> None:
+        """Stop the pack and everything in its process group; the pack is reaped by close()."""
+        process = self._process
+        if process is None:
+            return
+        try:
+            if self._exit_status() is None:
+                # Not SIGINT: the SDK's loop stops on KeyboardInterrupt only if the signal lands on the
+                # main thread, and with gRPC threads busy it often does not. SIGTERM's default action
+                # ends the whole process, whichever thread receives it.
+                _killpg(process.pid, signal.SIGTERM)
+                _killpg(process.pid, signal.SIGCONT)  # a stopped (SIGSTOP) pack must run to act on it
+                self._exit_status(wait=STOP_SECONDS)
+        finally:
+            # Whatever is left of the group: a pack that ignored SIGTERM, or processes it started.
+            _killpg(process.pid, signal.SIGKILL)
 
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._process is not None:
-            if self._process.poll() is None:
-                # The SDK's server loop stops cleanly on KeyboardInterrupt (SIGINT).
-                self._process.send_signal(signal.SIGINT)
-                try:
-                    self._process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self._process.kill()
-                    self._process.wait()
-            for stream in (self._process.stdout, self._process.stderr):
-                if stream is not None:
-                    stream.close()
-            self._process = None
+        process = self._process
+        if process is not None:
+            _RUNNING.discard(self)  # closing it: kill_running_packs must not signal it once reaped
+            try:
+                self._stop_group()
+            finally:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=STOP_SECONDS)
+                for thread in self._readers:
+                    thread.join(timeout=1.0)
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+                self._readers = []
+                self._process = None
         if self._server is not None:
             self._server.stop(None)
             self._server = None
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone already
+        os.killpg(pgid, sig)
+
+
+def _exited(code: int) -> str:
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 def load_policy_config(path: Path | None) -> dict[str, Any]:
@@ -224,6 +453,12 @@ def load_policy_config(path: Path | None) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise PolicyPackError(f"{path}: policy config file not found") from err
+    except IsADirectoryError as err:
+        raise PolicyPackError(f"{path}: is a directory; the policy config is a JSON file") from err
+    except OSError as err:
+        raise PolicyPackError(f"{path}: cannot read the policy config: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise PolicyPackError(f"{path}: not valid JSON: not UTF-8 text") from err
     except json.JSONDecodeError as err:
         raise PolicyPackError(f"{path}: not valid JSON: {err}") from err
     if not isinstance(data, dict):
@@ -344,60 +579,68 @@ def analyze(
     CPU-bound; more processes are the way to use more cores.
     """
     pool = [packs] if isinstance(packs, PolicyPackProcess) else list(packs)
+    for pack in pool:
+        _open(pack, organization)
+    info = pool[0].call("GetAnalyzerInfo", empty_pb2.Empty())
+    configure = build_configure_request(info, policy_config, config_source)
+    for pack in pool:
+        pack.call("Configure", configure)
+    result = AnalysisResult(
+        pack=info.name,
+        version=pool[0].version,
+        policies=[_policy_info(p) for p in info.policies],
+    )
+    if any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values()):
+        resources = [_remediate(pool[0], r, result) for r in resources]
+    by_urn = {r.urn: r for r in resources}
+    # Each call's deadline runs from when it is sent, and all are sent at once: the Analyze
+    # deadline covers the whole batch.
+    in_flight: list[tuple[PolicyPackProcess, Any]] = []
     try:
-        for pack in pool:
-            _open(pack, organization)
-        info = pool[0].stub.GetAnalyzerInfo(empty_pb2.Empty())
-        configure = build_configure_request(info, policy_config, config_source)
-        for pack in pool:
-            pack.stub.Configure(configure)
-        result = AnalysisResult(
-            pack=info.name,
-            version=pool[0].version,
-            policies=[_policy_info(p) for p in info.policies],
-        )
-        if any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values()):
-            resources = [_remediate(pool[0], r, result) for r in resources]
-        by_urn = {r.urn: r for r in resources}
-        in_flight = [
-            pool[i % len(pool)].stub.Analyze.future(
-                analyzer_pb2.AnalyzeRequest(
+        for i, r in enumerate(resources):
+            pack = pool[i % len(pool)]
+            request = analyzer_pb2.AnalyzeRequest(
+                type=r.type,
+                properties=_struct(r.inputs),
+                urn=r.urn,
+                name=r.name,
+                options=_options(r),
+                provider=_provider(r, by_urn),
+            )
+            in_flight.append((pack, pack.stub.Analyze.future(request, timeout=pack.deadlines.analyze)))
+        for r, (pack, call) in zip(resources, in_flight, strict=True):
+            try:
+                response = call.result()
+            except grpc.RpcError as err:
+                raise pack.call_failed("Analyze", err, pack.deadlines.analyze) from err
+            _collect(result, response, default_urn=r.urn)
+    finally:
+        for _, call in in_flight:
+            call.cancel()  # a no-op for answered calls
+    stack_response = pool[0].call(
+        "AnalyzeStack",
+        analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(
                     type=r.type,
                     properties=_struct(r.inputs),
                     urn=r.urn,
                     name=r.name,
                     options=_options(r),
                     provider=_provider(r, by_urn),
+                    parent=r.parent,
+                    dependencies=r.dependencies,
+                    propertyDependencies={
+                        k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
+                        for k, v in r.property_dependencies.items()
+                    },
                 )
-            )
-            for i, r in enumerate(resources)
-        ]
-        for r, call in zip(resources, in_flight, strict=True):
-            _collect(result, call.result(), default_urn=r.urn)
-        stack_response = pool[0].stub.AnalyzeStack(
-            analyzer_pb2.AnalyzeStackRequest(
-                resources=[
-                    analyzer_pb2.AnalyzerResource(
-                        type=r.type,
-                        properties=_struct(r.inputs),
-                        urn=r.urn,
-                        name=r.name,
-                        options=_options(r),
-                        provider=_provider(r, by_urn),
-                        parent=r.parent,
-                        dependencies=r.dependencies,
-                        propertyDependencies={
-                            k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
-                            for k, v in r.property_dependencies.items()
-                        },
-                    )
-                    for r in resources
-                ]
-            )
-        )
-        _collect(result, stack_response, default_urn="")
-    except grpc.RpcError as err:
-        raise PolicyPackError(f"policy pack call failed: {err.code().name}: {err.details()}") from err
+                for r in resources
+            ]
+        ),
+        timeout=pool[0].deadlines.analyze,
+    )
+    _collect(result, stack_response, default_urn="")
     result.violations.sort(key=lambda v: (v.level != "mandatory", v.policy, v.urn))
     result.logs += [line for pack in pool for line in pack.engine.logs]
     result.resources = resources
@@ -406,10 +649,12 @@ def analyze(
 
 def _remediate(pack: PolicyPackProcess, r: Registration, result: AnalysisResult) -> Registration:
     """What the engine does before analysing a resource: let `remediate` policies rewrite its inputs."""
-    response = pack.stub.Remediate(
+    response = pack.call(
+        "Remediate",
         analyzer_pb2.AnalyzeRequest(
             type=r.type, properties=_struct(r.inputs), urn=r.urn, name=r.name, options=_options(r)
-        )
+        ),
+        timeout=pack.deadlines.analyze,
     )
     inputs = r.inputs
     for remediation in response.remediations:
@@ -423,21 +668,21 @@ def _remediate(pack: PolicyPackProcess, r: Registration, result: AnalysisResult)
 
 def _open(pack: PolicyPackProcess, organization: str) -> None:
     """Handshake (tolerated as unimplemented by older packs) and ConfigureStack."""
+    request = analyzer_pb2.AnalyzerHandshakeRequest(
+        engine_address=pack.engine_address,
+        root_directory=str(pack.pack_dir),
+        program_directory=str(pack.pack_dir),
+    )
     try:
-        pack.stub.Handshake(
-            analyzer_pb2.AnalyzerHandshakeRequest(
-                engine_address=pack.engine_address,
-                root_directory=str(pack.pack_dir),
-                program_directory=str(pack.pack_dir),
-            )
-        )
+        pack.stub.Handshake(request, timeout=pack.deadlines.call)
     except grpc.RpcError as err:
         if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # older packs predate Handshake
-            raise PolicyPackError(f"Handshake failed: {err.details()}") from err
-    pack.stub.ConfigureStack(
+            raise pack.call_failed("Handshake", err, pack.deadlines.call) from err
+    pack.call(
+        "ConfigureStack",
         analyzer_pb2.AnalyzerStackConfigureRequest(
             stack=pack.stack, project=pack.project, organization=organization, dry_run=True
-        )
+        ),
     )
 
 

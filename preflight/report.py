@@ -1,6 +1,8 @@
 """What a preflight shows: a resource tree, the violations, a JSON plan and a Markdown summary.
 
-Secret values never appear: anything marked secret on the wire is printed as `[secret]`.
+Secret values never appear: anything marked secret on the wire is printed as `[secret]`. A preflight
+that fails before it has a result (settings, a missing policy config, an interrupt) still gets a JSON
+and a Markdown summary of the failure (`failure_json`, `failure_markdown`), so CI can report it.
 """
 
 from __future__ import annotations
@@ -34,10 +36,16 @@ class Preflight:
     config: StackConfig
     run: ProgramRun
     analysis: AnalysisResult | None
+    # The `--policy-pack-config` file the pack was configured from.
+    policy_config: str = ""
+    # No policy config (`--no-policy-config`): the pack ran on its own defaults. Always shown.
+    pack_defaults: bool = False
+    # A failure after the program ran (the policy pack could not be configured or asked): exit 2.
+    error: str = ""
 
     @property
     def exit_code(self) -> int:
-        if self.run.error is not None:
+        if self.run.error is not None or self.error:
             return 2
         if self.analysis is not None and self.analysis.mandatory:
             return 1
@@ -98,13 +106,51 @@ def plan(result: Preflight) -> dict[str, Any]:
             {"policy": policy, "urn": urn}
             for policy, urn in (result.analysis.remediations if result.analysis else [])
         ],
-        "error": run.error_text or None,
+        "policyConfig": None if result.pack_defaults else (result.policy_config or None),
+        "error": run.error_text or result.error or None,
         "exitCode": result.exit_code,
     }
 
 
 def plan_json(result: Preflight) -> str:
     return json.dumps(plan(result), indent=2, sort_keys=True) + "\n"
+
+
+def failure_plan(stack: str, error: str, project: str | None = None) -> dict[str, Any]:
+    """The JSON plan's shape for a preflight that failed before the program ran: no resources."""
+    return {
+        "project": project,
+        "stack": stack,
+        "secretPlaceholders": [],
+        "resources": [],
+        "outputs": {},
+        "diagnostics": [],
+        "remediations": [],
+        "policyConfig": None,
+        "error": error,
+        "exitCode": 2,
+    }
+
+
+def failure_json(stack: str, error: str, project: str | None = None) -> str:
+    return json.dumps(failure_plan(stack, error, project), indent=2, sort_keys=True) + "\n"
+
+
+def failure_markdown(stack: str, error: str) -> str:
+    lines = [f"### Preflight `{stack}`: failed", "", *_fenced(error)]
+    lines += ["", "_The preflight could not run to a policy verdict; nothing was checked._"]
+    return "\n".join(lines) + "\n"
+
+
+def _fenced(text: str) -> list[str]:
+    """A Markdown code block that the text's own backticks cannot close."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return [fence, text.strip(), fence]
+
+
+DEFAULTS_WARNING = "no policy config ({flag}): the pack ran on its own defaults, not this stack's levels"
 
 
 def resource_tree(run: ProgramRun) -> Tree:
@@ -143,6 +189,13 @@ def print_report(result: Preflight, console: Console) -> None:
         return
     console.print(resource_tree(run))
     console.print(f"{len(run.resources)} resources")
+    if result.pack_defaults:
+        warning = DEFAULTS_WARNING.format(flag="--no-policy-config")
+        console.print(f"[yellow bold]warning:[/] [yellow]{warning}[/]")
+    if result.error:
+        console.print("[red bold]error:[/]", end=" ")
+        console.print(result.error, markup=False)
+        return
     if result.analysis is None:
         return
     analysis = result.analysis
@@ -167,6 +220,8 @@ def print_report(result: Preflight, console: Console) -> None:
         f"{len(analysis.violations) - len(analysis.mandatory)} advisory violation(s) "
         f"from {len(analysis.policies)} policies"
     )
+    if result.pack_defaults:
+        summary += " on the pack's defaults (no policy config)"
     console.print(("[red]" if analysis.mandatory else "[green]") + summary + "[/]")
 
 
@@ -175,7 +230,13 @@ def markdown(result: Preflight) -> str:
     status = {0: "passed", 1: "blocked by mandatory policies", 2: "failed"}[result.exit_code]
     lines = [f"### Preflight `{run.stack}`: {status}", ""]
     if run.error is not None:
-        lines += ["```", run.error_text.strip(), "```"]
+        lines += _fenced(run.error_text)
+        return "\n".join(lines) + "\n"
+    if result.pack_defaults:
+        lines += [f"> **Warning:** {DEFAULTS_WARNING.format(flag='`--no-policy-config`')}.", ""]
+    if result.error:
+        lines += _fenced(result.error)
+        lines += ["", f"_The program registered {len(run.resources)} resources; the policies did not run._"]
         return "\n".join(lines) + "\n"
     counts: dict[str, int] = {}
     for r in run.resources:
