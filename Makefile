@@ -20,7 +20,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt policies/requirements.
 	$(UV) pip install --quiet --python $(PY) -r requirements-dev.txt
 	touch $@
 
-preview: $(VENV)/.installed
+# Preflight launches the pack with the interpreter PulumiPolicy.yaml declares, as the CLI does, so
+# everything that runs the pack prepares its environment first.
+preview: $(VENV)/.installed policy-venv
 	$(PY) -m preflight --stack $(STACK)
 
 lint: $(VENV)/.installed
@@ -32,12 +34,12 @@ lint: $(VENV)/.installed
 types: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed policy-venv
 	$(PY) -m pytest -n 2
 
 test: lint types pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed policy-venv
 	$(PY) bench/preflight.py
 
 # The policy pack's own environment, where `pulumi preview/up --policy-pack policies` looks for it:
@@ -61,4 +63,4 @@ policy-venv: $(VENV)/.installed
 	echo "policy pack environment ready: $$venv"
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis policies/venv

@@ -20,9 +20,9 @@ import json
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -134,6 +134,47 @@ def read_manifest(pack_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def pack_python(pack_dir: Path, manifest: Mapping[str, Any]) -> str:
+    """The interpreter the Pulumi CLI runs this pack with, from PulumiPolicy.yaml's runtime options.
+
+    With `options.virtualenv` the CLI runs `<virtualenv>/bin/python` (relative to the pack) and, for a
+    local `--policy-pack` directory, installs nothing; without it, `python3` from PATH (or
+    PULUMI_PYTHON_CMD). Preflight launches exactly that, so it fails where the CLI would fail: a
+    missing virtualenv is an error here too, not a silent fallback to preflight's own interpreter.
+    """
+    path = pack_dir / "PulumiPolicy.yaml"
+    runtime = manifest.get("runtime")
+    name = runtime.get("name") if isinstance(runtime, Mapping) else runtime
+    if name is None:
+        raise PolicyPackError(
+            f"{path}: `runtime` is missing; declare runtime: {{name: python, options: {{virtualenv: venv}}}}"
+        )
+    if name != "python":
+        raise PolicyPackError(f"{path}: runtime {name!r}: preflight runs Python packs only")
+    options = (runtime.get("options") or {}) if isinstance(runtime, Mapping) else {}
+    toolchain = options.get("toolchain", "pip")
+    if toolchain != "pip":
+        raise PolicyPackError(
+            f"{path}: runtime.options.toolchain {toolchain!r}: preflight launches pip virtualenvs only; "
+            "use toolchain: pip with a virtualenv"
+        )
+    venv = options.get("virtualenv")
+    if venv:
+        root = Path(str(venv)) if Path(str(venv)).is_absolute() else pack_dir / str(venv)
+        python = root / "bin" / "python"
+        if not python.exists():
+            raise PolicyPackError(
+                f"{root}: the pack's virtualenv (runtime.options.virtualenv in {path}) does not exist, so "
+                f"`pulumi preview --policy-pack {pack_dir.name}` could not start the pack either; create it "
+                "with `make policy-venv`"
+            )
+        return str(python)
+    found = os.environ.get("PULUMI_PYTHON_CMD") or shutil.which("python3") or shutil.which("python")
+    if not found:
+        raise PolicyPackError(f"{path}: no virtualenv declared and no python3 on PATH to run the pack with")
+    return found
+
+
 @dataclass(frozen=True)
 class Violation:
     policy: str
@@ -213,7 +254,9 @@ class PolicyPackProcess:
         self.pack_dir = pack_dir.resolve()
         self.project = project
         self.stack = stack
-        self.python = python or sys.executable
+        manifest = read_manifest(self.pack_dir)
+        # What the CLI would run; an explicit `python` is for packs made up by tests and benches.
+        self.python = python or pack_python(self.pack_dir, manifest)
         self.deadlines = deadlines or Deadlines.from_env()
         self.engine = _Engine()
         self._server: grpc.Server | None = None
@@ -224,7 +267,6 @@ class PolicyPackProcess:
         self._readers: list[threading.Thread] = []
         self.engine_address = ""
         # Python packs report 0.0.1; the CLI takes the version from PulumiPolicy.yaml, as we do.
-        manifest = read_manifest(self.pack_dir)
         self.version = str(manifest.get("version", "0.0.1"))
 
     def __enter__(self) -> PolicyPackProcess:

@@ -57,7 +57,10 @@ def pack_without_config(tmp_path: Path, keep: tuple[str, ...] = ("dev.json",)) -
 def fake_pack(tmp_path: Path, main_py: str) -> Path:
     pack = tmp_path / "fake-pack"
     pack.mkdir()
-    (pack / "PulumiPolicy.yaml").write_text("runtime: python\nversion: 0.0.1\n")
+    # Its virtualenv is the one running the tests (absolute), as a real pack names its own.
+    (pack / "PulumiPolicy.yaml").write_text(
+        f"runtime: {{name: python, options: {{virtualenv: {sys.prefix}}}}}\nversion: 0.0.1\n"
+    )
     (pack / "__main__.py").write_text(main_py)
     return pack
 
@@ -551,3 +554,39 @@ def test_split_project_dir() -> None:
         ["promote", "--dry-run"],
     )
     assert cli.split_project_dir(["--project-dir=/y", "set-weight"]) == (Path("/y"), ["set-weight"])
+
+
+# The interpreter: the one the CLI would run, from PulumiPolicy.yaml's runtime options.
+
+
+def test_the_pack_runs_in_the_virtualenv_its_manifest_declares() -> None:
+    pack = PolicyPackProcess(ROOT / "policies", "p", "s")
+    assert Path(pack.python) == ROOT / "policies" / "venv" / "bin" / "python"
+    with pack:
+        assert pack.pid is not None
+        exe = Path(f"/proc/{pack.pid}/exe").resolve()
+        assert exe == (ROOT / "policies" / "venv" / "bin" / "python").resolve()
+
+
+def test_a_missing_pack_virtualenv_fails_as_the_cli_would(tmp_path: Path) -> None:
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "PulumiPolicy.yaml").write_text("runtime: {name: python, options: {virtualenv: venv}}\n")
+    with pytest.raises(PolicyPackError) as err:
+        PolicyPackProcess(pack, "p", "s")
+    assert f"{pack / 'venv'}: the pack's virtualenv" in str(err.value)
+    assert "make policy-venv" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ("version: 0.0.1\n", "`runtime` is missing"),
+        ("runtime: nodejs\n", "runtime 'nodejs': preflight runs Python packs only"),
+        ("runtime: {name: python, options: {toolchain: uv}}\n", "toolchain 'uv'"),
+    ],
+)
+def test_unsupported_pack_runtimes_are_named(tmp_path: Path, manifest: str, expected: str) -> None:
+    (tmp_path / "PulumiPolicy.yaml").write_text(manifest)
+    with pytest.raises(PolicyPackError, match=expected.replace("(", r"\(")):
+        PolicyPackProcess(tmp_path, "p", "s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ def test_pack_process_is_stopped() -> None:
 
 
 def test_broken_pack_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "PulumiPolicy.yaml").write_text("version: 0.0.1\n")
+    (tmp_path / "PulumiPolicy.yaml").write_text(
+        f"runtime: {{name: python, options: {{virtualenv: {sys.prefix}}}}}\nversion: 0.0.1\n"
+    )
     (tmp_path / "__main__.py").write_text("raise SystemExit('pack exploded')\n")
     with pytest.raises(PolicyPackError, match="pack exploded"), PolicyPackProcess(tmp_path, "p", "s") as pack:
         pack.stub.GetAnalyzerInfo(empty_pb2.Empty())
