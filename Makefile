@@ -63,4 +63,5 @@ policy-venv: $(VENV)/.installed
 	echo "policy pack environment ready: $$venv"
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis policies/venv
+	venv="$$($(PY) -c '$(POLICY_VENV_OF)' policies/PulumiPolicy.yaml 2>/dev/null || true)"; \
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis $$venv
