@@ -635,20 +635,15 @@ def analyze(
     if any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values()):
         resources = [_remediate(pool[0], r, result) for r in resources]
     by_urn = {r.urn: r for r in resources}
+    # What Analyze and AnalyzeStack both send about a resource, serialised once.
+    described = [_described(r, by_urn) for r in resources]
     # Each call's deadline runs from when it is sent, and all are sent at once: the Analyze
     # deadline covers the whole batch.
     in_flight: list[tuple[PolicyPackProcess, Any]] = []
     try:
-        for i, r in enumerate(resources):
+        for i, fields in enumerate(described):
             pack = pool[i % len(pool)]
-            request = analyzer_pb2.AnalyzeRequest(
-                type=r.type,
-                properties=_struct(r.inputs),
-                urn=r.urn,
-                name=r.name,
-                options=_options(r),
-                provider=_provider(r, by_urn),
-            )
+            request = analyzer_pb2.AnalyzeRequest(**fields)
             in_flight.append((pack, pack.stub.Analyze.future(request, timeout=pack.deadlines.analyze)))
         for r, (pack, call) in zip(resources, in_flight, strict=True):
             try:
@@ -664,12 +659,7 @@ def analyze(
         analyzer_pb2.AnalyzeStackRequest(
             resources=[
                 analyzer_pb2.AnalyzerResource(
-                    type=r.type,
-                    properties=_struct(r.inputs),
-                    urn=r.urn,
-                    name=r.name,
-                    options=_options(r),
-                    provider=_provider(r, by_urn),
+                    **fields,
                     parent=r.parent,
                     dependencies=r.dependencies,
                     propertyDependencies={
@@ -677,7 +667,7 @@ def analyze(
                         for k, v in r.property_dependencies.items()
                     },
                 )
-                for r in resources
+                for r, fields in zip(resources, described, strict=True)
             ]
         ),
         timeout=pool[0].deadlines.analyze,
@@ -687,6 +677,18 @@ def analyze(
     result.logs += [line for pack in pool for line in pack.engine.logs]
     result.resources = resources
     return result
+
+
+def _described(r: Registration, by_urn: dict[str, Registration]) -> dict[str, Any]:
+    """The fields an `AnalyzeRequest` and an `AnalyzerResource` share."""
+    return {
+        "type": r.type,
+        "properties": _struct(r.inputs),
+        "urn": r.urn,
+        "name": r.name,
+        "options": _options(r),
+        "provider": _provider(r, by_urn),
+    }
 
 
 def _remediate(pack: PolicyPackProcess, r: Registration, result: AnalysisResult) -> Registration:
