@@ -5,20 +5,52 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-UV := $(VENV)/bin/uv
 STACK ?= dev
+# The installer: a uv on PATH when there is one (CI installs it: astral-sh/setup-uv, or the agent
+# image), otherwise the one requirements-lock.txt pins, installed into .venv (see $(VENV)/bin/uv).
+ifeq ($(origin UV),undefined)
+UV := $(or $(shell command -v uv 2>/dev/null),$(VENV)/bin/uv)
+endif
+# Every install comes from a lock: each package pinned with its hashes, as `make lock` compiled it.
+LOCK := requirements-lock.txt
+POLICY_LOCK := policies/requirements-lock.txt
 
-.PHONY: preview test lint types pytest bench clean
+.PHONY: preview test lint types pytest bench clean lock
 
 # Cache bytecode even where the environment says not to: the provider SDKs are large, and compiling
 # them on every run triples a preflight's time.
 unexport PYTHONDONTWRITEBYTECODE
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt policies/requirements.txt
+# `pip sync`, not `pip install`: .venv ends up holding exactly the lock (anything else is removed), and
+# a package without a matching hash is refused. The lock covers requirements.txt, requirements-dev.txt
+# and policies/requirements.txt, plus pip and uv themselves (requirements-lock.in says why).
+$(VENV)/.installed: $(LOCK) | $(UV)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check "uv>=0.13,<0.14"
-	$(UV) pip install --quiet --python $(PY) -r requirements-dev.txt
+	$(UV) pip sync --quiet --python $(PY) --require-hashes $(LOCK)
 	touch $@
+
+# Only when no uv is on PATH: the version the lock pins, with its hashes, installed by the venv's pip.
+$(VENV)/bin/uv:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	awk '/^uv==/ {found = 1} found {print} found && !/\\$$/ {exit}' $(LOCK) > $(VENV)/uv-requirement.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r $(VENV)/uv-requirement.txt
+
+# Recompile both locks from their ranges (requirements-lock.in in the root and in policies/, each
+# including its requirements*.txt). Keeps every pin the ranges still allow; `make lock LOCK_ARGS=--upgrade`
+# or `LOCK_ARGS="--upgrade-package NAME"` moves pins. Universal (every platform, Python >= 3.11), so
+# one lock serves CI, the Jenkins agent and laptops. Dependabot recompiles them the same way: it reads
+# the options from the command uv records in each lock's header (tests/test_dependencies.py checks it).
+LOCK_ARGS ?=
+UV_COMPILE = pip compile --quiet --universal --generate-hashes --python-version 3.11 $(LOCK_ARGS) \
+	requirements-lock.in --output-file requirements-lock.txt
+LOCK_NOTE := \#    (run `make lock` from the repository root; the ranges are in the files requirements-lock.in includes)
+lock: | $(UV)
+	$(UV) $(UV_COMPILE)
+	cd policies && $(abspath $(UV)) $(UV_COMPILE)
+	for f in $(LOCK) $(POLICY_LOCK); do \
+		awk -v note='$(LOCK_NOTE)' 'NR == 3 && $$0 != note {print note} {print}' "$$f" > "$$f.tmp" && mv "$$f.tmp" "$$f"; \
+	done
 
 # Preflight launches the pack with the interpreter PulumiPolicy.yaml declares, as the CLI does, so
 # everything that runs the pack prepares its environment first.
@@ -29,6 +61,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(VENV)/bin/zizmor --offline --config .github/zizmor.yml --min-severity medium .github/workflows/
 
 types: $(VENV)/.installed
@@ -47,7 +80,8 @@ bench: $(VENV)/.installed policy-venv
 # venv's python and installs nothing for a local pack; `pulumi install` inside policies/ installs the
 # program instead (pulumi/pulumi#16605). So CI calls this target before any command that passes the pack.
 # The directory is read from PulumiPolicy.yaml (never repeated here); created like the CLI's pip toolchain
-# creates one (python -m venv, pip included), then policies/requirements.txt installed into it with uv.
+# creates one (python -m venv, pip included), then synced with uv to policies/requirements-lock.txt (the
+# hashed lock of policies/requirements.txt, pip included; a published pack installs requirements.txt).
 POLICY_VENV_OF := import os, sys, yaml; f = sys.argv[1]; rt = yaml.safe_load(open(f))["runtime"]; \
 	o = (rt.get("options") or {}) if isinstance(rt, dict) else {}; \
 	v = o.get("virtualenv") if o.get("toolchain", "pip") == "pip" else None; \
@@ -55,11 +89,11 @@ POLICY_VENV_OF := import os, sys, yaml; f = sys.argv[1]; rt = yaml.safe_load(ope
 	sys.exit(f + ": policy-venv prepares a pip virtualenv: declare runtime.options.virtualenv")
 
 .PHONY: policy-venv
-policy-venv: $(VENV)/.installed
+policy-venv: $(VENV)/.installed $(POLICY_LOCK)
 	@set -euo pipefail; \
 	venv="$$($(PY) -c '$(POLICY_VENV_OF)' policies/PulumiPolicy.yaml)"; \
 	test -x "$$venv/bin/python" || $(PYTHON) -m venv "$$venv"; \
-	$(UV) pip install --quiet --python "$$venv/bin/python" -r policies/requirements.txt; \
+	$(UV) pip sync --quiet --python "$$venv/bin/python" --require-hashes policies/requirements-lock.txt; \
 	echo "policy pack environment ready: $$venv"
 
 clean:
