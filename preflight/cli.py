@@ -4,6 +4,13 @@ Exit codes: 0 clean (advisories allowed), 1 a mandatory violation and nothing el
 that went wrong (invalid settings, a missing policy config, a program error, a policy pack that cannot
 run or does not answer in time, an interrupt), with one `error:` line. `--json` and `--markdown` are
 written on failure too. Runs from any directory: `--project-dir` names the project.
+
+`--export state.json` also writes the plan as a `pulumi stack export` document (`preflight/export.py`;
+secrets in secret form, never in plaintext), for `pulumi policy analyze --file state.json --policy-pack
+policies --policy-pack-config policies/config/<stack>.json --json` (Pulumi 3.249+) to run the pack in
+the real engine; `python -m preflight agree` then compares the two verdicts. It is written only when
+the program ran (also when the pack then failed); otherwise a file left at that path by an earlier run
+is removed, so that nothing analyses a stale plan.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from preflight.analyzer import (
     load_policy_config,
 )
 from preflight.engine import ProgramRun, run_program
+from preflight.export import export_preflight
 from preflight.report import (
     Preflight,
     failure_json,
@@ -250,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the plan as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write a PR-comment summary")
+    parser.add_argument(
+        "--export", type=Path, metavar="PATH", help="write the plan as a `pulumi stack export` document"
+    )
     args = parser.parse_args(argv)
     # Piped output (CI logs, tests) gets a wide fixed width instead of rich's 80 columns.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -279,7 +290,7 @@ class _Report:
     def __init__(self, args: argparse.Namespace, console: Console) -> None:
         self.stack: str = args.stack
         self.console = console
-        outputs = {"--json": args.json, "--markdown": args.markdown}
+        outputs = {"--json": args.json, "--markdown": args.markdown, "--export": args.export}
         problems = {flag: output_problem(path, flag) for flag, path in outputs.items()}
         self.problems = [p for p in problems.values() if p]
         # A failure's summary still goes to every output that can be written.
@@ -298,8 +309,12 @@ class _Report:
         return 2
 
     def write(self, texts: dict[str, str]) -> bool:
+        """Each output its text; an output with none (`--export` when the program did not run) is removed."""
         for flag, path in self.writable.items():
             try:
+                if flag not in texts:
+                    path.unlink(missing_ok=True)
+                    continue
                 path.write_text(texts[flag])
             except OSError as err:
                 reason = err.strerror or str(err)
@@ -325,7 +340,13 @@ def _main(args: argparse.Namespace, report: _Report, interrupts: Interrupts) -> 
         if interrupts.received:  # the SDK swallowed the KeyboardInterrupt: the run is not a result
             raise KeyboardInterrupt
         print_report(result, report.console)
-        if not report.write({"--json": plan_json(result), "--markdown": markdown(result)}):
+        texts = {"--json": plan_json(result), "--markdown": markdown(result)}
+        if result.run.error is None and args.export is not None:
+            export = export_preflight(result)
+            texts["--export"] = export.json()
+            for where in export.redacted:
+                report.console.print(f"[yellow bold]warning:[/] --export: {escape(where)}: a secret in clear")
+        if not report.write(texts):
             return 2
         return result.exit_code
     except (StackConfigError, PolicyPackError) as err:

@@ -38,6 +38,7 @@ SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 PLACEHOLDER_ACCOUNT = "123456789012"
 AZURE_SUBSCRIPTION = "/subscriptions/00000000-0000-0000-0000-000000000000"
+UNKNOWN_OUTPUT = "[unknown until pulumi up]"  # a stack output not known during a preview
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Registration:
     aliases: list[str] = field(default_factory=list)
     additional_secret_outputs: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # the id the mocks answered (a placeholder); what `<urn>::<id>` provider references name
 
 
 @dataclass
@@ -114,6 +116,7 @@ class CapturingMonitor(MockMonitor):
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 inputs=json_format.MessageToDict(request.object),
                 outputs=json_format.MessageToDict(response.object),
+                id=response.id,
             )
         )
         return response
@@ -381,7 +384,7 @@ async def _resolve(value: Any, path: str, secrets: list[str]) -> Any:
         secrets.append(path)
         return "[secret]"
     if not await value.is_known():
-        return "[unknown until pulumi up]"
+        return UNKNOWN_OUTPUT
     return await _resolve(await value.future(), path, secrets)
 
 
