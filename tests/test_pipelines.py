@@ -29,6 +29,11 @@ def workflow(name: str) -> dict[str, Any]:
     return data
 
 
+def action(step: dict[str, Any]) -> str:
+    """`owner/repo` of a step's action ('' for a `run` step)."""
+    return str(step.get("uses", "")).split("@", 1)[0]
+
+
 def validate(*paths: Path) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, paths)]
     return subprocess.run(command, capture_output=True, text=True, check=False)
@@ -82,13 +87,10 @@ def test_pull_request_workflow() -> None:
     assert preview["needs"] == ["checks", "preflight"]
     assert preview["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
     assert [m["stack"] for m in preview["strategy"]["matrix"]["include"]] == STACKS
-    (pulumi,) = [s for s in preview["steps"] if str(s.get("uses", "")).startswith("pulumi/actions@")]
-    assert pulumi["uses"] == "pulumi/actions@v6"
+    (pulumi,) = [s for s in preview["steps"] if action(s) == "pulumi/actions"]
     assert pulumi["with"]["command"] == "preview" and pulumi["with"]["comment-on-pr"] is True
     assert pulumi["with"]["policyPacks"] == "policies"
     assert pulumi["with"]["policyPackConfigs"] == "policies/config/${{ matrix.stack }}.json"
-    for step in [s for job in jobs.values() for s in job["steps"] if "with" in s]:
-        assert "setup-python" not in step.get("uses", "") or step["with"]["cache"] == "pip"
 
 
 def test_deploy_workflow_chain_and_gate() -> None:
@@ -101,17 +103,18 @@ def test_deploy_workflow_chain_and_gate() -> None:
     up = workflow("deploy-stack.yml")["jobs"]["up"]
     assert up["environment"] == "${{ inputs.stack }}"  # prod's reviewers are the environment's
     steps = up["steps"]
-    gate = next(i for i, s in enumerate(steps) if "preflight" in str(s.get("run", "")))
-    deploy_step = next(i for i, s in enumerate(steps) if s.get("uses") == "pulumi/actions@v6")
+    gate = next(i for i, s in enumerate(steps) if "-m preflight --stack" in str(s.get("run", "")))
+    deploy_step = next(i for i, s in enumerate(steps) if action(s) == "pulumi/actions")
     assert gate < deploy_step  # a failing preflight stops the job before `pulumi up`
     assert steps[deploy_step]["with"]["command"] == "up"
     assert steps[deploy_step]["with"]["policyPackConfigs"] == "policies/config/${{ inputs.stack }}.json"
 
 
 def test_no_long_lived_cloud_secrets_in_workflows() -> None:
+    """OIDC everywhere: the only secret a workflow reads is the (optional) notification webhook."""
     for path in WORKFLOWS.glob("*.yml"):
         text = path.read_text()
-        assert "secrets." not in text, path
+        assert set(re.findall(r"secrets\.(\w+)", text)) <= {"POUW_NOTIFY_WEBHOOK"}, path
         assert not re.search(r"AWS_SECRET_ACCESS_KEY|AZURE_CLIENT_SECRET|GOOGLE_CREDENTIALS", text), path
 
 
@@ -121,39 +124,94 @@ def jenkins_stages() -> list[str]:
 
 def test_jenkinsfile_gates() -> None:
     text = (ROOT / "Jenkinsfile").read_text()
-    stages = jenkins_stages()
-    assert stages == [
-        "Install",
-        "Checks",
-        "Lint and types",
-        "Tests",
-        "Preflight",
+    assert jenkins_stages() == [
+        "Checks and preflight",
         "Preview",
+        "pulumi preview",
         "Deploy dev",
         "Deploy staging",
+        "Plan prod",
         "Approve prod",
         "Deploy prod",
     ]
-    assert re.search(r"stage\('Checks'\) \{\s*parallel \{", text)
-    approve = text.split("stage('Approve prod')", 1)[1].split("stage('Deploy prod')", 1)[0]
-    assert "input message:" in approve
-    commands = re.findall(r'sh "(pulumi (?:preview|up)[^"]*)"', text)
-    assert len(commands) == 4
+    bodies = jenkins_stage_bodies()
+    checks = bodies["Checks and preflight"]
+    assert (
+        checks.index("make lint types") < checks.index("make pytest") < checks.index("-m preflight --stack")
+    )
+    assert "junit testResults: 'reports/*.xml'" in checks and "--junitxml=reports/pytest.xml" in checks
+    assert re.search(r"when \{ changeRequest\(\) \}", bodies["Preview"])
+    commands = re.findall(r"(pulumi (?:preview|up) (?:[^\n\\]|\\\n)*)", text)
+    assert len(commands) == 3  # preview per stack, the prod plan, up per stack
     for command in commands:
-        assert "--policy-pack policies --policy-pack-config policies/config/" in command
-    assert "yamlFile 'ci/jenkins-agent.yaml'" in text
+        assert "--policy-pack policies --policy-pack-config" in command, command
+    assert text.count("yamlFile 'ci/jenkins-agent.yaml'") == len(re.findall(r"kubernetes \{", text))
+    # Every pod is cleaned up after its stage; every stage that talks to Pulumi Cloud binds the token.
+    assert text.count("cleanWs()") == text.count("kubernetes {")  # each pod's workspace is cleaned
+    for name, body in bodies.items():
+        if re.search(r"pulumi (preview|up|stack)", body):
+            uses_deploy = "deployStack(" in body
+            assert uses_deploy or "credentialsId: 'pulumi-access-token'" in body, name
+    deploy_fn = text.split("def deployStack(", 1)[1].split("\n}\n", 1)[0]
+    assert "credentialsId: 'pulumi-access-token', variable: 'PULUMI_ACCESS_TOKEN'" in deploy_fn
+
+
+def test_jenkins_change_requests_can_never_reach_a_deploy_identity() -> None:
+    """PR builds run with the preview service account; deploy pods only in the deploy job's own clouds."""
+    text = (ROOT / "Jenkinsfile").read_text()
+    bodies = jenkins_stage_bodies()
+    for name, body in bodies.items():
+        deploy_pod = "serviceAccount 'jenkins-deploy'" in body
+        assert deploy_pod == name.startswith("Deploy "), name
+        if deploy_pod:
+            assert "when { expression { isDeployJob() } }" in body, name
+            assert re.search(r"cloud 'pouw-(dev|staging|prod)-deploy'", body), name
+            assert "namespace 'jenkins-deploy'" in body, name
+        elif "kubernetes {" in body:
+            assert "serviceAccount 'jenkins-agent'" in body and "namespace 'jenkins-agents'" in body, name
+            assert "-deploy'" not in body.split("kubernetes {", 1)[1].split("}", 1)[0], name
+    assert "env.BRANCH_NAME == 'main' && env.JOB_NAME.startsWith('deploy/')" in text
+    roles = re.findall(r"role/pouw-\$\{[^}]+\}-(\w+)", text)
+    assert set(roles) == {"preview", "deploy"}
+    assert "pouw-${stack}-deploy" in text.split("def deployStack(", 1)[1].split("\n}\n", 1)[0]
+    for name in ("Preview", "pulumi preview", "Plan prod", "Checks and preflight"):
+        assert '-deploy"' not in bodies[name] and "role/pouw-prod-deploy" not in bodies[name], name
+
+
+def test_jenkins_prod_approval_holds_no_agent_and_applies_the_saved_plan() -> None:
+    bodies = jenkins_stage_bodies()
+    plan, approve, prod = bodies["Plan prod"], bodies["Approve prod"], bodies["Deploy prod"]
+    assert "--save-plan prod.plan.json" in plan and "preflight diff --stack prod --base" in plan
+    assert "pulumi stack tag get pouw:commit" in plan and "stash name: 'prod-plan'" in plan
+    assert "archiveArtifacts artifacts: 'prod-preview.txt, prod-diff.md, prod.plan.json'" in plan
+    assert "agent none" in approve and "kubernetes" not in approve
+    assert re.search(r"timeout\(time: \d+, unit: 'HOURS'\)", approve)
+    assert "submitter 'pouw-prod-approvers'" in approve
+    assert "unstash 'prod-plan'" in prod and "deployStack('prod', 'prod.plan.json')" in prod
+    deploy_fn = (ROOT / "Jenkinsfile").read_text().split("def deployStack(", 1)[1]
+    assert 'plan=(--plan "$PLAN")' in deploy_fn
+    assert "pulumi stack tag set pouw:commit" in deploy_fn
+    top = (ROOT / "Jenkinsfile").read_text().split("pipeline {", 1)[1]
+    assert top.lstrip().startswith("agent none")  # no pipeline-wide pod waiting through the approval
 
 
 def test_jenkins_agent_pod_is_restricted() -> None:
     pod = yaml.safe_load((ROOT / "ci" / "jenkins-agent.yaml").read_text())
-    assert pod["spec"]["serviceAccountName"] == "jenkins-agent"
+    assert "serviceAccountName" not in pod["spec"]  # chosen per stage (preview or deploy)
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    (container,) = pod["spec"]["containers"]
-    assert container["securityContext"] == {
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    assert set(containers) == {"pulumi", "buildkitd"}
+    assert containers["pulumi"]["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert ":latest" not in container["image"]
+    buildkit = containers["buildkitd"]
+    assert buildkit["image"].endswith("-rootless") and ":latest" not in buildkit["image"]
+    assert buildkit["args"][:2] == ["--addr", "tcp://127.0.0.1:1234"]  # the pod's loopback only
+    assert {"privileged", "capabilities"}.isdisjoint(buildkit["securityContext"])
+    env = {e["name"]: e["value"] for e in containers["pulumi"]["env"]}
+    assert env["BUILDKIT_ADDR"] == "tcp://127.0.0.1:1234"
 
 
 # --- The policy pack's own environment -------------------------------------------------------------
@@ -202,14 +260,22 @@ def jenkins_stage_bodies() -> dict[str, str]:
     return {name: text[start:end] for (start, name), end in zip(starts, ends, strict=True)}
 
 
+def jenkins_function(name: str) -> str:
+    """The text of a top-level `def` of the Jenkinsfile, up to its closing brace at column 0."""
+    text = (ROOT / "Jenkinsfile").read_text()
+    return text.split(f"def {name}(", 1)[1].split("\n}\n", 1)[0]
+
+
 def test_jenkins_prepares_the_pack_environment_in_every_stage_that_passes_it() -> None:
+    text = (ROOT / "Jenkinsfile").read_text()
     users = []
-    for name, body in jenkins_stage_bodies().items():
+    for name, body in {**jenkins_stage_bodies(), "deployStack": jenkins_function("deployStack")}.items():
         if "--policy-pack" in body:
             users.append(name)
-            prepared = re.search(r"sh '(make policy-venv)'", body)
+            prepared = re.search(r"sh '(make [^']*policy-venv)'", body)
             assert prepared and prepared.start() < body.index("--policy-pack"), name
-    assert users == ["Preview", "Deploy dev", "Deploy staging", "Deploy prod"]
+    assert users == ["Checks and preflight", "pulumi preview", "Plan prod", "deployStack"]
+    assert text.count("deployStack('") == 3
 
 
 def test_policy_venv_target_reads_the_directory_from_pulumipolicy_yaml() -> None:
@@ -217,7 +283,7 @@ def test_policy_venv_target_reads_the_directory_from_pulumipolicy_yaml() -> None
     target = re.search(r"^policy-venv:[^\n]*\n((?:\t[^\n]*\n)+)", makefile, re.MULTILINE)
     assert target, "Makefile has no policy-venv target"
     recipe = target.group(1)
-    assert "policies/PulumiPolicy.yaml" in recipe and "-r policies/requirements.txt" in recipe
+    assert "policies/PulumiPolicy.yaml" in recipe and "policies/requirements-lock.txt" in recipe
     assert "virtualenv" in makefile.split("policy-venv:")[0]  # the name comes from the runtime options
     name = policy_venv_name()
     assert f"policies/{name}" not in makefile  # never hard-coded a second time
@@ -228,10 +294,11 @@ def test_policy_venv_target_reads_the_directory_from_pulumipolicy_yaml() -> None
 
 def make_copy(tmp_path: Path, policy_yaml: str) -> Path:
     """The Makefile and the files policy-venv reads, with this checkout's .venv (no reinstall)."""
-    for name in ("Makefile", "requirements.txt", "requirements-dev.txt"):
+    for name in ("Makefile", "requirements.txt", "requirements-dev.txt", "requirements-lock.txt"):
         shutil.copy2(ROOT / name, tmp_path / name)
     (tmp_path / "policies").mkdir()
-    shutil.copy2(ROOT / "policies" / "requirements.txt", tmp_path / "policies" / "requirements.txt")
+    for name in ("requirements.txt", "requirements-lock.txt"):
+        shutil.copy2(ROOT / "policies" / name, tmp_path / "policies" / name)
     (tmp_path / "policies" / "PulumiPolicy.yaml").write_text(policy_yaml)
     (tmp_path / ".venv").symlink_to(BIN.parent, target_is_directory=True)
     return tmp_path
@@ -300,16 +367,14 @@ def test_a_locked_stack_is_named_in_the_job_summary() -> None:
 
 def test_jenkins_locks_each_stack_and_keeps_deploys_in_order() -> None:
     text = (ROOT / "Jenkinsfile").read_text()
+    deploy = jenkins_function("deployStack")
+    milestone = deploy.index('milestone(label: "deploy ${stack}")')
+    lock = deploy.index('lock(resource: "pouw-cicd-${stack}") {')
+    up = deploy.index('pulumi up --yes --stack "$PULUMI_ORG/pouw-cicd/$STACK"')
+    assert 0 <= milestone < lock < up
     bodies = jenkins_stage_bodies()
-    ordinals = []
-    for stack in STACKS:
-        body = bodies[f"Deploy {stack}"]
-        milestone = re.search(r"milestone\((\d+)\)", body)
-        lock = body.find(f"lock(resource: 'pouw-cicd-{stack}') {{")
-        up = body.find(f"pulumi up --yes --stack ${{PULUMI_ORG}}/pouw-cicd/{stack} ")
-        assert milestone and 0 <= milestone.start() < lock < up, stack
-        ordinals.append(int(milestone.group(1)))
-    assert ordinals == sorted(set(ordinals))
+    assert [f"deployStack('{s}'" in bodies[f"Deploy {s}"] for s in STACKS] == [True, True, True]
+    assert "409" in deploy and "is locked by another update" in deploy
     # A build waiting for the prod approval must not queue every later build: the locks serialise instead.
     options = re.search(r"\n  options \{([^}]*)\}", text)
     assert options and "disableConcurrentBuilds" not in options.group(1)
@@ -371,3 +436,221 @@ def test_forks_skip_the_preview_but_not_the_preflight() -> None:
         summary["env"]["FORK"] == "${{ github.event.pull_request.head.repo.full_name != github.repository }}"
     )
     assert "pulumi preview skipped: pull requests from forks get no cloud credentials" in summary["run"]
+
+
+# --- The real path: pins, builder, network, sessions, approval, notifications ---------------------
+
+PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w.-]+)@(?P<sha>[0-9a-f]{40})$")
+# The oldest major each action may be on: moving back below it (or to a tag) fails. Dependabot moves
+# the pins forward (.github/dependabot.yml).
+CURRENT_MAJORS = {
+    "actions/checkout": 7,
+    "actions/setup-python": 7,
+    "actions/upload-artifact": 7,
+    "actions/download-artifact": 8,
+    "astral-sh/setup-uv": 10,
+    "aws-actions/configure-aws-credentials": 6,
+    "docker/setup-buildx-action": 4,
+    "docker/setup-qemu-action": 4,
+    "docker/login-action": 4,
+    "docker/build-push-action": 7,
+    "google-github-actions/auth": 3,
+    "pulumi/actions": 7,
+    "pulumi/auth-actions": 2,
+}
+
+
+def all_steps() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, name, step) for path, name, job in workflow_jobs() for step in job.get("steps", [])]
+
+
+def test_every_action_is_pinned_by_commit_to_a_current_major() -> None:
+    seen = set()
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for line in path.read_text().splitlines():
+            use = re.match(r"\s*(?:- )?uses: (\S+)(?: # (v\d+)\.\d+\.\d+)?$", line)
+            if not use or use.group(1).startswith("./"):
+                continue
+            pinned = PINNED.match(use.group(1))
+            assert pinned and use.group(2), f"{path.name}: {line.strip()} is not `<sha> # vX.Y.Z`"
+            name = pinned.group("action")
+            assert name in CURRENT_MAJORS, f"{path.name}: {name} has no current major in this test"
+            assert int(use.group(2)[1:]) >= CURRENT_MAJORS[name], f"{path.name}: {line.strip()}"
+            seen.add(name)
+    assert {"actions/checkout", "pulumi/actions", "docker/setup-buildx-action"} <= seen
+    assert "azure/login" not in seen  # the Azure provider signs in itself (see the session test)
+
+
+def test_the_cli_version_comes_from_the_pin_file() -> None:
+    version = (ROOT / ".pulumi-version").read_text().strip()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    pulumi = [step for _, _, step in all_steps() if action(step) == "pulumi/actions"]
+    assert len(pulumi) == 4  # CLI install for the analysis, PR preview, prod plan, up
+    for step in pulumi:
+        assert step["with"].get("pulumi-version-file") == ".pulumi-version", step
+        assert "pulumi-version" not in step["with"]
+    # Steps that call the CLI directly run after pulumi/actions installed it, in the same job.
+    for path, name, job in workflow_jobs():
+        steps = job.get("steps", [])
+        for index, step in enumerate(steps):
+            if re.search(r"(^|\s)pulumi (stack|policy|preview|up)", str(step.get("run", ""))):
+                assert any(action(s) == "pulumi/actions" for s in steps[:index]), f"{path} {name}"
+    # Jenkins: the agent image is built from the same file and carries that exact CLI.
+    pod = yaml.safe_load((ROOT / "ci" / "jenkins-agent.yaml").read_text())
+    (image,) = [c["image"] for c in pod["spec"]["containers"] if c["name"] == "pulumi"]
+    assert image.endswith(f":{version}"), image
+    dockerfile = (ROOT / "ci" / "Dockerfile").read_text()
+    assert "FROM docker.io/pulumi/pulumi-python-3.11:${PULUMI_VERSION}" in dockerfile
+    assert 'test "$(pulumi version)" = "v${PULUMI_VERSION}"' in dockerfile
+    build = workflow("ci-image.yml")["jobs"]["image"]
+    text = json.dumps(build)
+    assert "cat .pulumi-version" in text and "PULUMI_VERSION=${{ steps.version.outputs.version }}" in text
+    assert workflow("ci-image.yml")["on"]["push"]["paths"] == ["ci/Dockerfile", ".pulumi-version"]
+
+
+def test_a_buildkit_builder_is_set_up_before_every_update() -> None:
+    up = workflow("deploy-stack.yml")["jobs"]["up"]["steps"]
+    index = {action(s) or s.get("name", ""): i for i, s in enumerate(up)}
+    (pulumi_up,) = [i for i, s in enumerate(up) if s.get("id") == "up"]
+    assert index["docker/setup-qemu-action"] < index["docker/setup-buildx-action"] < pulumi_up
+    buildx = up[index["docker/setup-buildx-action"]]["with"]
+    assert buildx == {"driver": "docker-container", "use": True}  # the default driver refuses both
+    # Previews never build (build_on_preview=False): no builder there.
+    assert "build_on_preview=False" in (ROOT / "components" / "image.py").read_text()
+    # Jenkins: the pod's BuildKit daemon becomes the current buildx builder before `pulumi up`.
+    deploy = jenkins_function("deployStack")
+    assert deploy.index("useBuilder()") < deploy.index("pulumi up")
+    assert '--driver remote "$BUILDKIT_ADDR" --use' in jenkins_function("useBuilder")
+
+
+def scale_sets(stack: str) -> set[str]:
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    arc = (config.get("pouw-cicd:ciRunners") or {}).get("arc") or {}
+    return {s["name"] for s in arc.get("scaleSets", [])}
+
+
+def test_private_stacks_are_deployed_and_previewed_from_inside_their_network() -> None:
+    """Staging's EKS API is VPN-only and prod's private: their jobs run on their own in-network runners."""
+    deploy = workflow("deploy.yml")["jobs"]
+    runners = {stack: deploy[stack]["with"]["runner"] for stack in STACKS}
+    assert runners == {"dev": "ubuntu-24.04", "staging": "pouw-staging", "prod": "pouw-prod"}
+    for stack in ("staging", "prod"):
+        assert runners[stack] in scale_sets(stack), f"Pulumi.{stack}.yaml runs no scale set {runners[stack]}"
+        config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        assert config["pouw-cicd:eks"]["publicAccessCidrs"] != ["0.0.0.0/0"]
+    for job in workflow("deploy-stack.yml")["jobs"].values():
+        assert job["runs-on"] == "${{ inputs.runner }}"
+    preview = workflow("pull-request.yml")["jobs"]["preview"]
+    assert preview["runs-on"] == "${{ matrix.runner }}"
+    assert {m["stack"]: m["runner"] for m in preview["strategy"]["matrix"]["include"]} == runners
+    # Jenkins: every stage touching staging or prod runs its pod in that stack's own cluster.
+    for name, body in jenkins_stage_bodies().items():
+        for stack in ("staging", "prod"):
+            if name.endswith(f" {stack}") and "agent none" not in body:
+                assert re.search(rf"cloud 'pouw-{stack}(-deploy)?'", body), name
+    assert 'cloud "pouw-${STACK}"' in jenkins_stage_bodies()["Preview"]
+
+
+def test_credentials_outlive_the_job() -> None:
+    """AWS sessions, the Pulumi token and the roles' limit all cover the job's timeout."""
+    from components.runners import MAX_SESSION_SECONDS
+
+    for path, name, job in workflow_jobs():
+        steps = job.get("steps", [])
+        timeout = int(job.get("timeout-minutes", 360)) * 60
+        for step in steps:
+            if action(step) == "aws-actions/configure-aws-credentials":
+                assert int(step["with"]["role-duration-seconds"]) == MAX_SESSION_SECONDS, f"{path} {name}"
+                assert timeout <= MAX_SESSION_SECONDS, f"{path} {name}: the job outlives its AWS session"
+            if action(step) == "pulumi/auth-actions":
+                assert int(step["with"]["token-expiration"]) >= timeout, f"{path} {name}"
+            if "ARM_USE_OIDC=true" in str(step.get("run", "")):
+                assert job["permissions"]["id-token"] == "write"
+    text = "".join(p.read_text() for p in WORKFLOWS.glob("*.yml"))
+    assert "azure/login" not in text.lower()  # no CLI token that can expire mid-update
+    assert text.count("ARM_USE_OIDC=true") == 3  # plan, up, preview
+
+
+def test_role_sessions_match_the_pipelines(stack_runs: dict[str, Any]) -> None:
+    from components.runners import MAX_SESSION_SECONDS
+
+    for stack in ("dev", "prod"):
+        roles = [
+            r
+            for r in stack_runs[stack].run.by_type("aws:iam/role:Role")
+            if r.name in {"pipeline-deploy", "pipeline-preview"}
+        ]
+        assert len(roles) == 2 and all(r.inputs["maxSessionDuration"] == MAX_SESSION_SECONDS for r in roles)
+
+
+def test_prod_approves_a_saved_plan_and_applies_exactly_that() -> None:
+    deploy = workflow("deploy.yml")["jobs"]
+    assert [deploy[s]["with"].get("approval", False) for s in STACKS] == [False, False, True]
+    jobs = workflow("deploy-stack.yml")["jobs"]
+    plan, up = jobs["plan"], jobs["up"]
+    assert plan["if"] == "inputs.approval" and plan["environment"] == "${{ inputs.stack }}-plan"
+    assert up["needs"] == "plan" and up["environment"] == "${{ inputs.stack }}"
+    assert "needs.plan.result == 'success'" in up["if"] and "!inputs.approval" in up["if"]
+    (preview,) = [s for s in plan["steps"] if action(s) == "pulumi/actions"]
+    assert preview["with"]["command"] == "preview" and preview["with"]["plan"] == "plan.json"
+    assert preview["with"]["policyPacks"] == "policies"
+    names = [s.get("name", action(s)) for s in plan["steps"]]
+    assert names.index("Offline plan diff against the deployed commit") > names.index("pulumi/actions")
+    diff = next(s for s in plan["steps"] if s.get("name") == "Offline plan diff against the deployed commit")
+    assert "pulumi stack tag get pouw:commit" in diff["run"] and "GITHUB_STEP_SUMMARY" in diff["run"]
+    (upload,) = [s for s in plan["steps"] if action(s) == "actions/upload-artifact"]
+    (download,) = [s for s in up["steps"] if action(s) == "actions/download-artifact"]
+    assert upload["with"]["name"] == download["with"]["name"] == "update-plan-${{ inputs.stack }}"
+    (pulumi_up,) = [s for s in up["steps"] if s.get("id") == "up"]
+    assert pulumi_up["with"]["plan"] == "${{ inputs.approval && 'plan.json' || '' }}"
+    assert up["steps"].index(download) < up["steps"].index(pulumi_up)
+    tag = next(s for s in up["steps"] if s.get("name") == "Record the deployed commit on the stack")
+    assert 'pulumi stack tag set pouw:commit "$GITHUB_SHA"' in tag["run"]
+    assert up["steps"].index(tag) > up["steps"].index(pulumi_up)
+
+
+def test_deploy_approval_and_outcome_are_notified() -> None:
+    stack_call = workflow("deploy-stack.yml")
+    assert stack_call["on"]["workflow_call"]["secrets"]["POUW_NOTIFY_WEBHOOK"]["required"] is False
+    for stack in STACKS:
+        job = workflow("deploy.yml")["jobs"][stack]
+        assert job["secrets"] == {"POUW_NOTIFY_WEBHOOK": "${{ secrets.POUW_NOTIFY_WEBHOOK }}"}
+    notes = [
+        (job_name, step) for _, job_name, step in all_steps() if "delivery.notify" in str(step.get("run", ""))
+    ]
+    events = {(job, re.search(r"--event (\w+)", s["run"]).group(1)) for job, s in notes}  # type: ignore[union-attr]
+    assert events == {("plan", "approval"), ("up", "deploy")}
+    for _, step in notes:
+        assert step["env"]["POUW_NOTIFY_WEBHOOK"] == "${{ secrets.POUW_NOTIFY_WEBHOOK }}"
+    ended = next(s for j, s in notes if '--status "$OUTCOME"' in s["run"])
+    assert ended["if"].startswith("always()")
+    text = (ROOT / "Jenkinsfile").read_text()
+    assert "CredentialNotFoundException" in text  # no credential: notifications off, build unaffected
+    deploy = jenkins_function("deployStack")
+    assert [m for m in re.findall(r"notify\('deploy', stack, '(\w+)'\)", deploy)] == [
+        "started",
+        "succeeded",
+        "failed",
+    ]
+    assert "notify('approval', 'prod'" in jenkins_stage_bodies()["Plan prod"]
+
+
+def test_the_real_cli_analyses_the_exported_plan_next_to_the_gate() -> None:
+    steps = workflow("pull-request.yml")["jobs"]["preflight"]["steps"]
+    names = [s.get("name", action(s)) for s in steps]
+    gate = steps[names.index("Offline preview and policy gate")]
+    assert "--json plan.json --export state.json" in gate["run"]
+    check = steps[names.index("Real CLI policy analysis agrees with the gate")]
+    install = names.index("Real CLI policy analysis agrees with the gate") - 1
+    assert action(steps[install]) == "pulumi/actions" and "command" not in steps[install]["with"]
+    assert steps[install]["if"] == check["if"] == "always()"  # also when the gate blocked
+    script = check["run"]
+    assert "pulumi policy analyze --file state.json --policy-pack policies" in script
+    assert '--policy-pack-config "policies/config/${STACK}.json" --json > analyze.json' in script
+    assert "preflight agree --preflight plan.json --cli analyze.json" in script
+    assert '--cli-exit-code "$status"' in script and "set +e" in script.split("pulumi policy analyze")[0]
+    assert "agree.md" in preflight_step("Job summary")["run"]
+    checks = jenkins_stage_bodies()["Checks and preflight"]
+    assert '--export "state-$STACK.json"' in checks and "pulumi policy analyze --file" in checks
+    assert "preflight agree" in checks and 'exit "$gate"' in checks
+    assert "set -euo" not in checks  # a blocking gate must not skip the analysis
