@@ -10,6 +10,7 @@ import pulumi
 import pulumi_azure_native.resources as azure_resources
 
 from components import settings as settings_module
+from components.iam import permissions_boundary
 from components.image import ImageBuild, ImageBuildArgs, slot_images
 from components.network import AwsNetwork, AwsNetworkArgs
 from components.registry import (
@@ -25,8 +26,11 @@ from components.registry import (
     ghcr_target,
 )
 from components.runners import (
+    JENKINS_AGENT,
+    JENKINS_DEPLOY,
     CiRunners,
     CiRunnersArgs,
+    GcpDeployScope,
     KubernetesTrust,
     PipelineIdentities,
     PipelineIdentitiesArgs,
@@ -54,20 +58,6 @@ if settings.azure is not None:
         tags=settings.tags(),
         opts=pulumi.ResourceOptions(protect=settings.is_prod),
     )
-acr_registry = None
-if registries.acr is not None and resource_group is not None:
-    acr_registry = AcrRegistry(
-        "acr",
-        AcrRegistryArgs(
-            settings=registries.acr,
-            azure=settings.azure,
-            resource_group_name=resource_group.name,
-            public_network_access=settings.acr_public_network_access,
-            tags=settings.tags(),
-            protect=settings.is_prod,
-        ),
-    )
-
 artifact_registry = None
 if registries.artifact_registry is not None and settings.gcp is not None:
     artifact_registry = ArtifactRegistry(
@@ -82,6 +72,11 @@ if registries.artifact_registry is not None and settings.gcp is not None:
 
 ghcr_token = config.require_secret(registries.ghcr.token_key) if registries.ghcr else None
 
+# Every role the stack makes carries this boundary; the deploy role may manage no other (components/iam.py).
+boundary = None
+if settings.pipeline_identities is not None and settings.pipeline_identities.aws:
+    boundary = permissions_boundary("permissions-boundary", settings.environment, settings.tags("ci")).arn
+
 # EKS and ECS share one VPC per environment.
 cluster_name = f"pouw-{settings.environment}"
 network = None
@@ -91,6 +86,23 @@ if settings.targets() & {"eks", "ecs"} and settings.network is not None:
         AwsNetworkArgs(
             settings=settings.network,
             cluster_name=cluster_name if "eks" in settings.targets() else None,
+            tags=settings.tags(),
+            protect=settings.is_prod,
+            permissions_boundary=boundary,
+        ),
+    )
+# The ACR admits this stack's NAT egress (the in-network runners that push) and ACI's managed identity.
+acr_registry = None
+if registries.acr is not None and resource_group is not None:
+    acr_registry = AcrRegistry(
+        "acr",
+        AcrRegistryArgs(
+            settings=registries.acr,
+            azure=settings.azure,
+            resource_group_name=resource_group.name,
+            network_access=settings.acr_network_access,
+            egress_ips=network.nat_public_ips if network is not None else [],
+            trusted_services="aci" in settings.targets(),
             tags=settings.tags(),
             protect=settings.is_prod,
         ),
@@ -106,6 +118,7 @@ if "eks" in settings.targets() and network is not None and settings.eks is not N
             public_endpoint=settings.eks_public_endpoint,
             tags=settings.tags(),
             protect=settings.is_prod,
+            permissions_boundary=boundary,
         ),
     )
 ecs_cluster = None
@@ -119,6 +132,7 @@ if "ecs" in settings.targets() and network is not None and settings.ecs is not N
             tags=settings.tags(),
             protect=settings.is_prod,
             encrypt_logs=settings.is_prod,
+            permissions_boundary=boundary,
         ),
     )
 
@@ -136,6 +150,7 @@ if "aci" in settings.targets() and resource_group is not None and settings.aci i
     )
 
 ecr_repositories: list[EcrRepository] = []
+cloud_run_services: dict[str, CloudRunService] = {}
 # Every build goes to the environment's build registry; each other registry a service needs gets a copy.
 build_kind = build_registry(registries)
 for service in settings.services:
@@ -210,6 +225,7 @@ for service in settings.services:
                 vpc_cidr=settings.network.cidr,
                 tags=settings.tags(service.name),
                 protect=settings.is_prod,
+                permissions_boundary=boundary,
             ),
         )
         outputs["ecs"] = ecs_service.endpoints.as_outputs()
@@ -239,6 +255,7 @@ for service in settings.services:
             ),
         )
         outputs["cloudrun"] = run_service.endpoints.as_outputs()
+        cloud_run_services[service.name] = run_service
     if (
         "aci" in service.targets
         and acr_registry
@@ -290,9 +307,16 @@ if settings.ci_runners is not None and cluster is not None:
             repository_arns=[r.repository.arn for r in ecr_repositories],
             app_credentials=credentials,
             tags=settings.tags("ci"),
+            permissions_boundary=boundary,
         ),
     )
     pulumi.export("ciRunnerPushRoles", runners.push_roles)
+    if runners.jenkins_clouds:
+        # The Jenkinsfile's clouds: `pouw-<env>` for every build, `pouw-<env>-deploy` for the deploy job only.
+        clouds = runners.jenkins_clouds
+        pulumi.export(
+            "jenkinsClouds", {cluster_name: clouds["agents"], f"{cluster_name}-deploy": clouds["deploy"]}
+        )
     # What other stacks put under pipelineIdentities.jenkinsTrust so these agents can deploy them.
     pulumi.export(
         "ciRunnerTrust", {"oidcProviderArn": cluster.oidc_provider_arn, "issuer": cluster.oidc_issuer}
@@ -303,14 +327,21 @@ if settings.pipeline_identities is not None:
     if settings.pipeline_identities.jenkins_trust is not None:
         trust = settings.pipeline_identities.jenkins_trust
         jenkins_trust = KubernetesTrust(
-            trust.oidc_provider_arn, trust.issuer, trust.namespace, trust.service_account
+            trust.oidc_provider_arn,
+            trust.issuer,
+            trust.namespace,
+            trust.service_account,
+            trust.deploy_namespace,
+            trust.deploy_service_account,
         )
     elif settings.ci_runners is not None and settings.ci_runners.jenkins is not None and cluster is not None:
         jenkins_trust = KubernetesTrust(
             cluster.oidc_provider_arn,
             cluster.oidc_issuer,
             settings.ci_runners.jenkins.namespace,
-            "jenkins-agent",
+            JENKINS_AGENT,
+            settings.ci_runners.jenkins.deploy_namespace,
+            JENKINS_DEPLOY,
         )
     identities = PipelineIdentities(
         "pipeline",
@@ -322,6 +353,16 @@ if settings.pipeline_identities is not None:
             azure_resource_group_id=resource_group.id if resource_group else None,
             azure_location=settings.azure.location if settings.azure else None,
             jenkins=jenkins_trust,
+            cluster=cluster,
+            permissions_boundary=boundary,
+            # The deploy account's grants on the GCP resources it manages, each on the resource itself.
+            gcp_scope=GcpDeployScope(
+                repositories={registries.artifact_registry.repository: artifact_registry.repository}
+                if artifact_registry and registries.artifact_registry
+                else {},
+                services={k: s.service for k, s in cloud_run_services.items()},
+                runtime_accounts={k: s.account for k, s in cloud_run_services.items()},
+            ),
             tags=settings.tags("ci"),
         ),
     )

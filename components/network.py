@@ -28,6 +28,8 @@ class AwsNetworkArgs:
     # prod: the VPC, its subnets and the flow-log group (deleting them takes every workload down or
     # loses the network's audit trail) are protected.
     protect: bool = False
+    # The stack's permissions boundary (components/iam.py): every role made here carries it.
+    permissions_boundary: pulumi.Input[str] | None = None
 
 
 def subnet_cidrs(vpc_cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -40,6 +42,9 @@ class AwsNetwork(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     private_subnet_ids: list[pulumi.Output[str]]
     public_subnet_ids: list[pulumi.Output[str]]
+    # The public addresses of the NAT gateways: everything in the private subnets (nodes, pods, the
+    # in-network CI runners) reaches the internet from these, so other clouds can allow-list them.
+    nat_public_ips: list[pulumi.Output[str]]
 
     def __init__(self, name: str, args: AwsNetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:AwsNetwork", name, None, opts)
@@ -104,10 +109,12 @@ class AwsNetwork(pulumi.ComponentResource):
             )
 
         nats = []
+        self.nat_public_ips = []
         nat_zones = {"none": 0, "single": 1, "perAz": len(s.availability_zones)}[s.nat_gateways]
         for i in range(nat_zones):
             zone = s.availability_zones[i]
             eip = ec2.Eip(f"{name}-nat-{zone}", domain="vpc", tags=tags, opts=child)
+            self.nat_public_ips.append(eip.public_ip)
             nats.append(
                 ec2.NatGateway(
                     f"{name}-nat-{zone}", allocation_id=eip.id, subnet_id=public[i].id, tags=tags, opts=child
@@ -139,7 +146,9 @@ class AwsNetwork(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        role, _ = service_role(f"{name}-flow-logs", "vpc-flow-logs.amazonaws.com", [], args.tags, self)
+        role, _ = service_role(
+            f"{name}-flow-logs", "vpc-flow-logs.amazonaws.com", [], args.tags, self, args.permissions_boundary
+        )
         iam.RolePolicy(
             f"{name}-flow-logs",
             role=role.id,

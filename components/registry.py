@@ -4,7 +4,8 @@ One shape, four clouds: every registry hands `ImageBuild` a `PushTarget` per ser
 service's image lives, and short-lived push credentials obtained from the cloud itself). The
 environment's build registry (`build_registry`) receives the build itself; every other registry a
 service's targets pull from receives a copy of that exact digest. The registry resources are secure
-by default: immutable tags, scanning, encryption, cleanup, no admin users, private in prod.
+by default: immutable tags, scanning, encryption, cleanup, no admin users, network-restricted
+outside dev.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi
 import pulumi_aws.ecr as ecr
@@ -27,6 +29,7 @@ import pulumi_gcp.organizations as gcp_organizations
 
 from components.iam import document
 from components.settings import (
+    AcrNetworkAccess,
     AcrSettings,
     ArtifactRegistrySettings,
     AzureSettings,
@@ -310,13 +313,41 @@ class AcrRegistryArgs:
     settings: AcrSettings
     azure: AzureSettings
     resource_group_name: pulumi.Input[str]
-    public_network_access: bool
+    network_access: AcrNetworkAccess
+    # selectedNetworks: the public addresses this stack's in-network builds push from (its NAT gateways).
+    egress_ips: Sequence[pulumi.Input[str]] = ()
+    # ACI container groups pull with a managed identity: as a trusted Azure service they bypass the
+    # registry's network rules, which otherwise refuse them (their addresses are Azure's, not ours).
+    trusted_services: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
 
 
+def acr_network(args: AcrRegistryArgs) -> dict[str, Any]:
+    """The registry's network arguments for its access mode (see `AcrNetworkAccess`).
+
+    selectedNetworks keeps the public endpoint but denies every address except the stack's NAT
+    egress and `allowedCidrs`: without a private endpoint (which nothing here could reach from AWS),
+    that is how in-network CI runners push. privateEndpoints disables the public endpoint outright.
+    """
+    if args.network_access == "public":
+        return {"public_network_access": "Enabled"}
+    rules = None
+    if args.network_access == "selectedNetworks":
+        allowed = [*args.egress_ips, *args.settings.allowed_cidrs]
+        rules = acr.NetworkRuleSetArgs(
+            default_action="Deny",
+            ip_rules=[acr.IPRuleArgs(i_p_address_or_range=ip, action="Allow") for ip in allowed],
+        )
+    return {
+        "public_network_access": "Enabled" if rules is not None else "Disabled",
+        "network_rule_set": rules,
+        "network_rule_bypass_options": "AzureServices" if args.trusted_services else "None",
+    }
+
+
 class AcrRegistry(_RemoteRegistry):
-    """An Azure Container Registry: no admin user, no anonymous pull, private in prod.
+    """An Azure Container Registry: no admin user, no anonymous pull, network-restricted outside dev.
 
     Builds push with an ACR refresh token exchanged from the deployer's Entra ID token, so no
     registry password exists anywhere. The exchange needs the real registry, so it runs on
@@ -343,8 +374,8 @@ class AcrRegistry(_RemoteRegistry):
             sku=acr.SkuArgs(name=args.settings.sku),
             admin_user_enabled=False,
             anonymous_pull_enabled=False,
-            public_network_access="Enabled" if args.public_network_access else "Disabled",
             policies=policies,
+            **acr_network(args),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )

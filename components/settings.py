@@ -366,13 +366,31 @@ class EcrSettings(_Model):
     pull_accounts: tuple[Annotated[str, _AWS_ACCOUNT], ...] = ()
 
 
+# Who may reach an ACR's public endpoint (every caller still needs an Entra ID token; no anonymous pull).
+#   public: any network (dev's default).
+#   selectedNetworks (the default outside dev): only this stack's NAT egress addresses (the in-network CI
+#     runners that build and push) and `allowedCidrs`; ACI pulls with its managed identity as a trusted
+#     Azure service.
+#   privateEndpoints: public access Disabled; every push and pull goes over private endpoints that are
+#     managed outside this stack (this stack creates none, and none reaches its AWS VPC).
+# Both restricted modes are Premium features.
+AcrNetworkAccess = Literal["public", "selectedNetworks", "privateEndpoints"]
+# ACR takes at most 100 IP rules; up to 3 are the stack's NAT gateways (natGateways: perAz).
+ACR_MAX_IP_RULES = 100
+_MAX_NAT_GATEWAYS = 3
+
+
 class AcrSettings(_Model):
     """One Azure Container Registry per environment; each service is a repository in it."""
 
     name: Annotated[str, _ACR_NAME]
     sku: Literal["Basic", "Standard", "Premium"] = "Standard"
-    # Off by default in prod (pushes and pulls then need a private endpoint); on elsewhere.
-    public_network_access: bool | None = None
+    network_access: AcrNetworkAccess | None = None
+    # selectedNetworks only: more IPv4 ranges that may push and pull, e.g. the VPN that runs `pulumi up`
+    # by hand; the stack's own NAT egress addresses are always allowed.
+    allowed_cidrs: Annotated[
+        tuple[Annotated[str, _CIDR], ...], Field(max_length=ACR_MAX_IP_RULES - _MAX_NAT_GATEWAYS)
+    ] = ()
     # Premium only: purge untagged manifests after this many days.
     untagged_retention_days: Annotated[int, Field(ge=0, le=365)] | None = None
 
@@ -539,16 +557,39 @@ class ArcSettings(_Model):
         return value
 
 
-class JenkinsSettings(_Model):
-    """Where a Jenkins controller's Kubernetes plugin launches agent pods."""
+_K8S_NAMESPACE = _matching(
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    "must be a Kubernetes namespace: up to 63 lowercase letters, digits or '-', not starting or "
+    "ending with '-'",
+)
 
-    namespace: str = "jenkins-agents"
+
+class JenkinsSettings(_Model):
+    """Where a Jenkins controller's Kubernetes plugin launches agent pods.
+
+    Two namespaces, two Kubernetes clouds in Jenkins: `namespace` for every build (pull requests
+    included; its agents may assume only the preview roles) and `deployNamespace` for the deploy job of
+    the main branch alone (its agents may assume the deploy roles and push images).
+    """
+
+    namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-agents"
+    deploy_namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-deploy"
     agent_image: str
 
     @field_validator("agent_image")
     @classmethod
     def _pinned(cls, value: str) -> str:
         return ArcSettings._pinned(value)
+
+    @model_validator(mode="after")
+    def _apart(self) -> JenkinsSettings:
+        if self.deploy_namespace == self.namespace:
+            raise ValueError(
+                f"deployNamespace and namespace are both {self.namespace!r}: pull-request builds run in "
+                "namespace and must not reach the deploy roles; set deployNamespace to another "
+                "namespace, e.g. jenkins-deploy"
+            )
+        return self
 
 
 class CiRunnersSettings(_Model):
@@ -559,8 +600,22 @@ class CiRunnersSettings(_Model):
 class JenkinsTrustSettings(_Model):
     oidc_provider_arn: Annotated[str, _OIDC_PROVIDER_ARN]
     issuer: Annotated[str, _HTTPS]
-    namespace: str = "jenkins-agents"
+    # Every build's agents (pull requests too): may assume the preview roles only.
+    namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-agents"
     service_account: str = "jenkins-agent"
+    # The main-branch deploy job's agents: may assume the deploy roles.
+    deploy_namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-deploy"
+    deploy_service_account: str = "jenkins-deploy"
+
+    @model_validator(mode="after")
+    def _apart(self) -> JenkinsTrustSettings:
+        if (self.deploy_namespace, self.deploy_service_account) == (self.namespace, self.service_account):
+            raise ValueError(
+                "deployNamespace/deployServiceAccount name the same service account as namespace/"
+                "serviceAccount: pull-request builds would assume the deploy roles; set deployNamespace "
+                "to the deploy job's namespace, e.g. jenkins-deploy"
+            )
+        return self
 
 
 class PipelineIdentitySettings(_Model):
@@ -624,6 +679,7 @@ class Settings(_Model):
         problems = []
         if self.registries.acr is not None and self.azure is None:
             problems.append(("registries.acr", "needs pouw-cicd:azure (location, resourceGroup); add it"))
+        problems += self._acr_problems()
         if self.registries.artifact_registry is not None and self.gcp is None:
             problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
         for name, block in (("eks", self.eks), ("ecs", self.ecs)):
@@ -710,10 +766,58 @@ class Settings(_Model):
         return self.environment == "prod"
 
     @property
-    def acr_public_network_access(self) -> bool:
+    def acr_network_access(self) -> AcrNetworkAccess:
+        """Explicit, or what the environment implies: public in dev, restricted everywhere else."""
         acr = self.registries.acr
-        explicit = acr.public_network_access if acr else None
-        return (not self.is_prod) if explicit is None else explicit
+        explicit = acr.network_access if acr else None
+        return explicit or ("public" if self.environment == "dev" else "selectedNetworks")
+
+    @property
+    def nat_egress(self) -> bool:
+        """Whether the program builds the AWS network with NAT gateways (as `__main__` does)."""
+        return (
+            self.network is not None
+            and self.network.nat_gateways != "none"
+            and bool(self.targets() & {"eks", "ecs"})
+        )
+
+    def _acr_problems(self) -> list[tuple[str, str]]:
+        acr = self.registries.acr
+        if acr is None:
+            return []
+        access = self.acr_network_access
+        mode = (
+            f"networkAccess: {access}"
+            if acr.network_access
+            else f"networkAccess is {access} by default in {self.environment}"
+        )
+        problems = []
+        if access != "public" and acr.sku != "Premium":
+            problems.append(
+                (
+                    "registries.acr.sku",
+                    f"{acr.sku} cannot restrict network access ({mode}): ACR firewall rules and disabled "
+                    "public access are Premium features that Azure refuses on Basic and Standard; "
+                    "set sku: Premium",
+                )
+            )
+        if acr.allowed_cidrs and access != "selectedNetworks":
+            problems.append(
+                (
+                    "registries.acr.allowedCidrs",
+                    f"only applies with networkAccess: selectedNetworks ({mode}); remove it",
+                )
+            )
+        if access == "selectedNetworks" and not acr.allowed_cidrs and not self.nat_egress:
+            problems.append(
+                (
+                    "registries.acr.allowedCidrs",
+                    "networkAccess: selectedNetworks admits no one: this stack has no NAT egress to allow "
+                    "(no EKS or ECS target, or natGateways: none); list the ranges builds push from here, "
+                    "or set networkAccess: privateEndpoints",
+                )
+            )
+        return problems
 
     def secret_references(self) -> list[tuple[str, str]]:
         """(key path, config key) for every setting that names a secret config key."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity, StackValidationArgs
+from pulumi_policy.proxy import UnknownValueError
 
 from pack_support import (
     CIS_DOCKER,
@@ -195,9 +197,12 @@ PRIVATE_SCHEMA: dict[str, dict[str, Any]] = {
     "requirePrivate": {
         "type": "boolean",
         "default": True,
-        "description": "Require publicNetworkAccess Disabled (pushes and pulls over private endpoints).",
+        "description": "Require a network-restricted registry: publicNetworkAccess Disabled (private "
+        "endpoints), or networkRuleSet.defaultAction Deny with no IP rule open to every address.",
     }
 }
+# IP rules that admit every address. ACR takes IPv4 only.
+OPEN_RANGES = frozenset({"*", "any", "internet"})
 
 
 def _acr_admin_disabled(args: ResourceValidationArgs) -> Iterable[str]:
@@ -210,10 +215,43 @@ def _acr_anonymous_pull_disabled(args: ResourceValidationArgs) -> Iterable[str]:
         yield "ACR allows anonymous pull; anyone on the network can read every image"
 
 
+def _open_to_all(rule: Any) -> str | None:
+    """The rule's range when it admits every address (`*`, any /0), else None.
+
+    A range unknown during preview is one a provider computes (a NAT gateway's Elastic IP): a single
+    address, never a wildcard. `pulumi up` checks it again, known.
+    """
+    try:
+        value = str(rule.get("iPAddressOrRange") or "").strip()
+    except UnknownValueError:
+        return None
+    if value.lower() in OPEN_RANGES:
+        return value
+    try:
+        return value if ipaddress.ip_network(value, strict=False).prefixlen == 0 else None
+    except ValueError:
+        return None
+
+
 def _acr_private(args: ResourceValidationArgs) -> Iterable[str]:
+    if not setting(args, PRIVATE_SCHEMA, "requirePrivate"):
+        return
     access = args.props.get("publicNetworkAccess") or "Enabled"
-    if setting(args, PRIVATE_SCHEMA, "requirePrivate") and access != "Disabled":
-        yield f"ACR public network access is {access}; this environment requires it Disabled"
+    if access == "Disabled":
+        return
+    rules = args.props.get("networkRuleSet") or {}
+    action = rules.get("defaultAction") or "Allow"
+    if action != "Deny":
+        yield (
+            f"ACR public network access is {access} for all networks (networkRuleSet.defaultAction "
+            f"{action}); this environment requires it Disabled, or defaultAction Deny with IP rules "
+            "for the networks that push and pull"
+        )
+        return
+    for rule in rules.get("ipRules") or []:
+        wide = _open_to_all(rule)
+        if wide is not None:
+            yield f"ACR network rule {wide!r} admits every address; allow only the networks that use it"
 
 
 def _artifact_immutable(args: ResourceValidationArgs) -> Iterable[str]:
@@ -255,12 +293,14 @@ POLICIES += [
     ),
     resource_policy(
         name="acr-private-network",
-        description="Azure Container Registries disable public network access where required.",
+        description="Azure Container Registries are network-restricted where required: public access "
+        "disabled, or denied except to selected networks.",
         types=[ACR_REGISTRY],
         rule=_acr_private,
         severity=Severity.MEDIUM,
-        framework=control(AZURE_POLICY, "Container registries should disable public network access"),
-        remediation="Leave registries.acr.publicNetworkAccess unset (off in prod) or set it to false.",
+        framework=control(AZURE_POLICY, "Container registries should not allow unrestricted network access"),
+        remediation="Leave registries.acr.networkAccess unset outside dev (selectedNetworks: the stack's NAT "
+        "egress plus registries.acr.allowedCidrs) or set it to privateEndpoints; both need sku: Premium.",
         config=PRIVATE_SCHEMA,
         tags=["network-exposure"],
     ),

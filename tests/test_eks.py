@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from components.targets import eks
 from preflight.cli import main
 from preflight.engine import ProgramRun, Registration
 from preflight.report import Preflight
@@ -266,3 +268,21 @@ def test_load_balancer_controller_identity(stack_runs: dict[str, Preflight]) -> 
     )
     policy = json.loads(run.get("aws:iam/rolePolicy:RolePolicy", "eks-lb-controller").inputs["policy"])
     assert not any("*" in action for action in policy["Statement"][0]["Action"])
+
+
+def test_load_balancer_controller_policy_is_the_published_document(stack_runs: dict[str, Preflight]) -> None:
+    """The document as the controller's maintainers publish it for the installed version, conditions
+    included: tag-scoped writes (`elbv2.k8s.aws/cluster`), not a flattened list of actions."""
+    data = eks.LB_CONTROLLER_POLICY_FILE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == eks.LB_CONTROLLER_POLICY_SHA256  # unedited since download
+    assert eks.LB_CONTROLLER_APP_VERSION in eks.LB_CONTROLLER_POLICY_SOURCE
+    # The chart the stacks install is the one the document was published for (chart 1.13.x = app v2.13.x).
+    chart = stack_runs["prod"].run.get("kubernetes:helm.sh/v3:Release", "eks-lb-controller").inputs["version"]
+    assert "v2." + chart.split(".", 1)[1] == eks.LB_CONTROLLER_APP_VERSION
+    for stack in ("dev", "prod"):
+        policy = (
+            stack_runs[stack].run.get("aws:iam/rolePolicy:RolePolicy", "eks-lb-controller").inputs["policy"]
+        )
+        assert json.loads(policy) == json.loads(data)
+    conditioned = [s for s in json.loads(data)["Statement"] if "Condition" in s]
+    assert any("aws:ResourceTag/elbv2.k8s.aws/cluster" in json.dumps(s) for s in conditioned)

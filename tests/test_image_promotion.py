@@ -25,6 +25,8 @@ INDEX = "docker-build:index:Index"
 COPY_PROVIDER = "pulumi:providers:docker-build"
 READER = "pulumi:providers:docker"
 RUN = "gcp:cloudrunv2/service:Service"
+RUN_MEMBER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
+ACCOUNT_MEMBER = "gcp:serviceaccount/iAMMember:IAMMember"
 WORKLOADS = (
     "kubernetes:apps/v1:Deployment",
     "aws:ecs/taskDefinition:TaskDefinition",
@@ -109,8 +111,10 @@ def test_adding_cloudrun_to_a_service_on_eks_adds_only_its_copy_and_the_target(t
 
     copy = {(INDEX, "web-copy-artifact-registry"), (COPY_PROVIDER, "web-copy")}
     reader = (READER, "artifact-registry-reader")  # reads older slots' digests (an invoke provider)
+    # ...and the deploy identity's grants on the new service and its runtime account (PipelineIdentities).
+    grants = {(RUN_MEMBER, "pipeline-deploy-run-web"), (ACCOUNT_MEMBER, "pipeline-deploy-actas-web")}
     added = assert_only_added(
-        before, after, lambda a: a in copy or a == reader or a[1].startswith("web-cloudrun")
+        before, after, lambda a: a in copy or a == reader or a in grants or a[1].startswith("web-cloudrun")
     )
     assert copy <= added
     assert (RUN, "web-cloudrun") in added

@@ -98,6 +98,59 @@ def test_unknown_customer_key_counts_as_set(pack: PolicyPackProcess) -> None:
     assert [v for v in result.violations if v.policy == "ecr-kms-encryption"] == []
 
 
+ACR_TYPE = "azure-native:containerregistry:Registry"
+
+
+def acr_rules(default_action: str, *ranges: str) -> dict[str, Any]:
+    rules = [{"iPAddressOrRange": r, "action": "Allow"} for r in ranges]
+    return {
+        "publicNetworkAccess": "Enabled",
+        "networkRuleSet": {"defaultAction": default_action, "ipRules": rules},
+    }
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        ({"publicNetworkAccess": "Disabled"}, []),  # private endpoints only
+        (acr_rules("Deny", "198.51.100.7", "203.0.113.0/24"), []),  # NAT egress + a VPN range
+        (acr_rules("Deny"), []),  # no rule: only trusted services (ACI's managed identity) get in
+        # A NAT gateway's Elastic IP is unknown until `pulumi up`: an address, never a wildcard.
+        (acr_rules("Deny", UNKNOWN_STRING, "203.0.113.0/24"), []),
+        (
+            {"publicNetworkAccess": "Enabled"},
+            ["ACR public network access is Enabled for all networks (networkRuleSet.defaultAction Allow)"],
+        ),
+        (
+            acr_rules("Allow", "198.51.100.7"),
+            ["ACR public network access is Enabled for all networks (networkRuleSet.defaultAction Allow)"],
+        ),
+        (
+            acr_rules("Deny", "198.51.100.7", "0.0.0.0/0"),
+            ["ACR network rule '0.0.0.0/0' admits every address"],
+        ),
+        (acr_rules("Deny", "*"), ["ACR network rule '*' admits every address"]),
+        (acr_rules("Deny", "10.0.0.0/0"), ["ACR network rule '10.0.0.0/0' admits every address"]),
+    ],
+)
+def test_acr_network_verdicts(pack: PolicyPackProcess, props: dict[str, Any], expected: list[str]) -> None:
+    registry = resource(ACR_TYPE, "acr", {"registryName": "pouwprod", **props})
+    found = verdicts(pack, "acr-private-network", [registry])
+    assert len(found) == len(expected) and all(
+        f.startswith(e) for f, e in zip(found, expected, strict=True)
+    ), found
+    result = analyze(pack, [registry], {"all": "mandatory"})
+    assert not [v for v in result.violations if "can't run policy" in v.message]
+
+
+def test_acr_public_registry_passes_where_privacy_is_not_required(pack: PolicyPackProcess) -> None:
+    registry = resource(ACR_TYPE, "acr", {"registryName": "pouwdev", "publicNetworkAccess": "Enabled"})
+    config = {"all": "mandatory", "acr-private-network": {"requirePrivate": False}}
+    assert [
+        v for v in analyze(pack, [registry], config).violations if v.policy == "acr-private-network"
+    ] == []
+
+
 def test_levels_from_config(pack: PolicyPackProcess) -> None:
     repo = build(FIXTURES["ecr-scan-on-push"]["fail"]["resources"])
     advisory = analyze(pack, repo, {"all": "advisory"})
@@ -158,7 +211,7 @@ def test_mandatory_violation_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["--stack", "prod", "--project-dir", str(project), "--markdown", str(markdown)]) == 1
     out = capsys.readouterr().out
     assert "mandatory" in out and "ecr-scan-on-push" in out
-    assert "2 mandatory, 0 advisory" in out
+    assert "2 mandatory, 1 advisory" in out  # the advisory: prod's dind runners (arc-dind-advisory)
     assert "blocked by mandatory policies" in markdown.read_text()
 
 

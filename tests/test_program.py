@@ -200,7 +200,13 @@ def test_plan_json_masks_secrets(stack_runs: dict[str, Preflight]) -> None:
     assert "preflight-placeholder-token" not in text
     image = next(r for r in plan["resources"] if r["type"] == IMAGE and r["name"] == "web")
     assert image["inputs"]["secrets"] == "[secret]"
-    assert plan["secretPlaceholders"] == ["pouw-cicd:pipIndexToken", "pouw-cicd:workerDatabaseUrl"]
+    assert plan["secretPlaceholders"] == [  # in the stack file's order
+        "pouw-cicd:pipIndexToken",
+        "pouw-cicd:workerDatabaseUrl",
+        "pouw-cicd:arcAppId",
+        "pouw-cicd:arcInstallationId",
+        "pouw-cicd:arcPrivateKey",
+    ]
     assert plan["exitCode"] == 0
 
 

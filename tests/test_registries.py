@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from components.registry import acr_refresh_token, ecr_pull_policy
+from components.registry import AcrRegistryArgs, acr_network, acr_refresh_token, ecr_pull_policy
+from components.settings import AcrSettings, AzureSettings
 from preflight.cli import main
 from preflight.engine import SECRET_SIG, SIG_KEY
 from preflight.report import Preflight
@@ -24,6 +25,7 @@ IMAGE = "docker-build:index:Image"
 INDEX = "docker-build:index:Index"
 SCANNING = "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration"
 PULL_POLICY = "aws:ecr/repositoryPolicy:RepositoryPolicy"
+EIP = "aws:ec2/eip:Eip"
 UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 
@@ -32,7 +34,7 @@ def test_acr_hardened_prod(stack_runs: dict[str, Preflight]) -> None:
     assert acr.inputs["registryName"] == "pouwcicdprod"
     assert acr.inputs["adminUserEnabled"] is False
     assert acr.inputs["anonymousPullEnabled"] is False
-    assert acr.inputs["publicNetworkAccess"] == "Disabled"
+    assert acr.inputs["networkRuleSet"]["defaultAction"] == "Deny"  # see test_acr_admits_only_...
     assert acr.inputs["sku"] == {"name": "Premium"}
     assert acr.inputs["policies"] == {"retentionPolicy": {"days": 14, "status": "enabled"}}
     assert acr.inputs["resourceGroupName"] == "rg-pouw-prod"
@@ -40,27 +42,104 @@ def test_acr_hardened_prod(stack_runs: dict[str, Preflight]) -> None:
     assert acr.protect
 
 
-def test_acr_per_environment_switches(stack_runs: dict[str, Preflight], tmp_path: Path) -> None:
-    staging = stack_runs["staging"].run.get(ACR, "acr")
-    assert staging.inputs["sku"] == {"name": "Standard"}
-    assert "policies" not in staging.inputs
-    assert staging.inputs["publicNetworkAccess"] == "Disabled"  # explicit in Pulumi.staging.yaml
-    # Unset, public access follows the environment: on outside prod.
+@pytest.mark.parametrize(("stack", "nat_gateways"), [("staging", 1), ("prod", 3)])
+def test_acr_admits_only_the_stacks_nat_egress(
+    stack_runs: dict[str, Preflight], stack: str, nat_gateways: int
+) -> None:
+    run = stack_runs[stack].run
+    acr = run.get(ACR, "acr")
+    eips = [r.urn for r in run.by_type(EIP)]
+    assert len(eips) == nat_gateways  # staging: natGateways single; prod: perAz
+    assert acr.inputs["sku"] == {"name": "Premium"}
+    # Public endpoint on (nothing here could reach a private endpoint from AWS), denied by default.
+    assert acr.inputs["publicNetworkAccess"] == "Enabled"
+    rules = acr.inputs["networkRuleSet"]
+    assert rules["defaultAction"] == "Deny"
+    assert {r["action"] for r in rules["ipRules"]} == {"Allow"}
+    # The NAT gateways' Elastic IPs, which only `pulumi up` knows, then the stack's extra ranges.
+    extra = stack_file(stack)["config"]["pouw-cicd:registries"]["acr"].get("allowedCidrs", [])
+    assert [r["iPAddressOrRange"] for r in rules["ipRules"]] == [UNKNOWN_STRING] * nat_gateways + extra
+    assert sorted(acr.property_dependencies["networkRuleSet"]) == sorted(eips)
+    # ACI pulls with its managed identity: a trusted service, let through the network rules.
+    assert acr.inputs["networkRuleBypassOptions"] == "AzureServices"
+
+
+def test_acr_network_access_modes(tmp_path: Path) -> None:
+    def registry(name: str, **acr: Any) -> dict[str, Any]:
+        config = stack_file("staging")["config"]
+        config["pouw-cicd:registries"]["acr"].pop("allowedCidrs", None)
+        config["pouw-cicd:registries"]["acr"].update(acr)
+        return run_config(tmp_path / name, "staging", config).get(ACR, "acr").inputs
+
+    vpn = registry("vpn", allowedCidrs=["203.0.113.0/24"])
+    assert [r["iPAddressOrRange"] for r in vpn["networkRuleSet"]["ipRules"]] == [
+        UNKNOWN_STRING,
+        "203.0.113.0/24",
+    ]
+    # Private endpoints managed outside the stack: the public endpoint is off, no rules to keep.
+    private = registry("private", networkAccess="privateEndpoints")
+    assert private["publicNetworkAccess"] == "Disabled" and "networkRuleSet" not in private
+    assert private["networkRuleBypassOptions"] == "AzureServices"
+    public = registry("public", networkAccess="public")
+    assert public["publicNetworkAccess"] == "Enabled" and "networkRuleSet" not in public
+
+
+def test_acr_without_aci_lets_no_trusted_service_through(tmp_path: Path) -> None:
     config = stack_file("staging")["config"]
-    del config["pouw-cicd:registries"]["acr"]["publicNetworkAccess"]
-    run = run_config(tmp_path, "staging", config)
-    assert run.get(ACR, "acr").inputs["publicNetworkAccess"] == "Enabled"
+    config["pouw-cicd:services"][1]["targets"] = ["ecs"]
+    acr = run_config(tmp_path, "staging", config).get(ACR, "acr").inputs
+    assert acr["networkRuleSet"]["defaultAction"] == "Deny"
+    assert acr["networkRuleBypassOptions"] == "None"
 
 
-def test_acr_public_in_prod_is_blocked_by_the_gate(
+def test_dev_acr_stays_public(tmp_path: Path) -> None:
+    config = stack_file("dev")["config"]
+    config["pouw-cicd:registries"]["acr"] = {"name": "pouwcicddev"}
+    config["pouw-cicd:azure"] = {"location": "westeurope", "resourceGroup": "rg-pouw-dev"}
+    acr = run_config(tmp_path, "dev", config).get(ACR, "acr").inputs
+    assert acr["sku"] == {"name": "Standard"}  # no Premium needed: nothing is restricted
+    assert acr["publicNetworkAccess"] == "Enabled" and "networkRuleSet" not in acr
+
+
+def test_acr_network_arguments_with_known_addresses() -> None:
+    args = AcrRegistryArgs(
+        settings=AcrSettings(name="pouwcicdtest", sku="Premium", allowed_cidrs=("203.0.113.0/24",)),
+        azure=AzureSettings(location="westeurope", resource_group="rg-test"),
+        resource_group_name="rg-test",
+        network_access="selectedNetworks",
+        egress_ips=["198.51.100.7", "198.51.100.8"],
+    )
+    network = acr_network(args)
+    rules = network["network_rule_set"]
+    assert network["public_network_access"] == "Enabled" and rules.default_action == "Deny"
+    assert [r.i_p_address_or_range for r in rules.ip_rules] == [
+        "198.51.100.7",
+        "198.51.100.8",
+        "203.0.113.0/24",
+    ]
+    assert network["network_rule_bypass_options"] == "None"  # trusted services only where ACI pulls
+
+
+def test_acr_open_to_all_networks_in_prod_is_blocked_by_the_gate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = stack_file("prod")["config"]
-    config["pouw-cicd:registries"]["acr"]["publicNetworkAccess"] = True
+    config["pouw-cicd:registries"]["acr"]["networkAccess"] = "public"
     project = project_copy(tmp_path, "prod", config)
     assert main(["--stack", "prod", "--project-dir", str(project)]) == 1
     out = capsys.readouterr().out
-    assert "acr-private-network" in out and "requires it Disabled" in out
+    assert "acr-private-network" in out and "for all networks" in out
+
+
+def test_acr_restricted_without_premium_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:registries"]["acr"].update(sku="Standard")
+    config["pouw-cicd:registries"]["acr"].pop("untaggedRetentionDays")
+    project = project_copy(tmp_path, "prod", config)
+    assert main(["--stack", "prod", "--project-dir", str(project)]) == 2
+    out = capsys.readouterr().out
+    assert "pouw-cicd:registries.acr.sku: Standard cannot restrict network access" in out
+    assert "set sku: Premium" in out and "0 resources were registered" in out
 
 
 def test_artifact_registry_hardened(stack_runs: dict[str, Preflight]) -> None:
@@ -136,6 +215,37 @@ def test_revision_label_comes_from_the_pipeline(tmp_path: Path, monkeypatch: pyt
             lambda c: c["pouw-cicd:registries"]["ecr"].update(pullAccounts=["12345"]),
             "pouw-cicd:registries.ecr.pullAccounts[0]: must be a 12-digit AWS account id (quote it), "
             "got '12345'",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"].update(
+                acr={"name": "pouwcicdprod", "sku": "Basic", "networkAccess": "privateEndpoints"}
+            ),
+            "pouw-cicd:registries.acr.sku: Basic cannot restrict network access (networkAccess: "
+            "privateEndpoints): ACR firewall rules and disabled public access are Premium features",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(
+                networkAccess="public", allowedCidrs=["203.0.113.0/24"]
+            ),
+            "pouw-cicd:registries.acr.allowedCidrs: only applies with networkAccess: selectedNetworks "
+            "(networkAccess: public); remove it",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(allowedCidrs=["203.0.113.7"]),
+            "pouw-cicd:registries.acr.allowedCidrs[0]: must be an IPv4 range such as 203.0.113.0/24",
+        ),
+        (
+            lambda c: c["pouw-cicd:network"].update(natGateways="none"),
+            "pouw-cicd:registries.acr.allowedCidrs: networkAccess: selectedNetworks admits no one",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(networkAccess="private"),
+            "pouw-cicd:registries.acr.networkAccess: must be one of public, selectedNetworks, "
+            "privateEndpoints",
+        ),
+        (
+            lambda c: c["pouw-cicd:registries"]["acr"].update(publicNetworkAccess=False),
+            "pouw-cicd:registries.acr.publicNetworkAccess: unknown key",
         ),
         (
             lambda c: c["pouw-cicd:registries"]["acr"].update(name="pouw-prod"),

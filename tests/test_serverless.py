@@ -71,9 +71,13 @@ def test_cloud_run_canary_shape(stack_runs: dict[str, Preflight]) -> None:
         == "https://canary---web-x7q2ab3c4d-ew.a.run.app"
     )
     assert out["images"]["stable"].startswith("europe-west1-docker.pkg.dev/pouw-prod/containers/web@sha256:")
-    assert {r.inputs["member"] for r in run.by_type(INVOKER)} == {
+    assert {r.inputs["member"] for r in run.by_type(INVOKER) if r.inputs["role"] == "roles/run.invoker"} == {
         "serviceAccount:edge-lb@pouw-prod.iam.gserviceaccount.com"
     }
+    # The only other member of the service: the deploy identity, which manages its invokers.
+    assert {(r.inputs["role"], r.inputs["member"]) for r in run.by_type(INVOKER)} - {
+        ("roles/run.invoker", "serviceAccount:edge-lb@pouw-prod.iam.gserviceaccount.com")
+    } == {("roles/run.admin", "serviceAccount:deploy-prod@pouw-prod.iam.gserviceaccount.com")}
     pull = run.get("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "web-cloudrun-pull").inputs
     assert pull["role"] == "roles/artifactregistry.reader"
     assert pull["member"] == "serviceAccount:run-web@pouw-prod.iam.gserviceaccount.com"

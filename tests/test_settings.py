@@ -91,6 +91,13 @@ def bad(mutate: Any, secret: frozenset[str] = frozenset(), other: dict[str, str]
         ),
         (lambda r: r.update(services=[]), "pouw-cicd:services: needs at least one service"),
         (
+            # Outside dev the ACR is network-restricted by default, which Azure allows on Premium only.
+            lambda r: r["registries"]["acr"].update(sku="Standard", untaggedRetentionDays=None),
+            "pouw-cicd:registries.acr.sku: Standard cannot restrict network access (networkAccess is "
+            "selectedNetworks by default in prod): ACR firewall rules and disabled public access are "
+            "Premium features that Azure refuses on Basic and Standard; set sku: Premium",
+        ),
+        (
             lambda r: r["registries"]["ecr"].update(keepTaggedImages=0),
             "pouw-cicd:registries.ecr.keepTaggedImages: must be 1..1000, got 0",
         ),
@@ -118,6 +125,15 @@ def test_secret_in_plain_text_is_refused() -> None:
         "pouw-cicd:services[0].build.secrets.pip_index_token: config key pouw-cicd:pipIndexToken is "
         "stored in plain text; re-set it with `pulumi config set --secret pouw-cicd:pipIndexToken "
         "<value> -s prod`",
+        *(
+            f"pouw-cicd:ciRunners.arc.{field}: config key pouw-cicd:{key} is stored in plain text; "
+            f"re-set it with `pulumi config set --secret pouw-cicd:{key} <value> -s prod`"
+            for field, key in (
+                ("appIdKey", "arcAppId"),
+                ("installationIdKey", "arcInstallationId"),
+                ("privateKeyKey", "arcPrivateKey"),
+            )
+        ),
         "pouw-cicd:services[1].azureSecureEnvironment.DATABASE_URL: config key "
         "pouw-cicd:workerDatabaseUrl is stored in plain text; re-set it with `pulumi config set "
         "--secret pouw-cicd:workerDatabaseUrl <value> -s prod`",
@@ -388,14 +404,19 @@ def test_stack_without_aws_needs_no_region() -> None:
     raw = namespace("prod")
     raw["registries"]["ecr"] = None
     raw["pipelineIdentities"]["aws"] = False
-    for key in ("network", "eks", "ecs"):
+    for key in ("network", "eks", "ecs", "ciRunners"):
         del raw[key]
     raw["services"][0]["targets"] = ["cloudrun"]
     raw["services"][1]["targets"] = ["aci"]
     raw["services"][1].pop("runtimeSecrets")
     raw["services"][1].pop("fargate")
     raw["services"][1]["rollout"] = {"strategy": "rolling"}
-    parse(raw, "prod", secret_keys("prod"), {})
+    # No AWS network, so no NAT egress for the ACR to admit: the ranges builds push from.
+    raw["registries"]["acr"]["allowedCidrs"] = ["203.0.113.0/24"]
+    arc_keys = {"arcAppId", "arcInstallationId", "arcPrivateKey"}  # no runners without EKS
+    for key in arc_keys:
+        del raw[key]
+    parse(raw, "prod", secret_keys("prod") - arc_keys, {})
 
 
 def test_zones_outside_the_region_are_refused() -> None:

@@ -71,6 +71,10 @@ def test_duplicate_top_level_key() -> None:
     ]
 
 
+# The line of the first service's `version:` in Pulumi.prod.yaml (1-based), wherever the file puts it.
+WEB_VERSION_LINE = PROD.splitlines().index("      version: 1.4.2") + 1
+
+
 def test_the_rollout_helper_rejects_the_same_duplicates() -> None:
     """ruamel (the helper) and preflight agree, as both agree with the CLI (yaml.v3)."""
     text = PROD.replace("      version: 1.4.2\n", "      version: 1.4.2\n      version: 1.4.3\n", 1)
@@ -85,8 +89,8 @@ def test_the_rollout_helper_rejects_the_same_duplicates() -> None:
     [
         (
             PROD.replace("      version: 1.4.2\n", "      version: 1.4.2\n      version: 1.4.3\n", 1),
-            "Pulumi.prod.yaml line 56: duplicate key `version` under pouw-cicd:services[0] "
-            "(first at line 55); keep one",
+            f"Pulumi.prod.yaml line {WEB_VERSION_LINE + 1}: duplicate key `version` under "
+            f"pouw-cicd:services[0] (first at line {WEB_VERSION_LINE}); keep one",
         ),
         (
             PROD.replace("config:\n", "confg:\n", 1),

@@ -176,6 +176,8 @@ class CloudRunService(pulumi.ComponentResource):
     """A Cloud Run service with its own service account, Artifact Registry read access, and invokers."""
 
     endpoints: TargetEndpoints
+    # The runtime identity: the deploy identity may act as it (serviceAccountUser on it alone).
+    account: serviceaccount.Account
 
     def __init__(
         self, name: str, args: CloudRunServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -194,6 +196,7 @@ class CloudRunService(pulumi.ComponentResource):
             project=project,
             opts=child,
         )
+        self.account = account
         member = account.email.apply(lambda email: f"serviceAccount:{email}")
         artifactregistry.RepositoryIamMember(
             f"{name}-pull",

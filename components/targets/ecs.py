@@ -51,6 +51,8 @@ class EcsClusterArgs:
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
     encrypt_logs: bool = False  # a customer-managed key for log groups (prod)
+    # The stack's permissions boundary (components/iam.py): every role made here carries it.
+    permissions_boundary: pulumi.Input[str] | None = None
 
 
 class EcsCluster(pulumi.ComponentResource):
@@ -159,6 +161,7 @@ class EcsCluster(pulumi.ComponentResource):
                 ["service-role/AmazonECSInfrastructureRolePolicyForLoadBalancers"],
                 args.tags,
                 self,
+                args.permissions_boundary,
             )
             self.infrastructure_role_arn = role.arn
         self.register_outputs({"clusterName": self.cluster_name})
@@ -233,6 +236,8 @@ class EcsServiceArgs:
     vpc_cidr: str
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
+    # The stack's permissions boundary (components/iam.py): every role made here carries it.
+    permissions_boundary: pulumi.Input[str] | None = None
 
 
 def container_definition(
@@ -329,7 +334,7 @@ class EcsService(pulumi.ComponentResource):
             tags=tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        execution_role, task_role = self._roles(name, svc, tags)
+        execution_role, task_role = self._roles(name, svc, tags, args.permissions_boundary)
 
         # Security groups: the ALB takes HTTP(S) (and the test port) in; tasks take only the ALB.
         sources = [args.vpc_cidr] if s.internal else ["0.0.0.0/0"]
@@ -583,7 +588,9 @@ class EcsService(pulumi.ComponentResource):
         )
         self.register_outputs(self.endpoints.as_outputs())
 
-    def _roles(self, name: str, svc: ServiceSettings, tags: dict[str, str]) -> tuple[iam.Role, iam.Role]:
+    def _roles(
+        self, name: str, svc: ServiceSettings, tags: dict[str, str], boundary: pulumi.Input[str] | None
+    ) -> tuple[iam.Role, iam.Role]:
         """Execution role: pull from ECR (read-only), write logs, read this service's secrets. Task
         role: what the application itself may call (nothing yet)."""
         child = pulumi.ResourceOptions(parent=self)
@@ -593,6 +600,7 @@ class EcsService(pulumi.ComponentResource):
             ["service-role/AmazonECSTaskExecutionRolePolicy"],
             tags,
             self,
+            boundary,
         )
         if svc.runtime_secrets:
             arns = sorted(set(svc.runtime_secrets.values()))
@@ -610,7 +618,7 @@ class EcsService(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-        task, _ = service_role(f"{name}-task", "ecs-tasks.amazonaws.com", [], tags, self)
+        task, _ = service_role(f"{name}-task", "ecs-tasks.amazonaws.com", [], tags, self, boundary)
         return execution, task
 
     def _listeners(

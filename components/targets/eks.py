@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -37,7 +38,7 @@ import pulumi_kubernetes.networking.v1 as networking
 import pulumi_kubernetes.policy.v1 as policy
 from pulumi_kubernetes.provider import Provider
 
-from components.iam import document, irsa_trust, service_role
+from components.iam import irsa_trust, service_role
 from components.network import AwsNetwork
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import EksSettings, ServiceSettings
@@ -48,78 +49,29 @@ LB_CONTROLLER = "aws-load-balancer-controller"
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DROP_INVALID_HEADERS = "routing.http.drop_invalid_header_fields.enabled=true"
 RUN_AS = 10001
-# Explicit actions of the AWS Load Balancer Controller's published IAM policy (no wildcards).
-LB_CONTROLLER_ACTIONS = [
-    "acm:DescribeCertificate",
-    "acm:ListCertificates",
-    "ec2:AuthorizeSecurityGroupIngress",
-    "ec2:CreateSecurityGroup",
-    "ec2:CreateTags",
-    "ec2:DeleteSecurityGroup",
-    "ec2:DeleteTags",
-    "ec2:DescribeAccountAttributes",
-    "ec2:DescribeAddresses",
-    "ec2:DescribeAvailabilityZones",
-    "ec2:DescribeCoipPools",
-    "ec2:DescribeInstances",
-    "ec2:DescribeInternetGateways",
-    "ec2:DescribeIpamPools",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeRouteTables",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSubnets",
-    "ec2:DescribeTags",
-    "ec2:DescribeVpcPeeringConnections",
-    "ec2:DescribeVpcs",
-    "ec2:GetCoipPoolUsage",
-    "ec2:GetSecurityGroupsForVpc",
-    "ec2:RevokeSecurityGroupIngress",
-    "elasticloadbalancing:AddListenerCertificates",
-    "elasticloadbalancing:AddTags",
-    "elasticloadbalancing:CreateListener",
-    "elasticloadbalancing:CreateLoadBalancer",
-    "elasticloadbalancing:CreateRule",
-    "elasticloadbalancing:CreateTargetGroup",
-    "elasticloadbalancing:DeleteListener",
-    "elasticloadbalancing:DeleteLoadBalancer",
-    "elasticloadbalancing:DeleteRule",
-    "elasticloadbalancing:DeleteTargetGroup",
-    "elasticloadbalancing:DeregisterTargets",
-    "elasticloadbalancing:DescribeCapacityReservation",
-    "elasticloadbalancing:DescribeListenerAttributes",
-    "elasticloadbalancing:DescribeListenerCertificates",
-    "elasticloadbalancing:DescribeListeners",
-    "elasticloadbalancing:DescribeLoadBalancerAttributes",
-    "elasticloadbalancing:DescribeLoadBalancers",
-    "elasticloadbalancing:DescribeRules",
-    "elasticloadbalancing:DescribeSSLPolicies",
-    "elasticloadbalancing:DescribeTags",
-    "elasticloadbalancing:DescribeTargetGroupAttributes",
-    "elasticloadbalancing:DescribeTargetGroups",
-    "elasticloadbalancing:DescribeTargetHealth",
-    "elasticloadbalancing:DescribeTrustStores",
-    "elasticloadbalancing:ModifyListener",
-    "elasticloadbalancing:ModifyListenerAttributes",
-    "elasticloadbalancing:ModifyLoadBalancerAttributes",
-    "elasticloadbalancing:ModifyRule",
-    "elasticloadbalancing:ModifyTargetGroup",
-    "elasticloadbalancing:ModifyTargetGroupAttributes",
-    "elasticloadbalancing:RegisterTargets",
-    "elasticloadbalancing:RemoveListenerCertificates",
-    "elasticloadbalancing:RemoveTags",
-    "elasticloadbalancing:SetIpAddressType",
-    "elasticloadbalancing:SetSecurityGroups",
-    "elasticloadbalancing:SetSubnets",
-    "elasticloadbalancing:SetWebAcl",
-    "iam:CreateServiceLinkedRole",
-    "iam:GetServerCertificate",
-    "iam:ListServerCertificates",
-    "shield:GetSubscriptionState",
-    "wafv2:AssociateWebACL",
-    "wafv2:DisassociateWebACL",
-    "wafv2:GetWebACL",
-    "wafv2:GetWebACLForResource",
-]
+EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy"
+# The AWS Load Balancer Controller's IAM policy, exactly as published for the app version the default
+# chart installs (chart 1.13.4 = controller v2.13.4), tag conditions and all: it may change only the load
+# balancers, target groups and security groups it tagged for this cluster. Refresh it with the chart:
+#   curl -o components/data/aws-load-balancer-controller-v<app>-iam-policy.json \
+#     https://raw.githubusercontent.com/kubernetes-sigs/aws-load-balancer-controller/v<app>/docs/install/iam_policy.json
+LB_CONTROLLER_APP_VERSION = "v2.13.4"  # tag commit aefed36aa30528e35a73281a5dc131ed26caa0f4
+LB_CONTROLLER_POLICY_SOURCE = (
+    "https://github.com/kubernetes-sigs/aws-load-balancer-controller/blob/"
+    f"{LB_CONTROLLER_APP_VERSION}/docs/install/iam_policy.json"
+)
+LB_CONTROLLER_POLICY_FILE = (
+    Path(__file__).resolve().parent.parent
+    / "data"
+    / f"aws-load-balancer-controller-{LB_CONTROLLER_APP_VERSION}-iam-policy.json"
+)
+LB_CONTROLLER_POLICY_SHA256 = "16f232c9d9f79366fe949c4550ad517a202380058a9e48d45a4e215044a20a6a"
+
+
+def lb_controller_policy() -> str:
+    """The published document, parsed (so a corrupt file fails here) and written compactly."""
+    text = LB_CONTROLLER_POLICY_FILE.read_text()
+    return json.dumps(json.loads(text), separators=(",", ":"))
 
 
 def kubeconfig(endpoint: str, ca_data: str, cluster_name: str, region: str) -> str:
@@ -157,6 +109,8 @@ class EksClusterArgs:
     public_endpoint: bool
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
+    # The stack's permissions boundary (components/iam.py): every role made here carries it.
+    permissions_boundary: pulumi.Input[str] | None = None
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -193,7 +147,12 @@ class EksCluster(pulumi.ComponentResource):
             opts=stateful,
         )
         cluster_role, cluster_policies = service_role(
-            f"{name}-cluster", "eks.amazonaws.com", ["AmazonEKSClusterPolicy"], tags, self
+            f"{name}-cluster",
+            "eks.amazonaws.com",
+            ["AmazonEKSClusterPolicy"],
+            tags,
+            self,
+            args.permissions_boundary,
         )
         self.cluster = eks.Cluster(
             name,
@@ -228,6 +187,7 @@ class EksCluster(pulumi.ComponentResource):
             ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"],
             tags,
             self,
+            args.permissions_boundary,
         )
         template = ec2.LaunchTemplate(
             f"{name}-nodes",
@@ -283,19 +243,48 @@ class EksCluster(pulumi.ComponentResource):
         self._load_balancer_controller(name, args)
         self.register_outputs({"clusterName": self.cluster.name, "oidcProviderArn": self.oidc_provider_arn})
 
+    def grant_access(
+        self,
+        name: str,
+        principal_arn: pulumi.Input[str],
+        policy: str,
+        tags: dict[str, str],
+        parent: pulumi.Resource,
+    ) -> eks.AccessPolicyAssociation:
+        """Let an IAM principal into this cluster's Kubernetes API with one EKS access policy, cluster-wide.
+
+        The cluster authenticates with access entries only (authentication mode API): a principal with
+        no entry gets 401 from the API server, whatever its IAM permissions. The caller creates the
+        entry where both the cluster and the principal exist (the pipeline roles are made after the
+        cluster), so the entry depends on both and nothing depends back.
+        """
+        opts = pulumi.ResourceOptions(parent=parent)
+        entry = eks.AccessEntry(
+            name, cluster_name=self.cluster.name, principal_arn=principal_arn, tags=tags, opts=opts
+        )
+        return eks.AccessPolicyAssociation(
+            name,
+            cluster_name=self.cluster.name,
+            principal_arn=entry.principal_arn,
+            policy_arn=f"{EKS_ACCESS_POLICIES}/{policy}",
+            access_scope=eks.AccessPolicyAssociationAccessScopeArgs(type="cluster"),
+            opts=opts,
+        )
+
     def _load_balancer_controller(self, name: str, args: EksClusterArgs) -> None:
         role = iam.Role(
             f"{name}-lb-controller",
             assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_issuer).apply(
                 lambda a: irsa_trust(a[0], a[1], "kube-system", LB_CONTROLLER)
             ),
+            permissions_boundary=args.permissions_boundary,
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
         iam.RolePolicy(
             f"{name}-lb-controller",
             role=role.id,
-            policy=document([{"Effect": "Allow", "Action": LB_CONTROLLER_ACTIONS, "Resource": "*"}]),
+            policy=lb_controller_policy(),
             opts=pulumi.ResourceOptions(parent=self),
         )
         helm.Release(

@@ -1,0 +1,754 @@
+"""What this program's `pulumi up` and `pulumi preview` need, per resource type and cloud: the table the
+self-deployability test (tests/test_permissions.py) checks every stack's plan against.
+
+Each row names the calls a provider makes to create, update and delete a resource of that type and to
+read it in a preview, from the cloud's own reference (the `source` of the row). A row's `bootstrap`
+lists the operations only the bootstrap identity performs (the deploy identity is denied them on
+purpose, `note` says why); `preview_gap` says when a preview identity cannot read a type live and what
+happens instead. Adding a resource type to the program without a row here fails the test, naming the
+type and this file.
+
+Who runs what (README, "Bootstrap"): the bootstrap identity runs the first `pulumi up` of an
+environment and any change to the pipeline identities (everything under `PipelineIdentities` and the
+permissions boundary); the deploy identity every later `pulumi up`; the preview identity `pulumi
+preview` of pull requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Cloud = Literal["aws", "gcp", "azure", "kubernetes", "program"]
+Operation = Literal["create", "update", "delete"]
+
+AWS_SAR = "https://docs.aws.amazon.com/service-authorization/latest/reference/list_{}.html"
+GCP_ROLES = "https://cloud.google.com/iam/docs/roles-permissions/{}"
+AZURE_PERMISSIONS = "https://learn.microsoft.com/azure/role-based-access-control/permissions/{}"
+K8S_RBAC = "https://kubernetes.io/docs/reference/access-authn-authz/rbac/"
+EKS_ACCESS = "https://docs.aws.amazon.com/eks/latest/userguide/access-policy-permissions.html"
+PULUMI_COMPONENTS = "https://www.pulumi.com/docs/iac/concepts/resources/components/"
+
+# Resources the bootstrap identity alone manages, whatever their type: the pipeline identities and
+# the boundary that caps every other role (the deploy identity's own grants are never its to change).
+BOOTSTRAP_PARENTS = frozenset({"pouw:index:PipelineIdentities"})
+BOOTSTRAP_NAMES = frozenset({"permissions-boundary"})
+
+
+@dataclass(frozen=True)
+class Row:
+    cloud: Cloud
+    source: str
+    create: tuple[str, ...] = ()
+    update: tuple[str, ...] = ()
+    delete: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    bootstrap: tuple[Operation, ...] = ()
+    note: str = ""
+    preview_gap: str = ""
+
+    def actions(self, operation: Operation) -> tuple[str, ...]:
+        return {"create": self.create, "update": self.update, "delete": self.delete}[operation]
+
+
+def _aws(service: str, create: str, update: str, delete: str, read: str, **extra: object) -> Row:
+    """An AWS row: space-separated actions, each `service:Action`."""
+    return Row(
+        "aws",
+        AWS_SAR.format(service),
+        tuple(create.split()),
+        tuple(update.split()),
+        tuple(delete.split()),
+        tuple(read.split()),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _k8s(resource: str, group: str = "") -> Row:
+    """A Kubernetes row: RBAC verbs on `group/resource` (the EKS access policies map to RBAC)."""
+    ref = f"{group}/{resource}" if group else resource
+    return Row(
+        "kubernetes",
+        K8S_RBAC,
+        (f"create {ref}",),
+        (f"patch {ref}",),
+        (f"delete {ref}",),
+        (f"get {ref}", f"list {ref}"),
+    )
+
+
+def _program(note: str) -> Row:
+    return Row("program", PULUMI_COMPONENTS, note=note)
+
+
+PERMISSIONS: dict[str, Row] = {
+    # --- AWS: networking (AwsNetwork)
+    "aws:ec2/vpc:Vpc": _aws(
+        "amazonec2",
+        "ec2:CreateVpc ec2:ModifyVpcAttribute ec2:CreateTags",
+        "ec2:ModifyVpcAttribute ec2:CreateTags ec2:DeleteTags",
+        "ec2:DeleteVpc",
+        "ec2:DescribeVpcs ec2:DescribeVpcAttribute",
+    ),
+    "aws:ec2/subnet:Subnet": _aws(
+        "amazonec2",
+        "ec2:CreateSubnet ec2:ModifySubnetAttribute ec2:CreateTags",
+        "ec2:ModifySubnetAttribute ec2:CreateTags ec2:DeleteTags",
+        "ec2:DeleteSubnet",
+        "ec2:DescribeSubnets",
+    ),
+    "aws:ec2/internetGateway:InternetGateway": _aws(
+        "amazonec2",
+        "ec2:CreateInternetGateway ec2:AttachInternetGateway ec2:CreateTags",
+        "ec2:CreateTags ec2:DeleteTags",
+        "ec2:DetachInternetGateway ec2:DeleteInternetGateway",
+        "ec2:DescribeInternetGateways",
+    ),
+    "aws:ec2/eip:Eip": _aws(
+        "amazonec2",
+        "ec2:AllocateAddress ec2:CreateTags",
+        "ec2:CreateTags ec2:DeleteTags",
+        "ec2:ReleaseAddress",
+        "ec2:DescribeAddresses",
+    ),
+    "aws:ec2/natGateway:NatGateway": _aws(
+        "amazonec2",
+        "ec2:CreateNatGateway ec2:CreateTags",
+        "ec2:CreateTags ec2:DeleteTags",
+        "ec2:DeleteNatGateway",
+        "ec2:DescribeNatGateways",
+    ),
+    "aws:ec2/routeTable:RouteTable": _aws(
+        "amazonec2",
+        "ec2:CreateRouteTable ec2:CreateRoute ec2:CreateTags",
+        "ec2:CreateRoute ec2:ReplaceRoute ec2:DeleteRoute ec2:CreateTags",
+        "ec2:DeleteRouteTable",
+        "ec2:DescribeRouteTables",
+    ),
+    "aws:ec2/routeTableAssociation:RouteTableAssociation": _aws(
+        "amazonec2",
+        "ec2:AssociateRouteTable",
+        "ec2:ReplaceRouteTableAssociation",
+        "ec2:DisassociateRouteTable",
+        "ec2:DescribeRouteTables",
+    ),
+    "aws:ec2/securityGroup:SecurityGroup": _aws(
+        "amazonec2",
+        "ec2:CreateSecurityGroup ec2:AuthorizeSecurityGroupIngress ec2:AuthorizeSecurityGroupEgress "
+        "ec2:RevokeSecurityGroupEgress ec2:CreateTags",
+        "ec2:AuthorizeSecurityGroupIngress ec2:RevokeSecurityGroupIngress ec2:AuthorizeSecurityGroupEgress "
+        "ec2:RevokeSecurityGroupEgress ec2:CreateTags ec2:DeleteTags",
+        "ec2:DeleteSecurityGroup",
+        "ec2:DescribeSecurityGroups ec2:DescribeSecurityGroupRules",
+    ),
+    "aws:ec2/defaultSecurityGroup:DefaultSecurityGroup": _aws(
+        "amazonec2",
+        "ec2:RevokeSecurityGroupIngress ec2:RevokeSecurityGroupEgress ec2:CreateTags",
+        "ec2:AuthorizeSecurityGroupIngress ec2:RevokeSecurityGroupIngress ec2:CreateTags",
+        "",  # the default group outlives the resource: delete only forgets it
+        "ec2:DescribeSecurityGroups",
+    ),
+    "aws:ec2/flowLog:FlowLog": _aws(
+        "amazonec2",
+        "ec2:CreateFlowLogs ec2:CreateTags logs:CreateLogDelivery",
+        "ec2:CreateTags ec2:DeleteTags",
+        "ec2:DeleteFlowLogs logs:DeleteLogDelivery",
+        "ec2:DescribeFlowLogs",
+        note="also iam:PassRole of the flow-log role to vpc-flow-logs.amazonaws.com (the role row)",
+    ),
+    "aws:ec2/launchTemplate:LaunchTemplate": _aws(
+        "amazonec2",
+        "ec2:CreateLaunchTemplate ec2:CreateTags",
+        "ec2:CreateLaunchTemplateVersion ec2:ModifyLaunchTemplate ec2:CreateTags",
+        "ec2:DeleteLaunchTemplate",
+        "ec2:DescribeLaunchTemplates ec2:DescribeLaunchTemplateVersions",
+    ),
+    "aws:cloudwatch/logGroup:LogGroup": _aws(
+        "amazoncloudwatchlogs",
+        "logs:CreateLogGroup logs:PutRetentionPolicy logs:TagResource logs:AssociateKmsKey",
+        "logs:PutRetentionPolicy logs:TagResource logs:UntagResource logs:AssociateKmsKey",
+        "logs:DeleteLogGroup",
+        "logs:DescribeLogGroups logs:ListTagsForResource",
+    ),
+    "aws:kms/key:Key": _aws(
+        "awskeymanagementservice",
+        "kms:CreateKey kms:EnableKeyRotation kms:TagResource kms:PutKeyPolicy",
+        "kms:PutKeyPolicy kms:EnableKeyRotation kms:UpdateKeyDescription kms:TagResource kms:UntagResource",
+        "kms:ScheduleKeyDeletion",
+        "kms:DescribeKey kms:GetKeyPolicy kms:GetKeyRotationStatus kms:ListResourceTags",
+    ),
+    # --- AWS: registries (EcrRepository)
+    "aws:ecr/repository:Repository": _aws(
+        "amazonelasticcontainerregistry",
+        "ecr:CreateRepository ecr:TagResource",
+        "ecr:PutImageScanningConfiguration ecr:PutImageTagMutability ecr:TagResource ecr:UntagResource",
+        "ecr:DeleteRepository",
+        "ecr:DescribeRepositories ecr:ListTagsForResource",
+    ),
+    "aws:ecr/lifecyclePolicy:LifecyclePolicy": _aws(
+        "amazonelasticcontainerregistry",
+        "ecr:PutLifecyclePolicy",
+        "ecr:PutLifecyclePolicy",
+        "ecr:DeleteLifecyclePolicy",
+        "ecr:GetLifecyclePolicy",
+    ),
+    "aws:ecr/repositoryPolicy:RepositoryPolicy": _aws(
+        "amazonelasticcontainerregistry",
+        "ecr:SetRepositoryPolicy",
+        "ecr:SetRepositoryPolicy",
+        "ecr:DeleteRepositoryPolicy",
+        "ecr:GetRepositoryPolicy",
+    ),
+    "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration": _aws(
+        "amazonelasticcontainerregistry",
+        "ecr:PutRegistryScanningConfiguration inspector2:Enable",
+        "ecr:PutRegistryScanningConfiguration",
+        "ecr:PutRegistryScanningConfiguration",
+        "ecr:GetRegistryScanningConfiguration",
+    ),
+    "docker-build:index:Image": _aws(
+        "amazonelasticcontainerregistry",
+        "ecr:GetAuthorizationToken ecr:BatchCheckLayerAvailability ecr:InitiateLayerUpload "
+        "ecr:UploadLayerPart ecr:CompleteLayerUpload ecr:PutImage ecr:BatchGetImage",
+        "ecr:GetAuthorizationToken ecr:InitiateLayerUpload ecr:UploadLayerPart ecr:CompleteLayerUpload "
+        "ecr:PutImage",
+        "",  # retainOnDelete: images are never deleted by the program
+        "ecr:GetAuthorizationToken ecr:BatchGetImage ecr:DescribeImages",
+        note="the build pushes to the environment's build registry (ECR in every stack)",
+    ),
+    "docker-build:index:Index": Row(
+        "program",
+        "https://www.pulumi.com/registry/packages/docker-build/api-docs/index_/",
+        note="copies an index between registries with the same credentials as the Image rows (ECR, ACR "
+        "with Contributor's push, Artifact Registry with the repository's admin binding, GHCR token)",
+    ),
+    # --- AWS: EKS (EksCluster)
+    "aws:eks/cluster:Cluster": _aws(
+        "amazonelastickubernetesservice",
+        "eks:CreateCluster eks:TagResource eks:DescribeCluster",
+        "eks:UpdateClusterConfig eks:UpdateClusterVersion eks:TagResource eks:UntagResource",
+        "eks:DeleteCluster",
+        "eks:DescribeCluster eks:ListTagsForResource",
+        note="also iam:PassRole of the cluster role to eks.amazonaws.com (the role row)",
+    ),
+    "aws:eks/nodeGroup:NodeGroup": _aws(
+        "amazonelastickubernetesservice",
+        "eks:CreateNodegroup eks:TagResource ec2:RunInstances ec2:CreateLaunchTemplateVersion",
+        "eks:UpdateNodegroupConfig eks:UpdateNodegroupVersion eks:TagResource",
+        "eks:DeleteNodegroup",
+        "eks:DescribeNodegroup",
+        note="also iam:PassRole of the node role to eks.amazonaws.com (the role row)",
+    ),
+    "aws:eks/accessEntry:AccessEntry": _aws(
+        "amazonelastickubernetesservice",
+        "eks:CreateAccessEntry eks:TagResource",
+        "eks:UpdateAccessEntry eks:TagResource",
+        "eks:DeleteAccessEntry",
+        "eks:DescribeAccessEntry",
+    ),
+    "aws:eks/accessPolicyAssociation:AccessPolicyAssociation": _aws(
+        "amazonelastickubernetesservice",
+        "eks:AssociateAccessPolicy",
+        "eks:AssociateAccessPolicy",
+        "eks:DisassociateAccessPolicy",
+        "eks:ListAssociatedAccessPolicies",
+    ),
+    # --- AWS: IAM. Checked per resource against the deploy role's inline policy (role ARNs, boundary).
+    "aws:iam/role:Role": _aws(
+        "awsidentityandaccessmanagementiam",
+        "iam:CreateRole iam:TagRole iam:PutRolePermissionsBoundary iam:PassRole",
+        "iam:UpdateAssumeRolePolicy iam:UpdateRole iam:UpdateRoleDescription iam:TagRole iam:UntagRole "
+        "iam:PutRolePermissionsBoundary iam:PassRole",
+        "iam:DeleteRole iam:ListInstanceProfilesForRole iam:ListAttachedRolePolicies iam:ListRolePolicies",
+        "iam:GetRole iam:ListRoleTags",
+        note="iam:PassRole only to the service STACK_ROLES names for the role (components/runners.py)",
+    ),
+    "aws:iam/rolePolicy:RolePolicy": _aws(
+        "awsidentityandaccessmanagementiam",
+        "iam:PutRolePolicy",
+        "iam:PutRolePolicy",
+        "iam:DeleteRolePolicy",
+        "iam:GetRolePolicy",
+    ),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _aws(
+        "awsidentityandaccessmanagementiam",
+        "iam:AttachRolePolicy iam:GetPolicy",
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:ListAttachedRolePolicies",
+    ),
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": _aws(
+        "awsidentityandaccessmanagementiam",
+        "iam:CreateOpenIDConnectProvider iam:TagOpenIDConnectProvider",
+        "iam:UpdateOpenIDConnectProviderThumbprint iam:AddClientIDToOpenIDConnectProvider "
+        "iam:RemoveClientIDFromOpenIDConnectProvider iam:TagOpenIDConnectProvider "
+        "iam:UntagOpenIDConnectProvider",
+        "iam:DeleteOpenIDConnectProvider",
+        "iam:GetOpenIDConnectProvider",
+        note="the EKS cluster's provider; the GitHub provider belongs to the bootstrap identity",
+    ),
+    "aws:iam/policy:Policy": _aws(
+        "awsidentityandaccessmanagementiam",
+        "iam:CreatePolicy iam:TagPolicy",
+        "iam:CreatePolicyVersion iam:DeletePolicyVersion iam:TagPolicy iam:UntagPolicy",
+        "iam:DeletePolicy",
+        "iam:GetPolicy iam:GetPolicyVersion iam:ListPolicyVersions iam:ListPolicyTags",
+        bootstrap=("create", "update", "delete"),
+        note="the only managed policy is the permissions boundary: the deploy role may not change it",
+    ),
+    # --- AWS: ECS (EcsCluster, EcsService)
+    "aws:ecs/cluster:Cluster": _aws(
+        "amazonelasticcontainerservice",
+        "ecs:CreateCluster ecs:TagResource",
+        "ecs:UpdateCluster ecs:PutClusterCapacityProviders ecs:TagResource ecs:UntagResource",
+        "ecs:DeleteCluster",
+        "ecs:DescribeClusters",
+    ),
+    "aws:ecs/taskDefinition:TaskDefinition": _aws(
+        "amazonelasticcontainerservice",
+        "ecs:RegisterTaskDefinition ecs:TagResource",
+        "ecs:RegisterTaskDefinition ecs:DeregisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition",
+        "ecs:DescribeTaskDefinition",
+        note="also iam:PassRole of the execution and task roles to ecs-tasks.amazonaws.com (the role row)",
+    ),
+    "aws:ecs/service:Service": _aws(
+        "amazonelasticcontainerservice",
+        "ecs:CreateService ecs:TagResource",
+        "ecs:UpdateService ecs:TagResource ecs:UntagResource",
+        "ecs:DeleteService ecs:UpdateService",
+        "ecs:DescribeServices",
+    ),
+    "aws:appautoscaling/target:Target": _aws(
+        "applicationautoscaling",
+        "application-autoscaling:RegisterScalableTarget application-autoscaling:TagResource",
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:DescribeScalableTargets",
+    ),
+    "aws:appautoscaling/policy:Policy": _aws(
+        "applicationautoscaling",
+        "application-autoscaling:PutScalingPolicy",
+        "application-autoscaling:PutScalingPolicy",
+        "application-autoscaling:DeleteScalingPolicy",
+        "application-autoscaling:DescribeScalingPolicies",
+    ),
+    "aws:lb/loadBalancer:LoadBalancer": _aws(
+        "awselasticloadbalancingv2",
+        "elasticloadbalancing:CreateLoadBalancer elasticloadbalancing:ModifyLoadBalancerAttributes "
+        "elasticloadbalancing:AddTags",
+        "elasticloadbalancing:ModifyLoadBalancerAttributes elasticloadbalancing:SetSecurityGroups "
+        "elasticloadbalancing:SetSubnets elasticloadbalancing:AddTags elasticloadbalancing:RemoveTags",
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "elasticloadbalancing:DescribeLoadBalancers elasticloadbalancing:DescribeLoadBalancerAttributes "
+        "elasticloadbalancing:DescribeTags",
+    ),
+    "aws:lb/targetGroup:TargetGroup": _aws(
+        "awselasticloadbalancingv2",
+        "elasticloadbalancing:CreateTargetGroup elasticloadbalancing:ModifyTargetGroupAttributes "
+        "elasticloadbalancing:AddTags",
+        "elasticloadbalancing:ModifyTargetGroup elasticloadbalancing:ModifyTargetGroupAttributes "
+        "elasticloadbalancing:AddTags",
+        "elasticloadbalancing:DeleteTargetGroup",
+        "elasticloadbalancing:DescribeTargetGroups elasticloadbalancing:DescribeTargetGroupAttributes",
+    ),
+    "aws:lb/listener:Listener": _aws(
+        "awselasticloadbalancingv2",
+        "elasticloadbalancing:CreateListener elasticloadbalancing:AddTags",
+        "elasticloadbalancing:ModifyListener elasticloadbalancing:AddTags",
+        "elasticloadbalancing:DeleteListener",
+        "elasticloadbalancing:DescribeListeners",
+    ),
+    "aws:lb/listenerRule:ListenerRule": _aws(
+        "awselasticloadbalancingv2",
+        "elasticloadbalancing:CreateRule elasticloadbalancing:AddTags",
+        "elasticloadbalancing:ModifyRule elasticloadbalancing:SetRulePriorities",
+        "elasticloadbalancing:DeleteRule",
+        "elasticloadbalancing:DescribeRules",
+    ),
+    # --- AWS: the ALB access-log bucket (EcsCluster)
+    "aws:s3/bucket:Bucket": _aws(
+        "amazons3",
+        "s3:CreateBucket s3:PutBucketTagging",
+        "s3:PutBucketTagging",
+        "s3:DeleteBucket",
+        "s3:ListBucket s3:GetBucketTagging s3:GetBucketLocation",
+    ),
+    "aws:s3/bucketPolicy:BucketPolicy": _aws(
+        "amazons3", "s3:PutBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:GetBucketPolicy"
+    ),
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": _aws(
+        "amazons3",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:PutBucketPublicAccessBlock",
+        "s3:GetBucketPublicAccessBlock",
+    ),
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": _aws(
+        "amazons3",
+        "s3:PutBucketOwnershipControls",
+        "s3:PutBucketOwnershipControls",
+        "s3:PutBucketOwnershipControls",
+        "s3:GetBucketOwnershipControls",
+    ),
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": _aws(
+        "amazons3",
+        "s3:PutLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+        "s3:PutLifecycleConfiguration",
+        "s3:GetLifecycleConfiguration",
+    ),
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": _aws(
+        "amazons3",
+        "s3:PutEncryptionConfiguration",
+        "s3:PutEncryptionConfiguration",
+        "s3:PutEncryptionConfiguration",
+        "s3:GetEncryptionConfiguration",
+    ),
+    # --- GCP: permissions, granted by the roles GCP_ROLE_PERMISSIONS lists (tests/test_permissions.py).
+    "gcp:artifactregistry/repository:Repository": Row(
+        "gcp",
+        GCP_ROLES.format("artifactregistry"),
+        ("artifactregistry.repositories.create",),
+        ("artifactregistry.repositories.update",),
+        ("artifactregistry.repositories.delete",),
+        ("artifactregistry.repositories.get",),
+        bootstrap=("create", "delete"),
+        note="the deploy account's admin binding is on the repository itself: it cannot create or delete it",
+    ),
+    "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember": Row(
+        "gcp",
+        GCP_ROLES.format("artifactregistry"),
+        ("artifactregistry.repositories.setIamPolicy", "artifactregistry.repositories.getIamPolicy"),
+        ("artifactregistry.repositories.setIamPolicy",),
+        ("artifactregistry.repositories.setIamPolicy",),
+        ("artifactregistry.repositories.get",),
+        preview_gap="reading a binding needs getIamPolicy; preview diffs it from state (no refresh)",
+    ),
+    "gcp:cloudrunv2/service:Service": Row(
+        "gcp",
+        GCP_ROLES.format("run"),
+        ("run.services.create", "run.operations.get", "iam.serviceAccounts.actAs"),
+        ("run.services.update", "run.operations.get", "iam.serviceAccounts.actAs"),
+        ("run.services.delete",),
+        ("run.services.get",),
+    ),
+    "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": Row(
+        "gcp",
+        GCP_ROLES.format("run"),
+        ("run.services.setIamPolicy", "run.services.getIamPolicy"),
+        ("run.services.setIamPolicy",),
+        ("run.services.setIamPolicy",),
+        ("run.services.getIamPolicy",),
+        note="the deploy account's run.admin is granted on each service: a new service's first "
+        "binding is the bootstrap identity's (it adds the grant in the same update)",
+    ),
+    "gcp:serviceaccount/account:Account": Row(
+        "gcp",
+        GCP_ROLES.format("iam"),
+        ("iam.serviceAccounts.create",),
+        ("iam.serviceAccounts.update",),
+        ("iam.serviceAccounts.delete",),
+        ("iam.serviceAccounts.get",),
+        bootstrap=("create", "update", "delete"),
+        note="runtime accounts come with their service (bootstrap identity); never project-wide SA admin",
+    ),
+    "gcp:serviceaccount/iAMMember:IAMMember": Row(
+        "gcp",
+        GCP_ROLES.format("iam"),
+        ("iam.serviceAccounts.setIamPolicy",),
+        ("iam.serviceAccounts.setIamPolicy",),
+        ("iam.serviceAccounts.setIamPolicy",),
+        ("iam.serviceAccounts.getIamPolicy",),
+        bootstrap=("create", "update", "delete"),
+        preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
+    ),
+    "gcp:projects/iAMMember:IAMMember": Row(
+        "gcp",
+        GCP_ROLES.format("resourcemanager"),
+        ("resourcemanager.projects.setIamPolicy",),
+        ("resourcemanager.projects.setIamPolicy",),
+        ("resourcemanager.projects.setIamPolicy",),
+        ("resourcemanager.projects.getIamPolicy",),
+        bootstrap=("create", "update", "delete"),
+        note="only the pipeline identities' own grants: project IAM admin would be an escalation",
+        preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
+    ),
+    "gcp:projects/service:Service": Row(
+        "gcp",
+        GCP_ROLES.format("serviceusage"),
+        ("serviceusage.services.enable",),
+        ("serviceusage.services.enable",),
+        (),  # disableOnDestroy false: never disabled
+        ("serviceusage.services.get",),
+        bootstrap=("create", "update"),
+    ),
+    "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": Row(
+        "gcp",
+        GCP_ROLES.format("iam"),
+        ("iam.workloadIdentityPools.create",),
+        ("iam.workloadIdentityPools.update",),
+        ("iam.workloadIdentityPools.delete",),
+        ("iam.workloadIdentityPools.get",),
+        bootstrap=("create", "update", "delete"),
+    ),
+    "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider": Row(
+        "gcp",
+        GCP_ROLES.format("iam"),
+        ("iam.workloadIdentityPoolProviders.create",),
+        ("iam.workloadIdentityPoolProviders.update",),
+        ("iam.workloadIdentityPoolProviders.delete",),
+        ("iam.workloadIdentityPoolProviders.get",),
+        bootstrap=("create", "update", "delete"),
+    ),
+    # --- Azure: operations at the resource group's scope (Contributor, Reader, RBAC Administrator).
+    "azure-native:resources:ResourceGroup": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("management-and-governance"),
+        ("Microsoft.Resources/subscriptions/resourceGroups/write",),
+        ("Microsoft.Resources/subscriptions/resourceGroups/write",),
+        ("Microsoft.Resources/subscriptions/resourceGroups/delete",),
+        ("Microsoft.Resources/subscriptions/resourceGroups/read",),
+        bootstrap=("create", "delete"),
+        note="the deploy identity's grants are scoped to the group: it cannot create or delete it",
+    ),
+    "azure-native:containerregistry:Registry": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("containers"),
+        ("Microsoft.ContainerRegistry/registries/write",),
+        ("Microsoft.ContainerRegistry/registries/write", "Microsoft.ContainerRegistry/registries/push/write"),
+        ("Microsoft.ContainerRegistry/registries/delete",),
+        ("Microsoft.ContainerRegistry/registries/read",),
+    ),
+    "azure-native:containerinstance:ContainerGroup": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("containers"),
+        (
+            "Microsoft.ContainerInstance/containerGroups/write",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+        ),
+        ("Microsoft.ContainerInstance/containerGroups/write",),
+        ("Microsoft.ContainerInstance/containerGroups/delete",),
+        ("Microsoft.ContainerInstance/containerGroups/read",),
+    ),
+    "azure-native:managedidentity:UserAssignedIdentity": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("identity"),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/write",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/write",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/delete",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/read",),
+    ),
+    "azure-native:managedidentity:FederatedIdentityCredential": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("identity"),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete",),
+        ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read",),
+        bootstrap=("create", "update", "delete"),
+    ),
+    "azure-native:authorization:RoleAssignment": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("privileged"),
+        ("Microsoft.Authorization/roleAssignments/write",),
+        ("Microsoft.Authorization/roleAssignments/write",),
+        ("Microsoft.Authorization/roleAssignments/delete",),
+        ("Microsoft.Authorization/roleAssignments/read",),
+        note="RBAC Administrator, conditioned on AZURE_ASSIGNED_ROLES (components/runners.py)",
+    ),
+    **{
+        f"azure-native:cdn:{kind}": Row(
+            "azure",
+            AZURE_PERMISSIONS.format("networking"),
+            (f"Microsoft.Cdn/profiles/{path}write",),
+            (f"Microsoft.Cdn/profiles/{path}write",),
+            (f"Microsoft.Cdn/profiles/{path}delete",),
+            (f"Microsoft.Cdn/profiles/{path}read",),
+        )
+        for kind, path in (
+            ("Profile", ""),
+            ("AFDEndpoint", "afdEndpoints/"),
+            ("AFDOriginGroup", "originGroups/"),
+            ("AFDOrigin", "originGroups/origins/"),
+            ("Route", "afdEndpoints/routes/"),
+        )
+    },
+    # --- Kubernetes: RBAC verbs; the deploy role's AmazonEKSClusterAdminPolicy is cluster-admin, the
+    # preview role's AmazonEKSViewPolicy is `view` (no Secrets) (EKS access policy permissions).
+    "kubernetes:core/v1:Namespace": _k8s("namespaces"),
+    "kubernetes:core/v1:ServiceAccount": _k8s("serviceaccounts"),
+    "kubernetes:core/v1:Service": _k8s("services"),
+    "kubernetes:core/v1:ConfigMap": _k8s("configmaps"),
+    "kubernetes:core/v1:Secret": Row(
+        "kubernetes",
+        EKS_ACCESS,
+        ("create secrets",),
+        ("patch secrets",),
+        ("delete secrets",),
+        ("get secrets",),
+        preview_gap="view excludes Secrets on purpose (the GitHub App key); pulumi-kubernetes falls back "
+        "to a client-side diff when the server-side dry run is forbidden (pulumi-kubernetes#2419)",
+    ),
+    "kubernetes:apps/v1:Deployment": _k8s("deployments", "apps"),
+    "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": _k8s("horizontalpodautoscalers", "autoscaling"),
+    "kubernetes:policy/v1:PodDisruptionBudget": _k8s("poddisruptionbudgets", "policy"),
+    "kubernetes:networking.k8s.io/v1:Ingress": _k8s("ingresses", "networking.k8s.io"),
+    "kubernetes:rbac.authorization.k8s.io/v1:Role": Row(
+        "kubernetes",
+        K8S_RBAC,
+        ("create rbac.authorization.k8s.io/roles", "escalate rbac.authorization.k8s.io/roles"),
+        ("patch rbac.authorization.k8s.io/roles", "escalate rbac.authorization.k8s.io/roles"),
+        ("delete rbac.authorization.k8s.io/roles",),
+        ("get rbac.authorization.k8s.io/roles",),
+    ),
+    "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": Row(
+        "kubernetes",
+        K8S_RBAC,
+        ("create rbac.authorization.k8s.io/rolebindings", "bind rbac.authorization.k8s.io/roles"),
+        ("patch rbac.authorization.k8s.io/rolebindings", "bind rbac.authorization.k8s.io/roles"),
+        ("delete rbac.authorization.k8s.io/rolebindings",),
+        ("get rbac.authorization.k8s.io/rolebindings",),
+    ),
+    "kubernetes:helm.sh/v3:Release": Row(
+        "kubernetes",
+        "https://helm.sh/docs/topics/rbac/",
+        ("* */*",),  # CRDs, ClusterRoles, webhooks: what the charts install
+        ("* */*",),
+        ("* */*",),
+        ("get secrets", "list secrets"),  # Helm keeps each release's record in a Secret
+        note="AWS Load Balancer Controller and ARC charts install cluster-scoped objects: cluster-admin",
+        preview_gap="the release record is a Secret, which view cannot read: a preview shows the chart "
+        "change from state and does not see drift made outside Pulumi",
+    ),
+    # --- Pulumi itself: components and providers call no cloud API.
+    **{
+        f"pouw:index:{component}": _program("a ComponentResource: a grouping in state, no cloud call")
+        for component in (
+            "AciService",
+            "AcrRegistry",
+            "ArtifactRegistry",
+            "AwsNetwork",
+            "CiRunners",
+            "CloudRunService",
+            "EcrRepository",
+            "EcsCluster",
+            "EcsService",
+            "EksCluster",
+            "EksService",
+            "FrontDoor",
+            "ImageBuild",
+            "PipelineIdentities",
+        )
+    },
+    "pulumi:providers:kubernetes": _program("a provider instance (kubeconfig with `aws eks get-token`)"),
+    "pulumi:providers:docker": _program("a provider instance (registry credentials of the rows above)"),
+    "pulumi:providers:docker-build": _program("a provider instance (registry credentials of the rows above)"),
+}
+
+
+def row(resource_type: str) -> Row:
+    """The row for a type, or an error that says where to add it."""
+    try:
+        return PERMISSIONS[resource_type]
+    except KeyError:
+        raise KeyError(
+            f"{resource_type} has no row in components/permissions.py PERMISSIONS: add the actions its "
+            "create, update, delete and read call (cite the cloud's reference), then make sure the deploy "
+            "and preview identities grant them"
+        ) from None
+
+
+# What the grants the identities hold contain, as far as the rows need (each from its reference page):
+# the test evaluates the rows against these, so a grant that stops covering a row fails offline.
+AWS_MANAGED = "https://docs.aws.amazon.com/aws-managed-policy/latest/reference/{}.html"
+# PowerUserAccess: every service but IAM, Organizations and Account management.
+POWER_USER_ACCESS = {
+    "Statement": [
+        {"Effect": "Allow", "NotAction": ["iam:*", "organizations:*", "account:*"], "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": [
+                "iam:CreateServiceLinkedRole",
+                "iam:DeleteServiceLinkedRole",
+                "iam:ListRoles",
+                "organizations:DescribeOrganization",
+                "account:ListRegions",
+                "account:GetAccountInformation",
+            ],
+            "Resource": "*",
+        },
+    ]
+}
+# ReadOnlyAccess, in its shape: the Describe, Get, List and BatchGet calls of every service (the managed
+# policy lists them service by service).
+READ_ONLY_ACCESS = {
+    "Statement": [
+        {"Effect": "Allow", "Action": ["*:Describe*", "*:Get*", "*:List*", "*:BatchGet*"], "Resource": "*"}
+    ]
+}
+
+
+def _perms(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+GCP_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "roles/run.developer": _perms(
+        "run.services.create run.services.update run.services.delete run.services.get run.services.list "
+        "run.services.getIamPolicy run.operations.get run.operations.list run.revisions.get "
+        "run.revisions.list run.revisions.delete run.configurations.get run.routes.get run.locations.list"
+    ),
+    "roles/run.viewer": _perms(
+        "run.services.get run.services.list run.services.getIamPolicy run.operations.get "
+        "run.revisions.get run.revisions.list run.configurations.get run.routes.get run.locations.list"
+    ),
+    "roles/artifactregistry.reader": _perms(
+        "artifactregistry.repositories.get artifactregistry.repositories.list "
+        "artifactregistry.repositories.downloadArtifacts artifactregistry.dockerimages.get"
+    ),
+    "roles/iam.serviceAccountUser": _perms(
+        "iam.serviceAccounts.actAs iam.serviceAccounts.get iam.serviceAccounts.list"
+    ),
+    "roles/iam.serviceAccountViewer": _perms("iam.serviceAccounts.get iam.serviceAccounts.list"),
+    "roles/iam.workloadIdentityPoolViewer": _perms(
+        "iam.workloadIdentityPools.get iam.workloadIdentityPools.list "
+        "iam.workloadIdentityPoolProviders.get iam.workloadIdentityPoolProviders.list"
+    ),
+    "roles/serviceusage.serviceUsageConsumer": _perms(
+        "serviceusage.services.get serviceusage.services.list serviceusage.services.use"
+    ),
+    "roles/serviceusage.serviceUsageViewer": _perms("serviceusage.services.get serviceusage.services.list"),
+}
+GCP_ROLE_PERMISSIONS["roles/run.admin"] = GCP_ROLE_PERMISSIONS["roles/run.developer"] | {
+    "run.services.setIamPolicy"
+}
+GCP_ROLE_PERMISSIONS["roles/artifactregistry.admin"] = GCP_ROLE_PERMISSIONS[
+    "roles/artifactregistry.reader"
+] | {
+    "artifactregistry.repositories.create",
+    "artifactregistry.repositories.update",
+    "artifactregistry.repositories.delete",
+    "artifactregistry.repositories.getIamPolicy",
+    "artifactregistry.repositories.setIamPolicy",
+    "artifactregistry.repositories.uploadArtifacts",
+}
+# Azure built-in roles (AZURE_PERMISSIONS "privileged" and "general"): Contributor's NotActions,
+# Reader's Actions; Role Based Access Control Administrator writes and deletes role assignments.
+AZURE_CONTRIBUTOR_NOT_ACTIONS = (
+    "Microsoft.Authorization/*/Delete",
+    "Microsoft.Authorization/*/Write",
+    "Microsoft.Authorization/elevateAccess/Action",
+    "Microsoft.Blueprint/blueprintAssignments/write",
+    "Microsoft.Blueprint/blueprintAssignments/delete",
+    "Microsoft.Compute/galleries/share/action",
+    "Microsoft.Purview/consents/write",
+    "Microsoft.Purview/consents/delete",
+    "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+)
+AZURE_READER_ACTIONS = ("*/read",)
+AZURE_RBAC_ADMIN_ACTIONS = (
+    "*/read",
+    "Microsoft.Authorization/roleAssignments/write",
+    "Microsoft.Authorization/roleAssignments/delete",
+)
