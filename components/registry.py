@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pulumi
 import pulumi_aws.ecr as ecr
@@ -55,6 +55,20 @@ class PushTarget:
     kind: str  # ecr | acr | artifactRegistry | ghcr
     repository_url: pulumi.Output[str]  # host/path/<service>, no tag
     credentials: docker_build.RegistryArgs
+
+
+class Registry(Protocol):
+    """The one registry protocol: what an image build pushes to and what a target pulls from.
+
+    `target(service)` is where the service's image goes and how to log in (made once per service);
+    `pinned(service)` turns a tag an earlier update pushed into `repository@sha256:...`.
+    """
+
+    kind: str
+
+    def target(self, service: str) -> PushTarget: ...
+
+    def pinned(self, service: str) -> Callable[[str], pulumi.Output[str]]: ...
 
 
 def build_registry(registries: RegistriesSettings) -> str:
@@ -354,6 +368,8 @@ class AcrRegistry(_RemoteRegistry):
     `pulumi up` only; a preview shows the password as unknown.
     """
 
+    kind = "acr"
+
     login_server: pulumi.Output[str]
     registry_id: pulumi.Output[str]
 
@@ -413,6 +429,8 @@ class ArtifactRegistryArgs:
 class ArtifactRegistry(_RemoteRegistry):
     """A Google Artifact Registry Docker repository: immutable tags, cleanup policies, CMEK if set."""
 
+    kind = "artifactRegistry"
+
     host: str
     repository_path: pulumi.Output[str]
 
@@ -468,6 +486,54 @@ class ArtifactRegistry(_RemoteRegistry):
                 password=pulumi.Output.secret(client.access_token),
             ),
         )
+
+
+class EcrRegistry:
+    """ECR behind the Registry protocol: one `EcrRepository` (`<service>-ecr`) per service, made on
+    first use; its `pinned` reads ECR's own data source."""
+
+    kind = "ecr"
+
+    def __init__(self, settings: EcrSettings, tags: Callable[[str], dict[str, str]], protect: bool) -> None:
+        self.settings = settings
+        self._tags = tags
+        self._protect = protect
+        self.repositories: dict[str, EcrRepository] = {}
+        self._targets: dict[str, PushTarget] = {}
+
+    def repository(self, service: str) -> EcrRepository:
+        if service not in self.repositories:
+            self.repositories[service] = EcrRepository(
+                f"{service}-ecr",
+                EcrRepositoryArgs(
+                    service=service, settings=self.settings, tags=self._tags(service), protect=self._protect
+                ),
+            )
+        return self.repositories[service]
+
+    def target(self, service: str) -> PushTarget:
+        if service not in self._targets:
+            self._targets[service] = self.repository(service).target()
+        return self._targets[service]
+
+    def pinned(self, service: str) -> Callable[[str], pulumi.Output[str]]:
+        return self.repository(service).pinned
+
+
+class GhcrRegistry:
+    """GHCR behind the Registry protocol: a distribution registry no target pulls from."""
+
+    kind = "ghcr"
+
+    def __init__(self, settings: GhcrSettings, token: pulumi.Input[str]) -> None:
+        self.settings = settings
+        self._token = token
+
+    def target(self, service: str) -> PushTarget:
+        return ghcr_target(self.settings, service, self._token)
+
+    def pinned(self, service: str) -> Callable[[str], pulumi.Output[str]]:
+        raise NotImplementedError("no target pulls from GHCR: it distributes images, nothing deploys from it")
 
 
 def ghcr_target(settings: GhcrSettings, service: str, token: pulumi.Input[str]) -> PushTarget:

@@ -308,12 +308,33 @@ def run_program(
 
     `registry` (see `PlaceholderMocks`) carries what one run pushed into the next.
     """
+    main = str(project_dir.resolve() / "__main__.py")
+
+    def program() -> None:
+        runpy.run_path(main, run_name="__main__")
+
+    return run_function(program, project_dir, config, preview, registry)
+
+
+def run_function(
+    program: Callable[[], None],
+    project_dir: Path,
+    config: StackConfig,
+    preview: bool = True,
+    registry: dict[str, str] | None = None,
+) -> ProgramRun:
+    """Run `program` under the same mocks as a whole program: what tests use to build components
+    directly (with the stack's config set, from `project_dir`), as pulumi-awsx's tests do."""
     context = contextvars.Context()  # fresh Pulumi settings, config and root stack
-    return context.run(_run_program, project_dir.resolve(), config, preview, registry)
+    return context.run(_run_program, program, project_dir.resolve(), config, preview, registry)
 
 
 def _run_program(
-    project_dir: Path, config: StackConfig, preview: bool, registry: dict[str, str] | None
+    program: Callable[[], None],
+    project_dir: Path,
+    config: StackConfig,
+    preview: bool,
+    registry: dict[str, str] | None,
 ) -> ProgramRun:
     region = config.values.get("aws:region", "us-east-1")
     mocks = PlaceholderMocks(region, registry)
@@ -333,11 +354,6 @@ def _run_program(
             monitor=monitor,
         )
         pulumi.runtime.set_all_config(dict(config.values), list(config.secret_keys))
-        main = str(project_dir / "__main__.py")
-
-        def program() -> None:
-            runpy.run_path(main, run_name="__main__")
-
         with _working_directory(project_dir):
             try:
                 loop.run_until_complete(run_pulumi_func(program))

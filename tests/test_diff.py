@@ -95,11 +95,11 @@ def rename_key_and_bump_idle_slot(repo: Path) -> None:
 def rename_component_with_alias(repo: Path) -> None:
     """prod: each service's EcrRepository component is renamed `<svc>-images`, aliased to `<svc>-ecr`."""
     replace_in(
-        repo / "__main__.py",
-        'f"{service.name}-ecr",\n            EcrRepositoryArgs(',
-        'f"{service.name}-images",\n'
-        '            opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{service.name}-ecr")]),\n'
-        "            args=EcrRepositoryArgs(",
+        repo / "components" / "registry.py",
+        'f"{service}-ecr",\n                EcrRepositoryArgs(',
+        'f"{service}-images",\n'
+        '                opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"{service}-ecr")]),\n'
+        "                args=EcrRepositoryArgs(",
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
@@ -24,7 +25,10 @@ import pulumi_azure_native.managedidentity as managedidentity
 from components.registry import AcrRegistry
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import AciSettings, ServiceSettings
-from components.targets.base import TargetEndpoints, cpu_cores, memory_gib
+from components.targets.base import ContainerSpec, Target, TargetEndpoints, cpu_cores, memory_gib
+
+if TYPE_CHECKING:
+    from components.context import StackContext
 
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in AcrPull
 MAX_ORIGIN_WEIGHT = 1000
@@ -220,14 +224,9 @@ class AciService(pulumi.ComponentResource):
             period_seconds=10,
             failure_threshold=3,
         )
-        plain = {
-            **svc.environment,
-            "PORT": str(svc.port),
-            "APP_VERSION": slot.version,
-            "APP_SLOT": slot.workload,
-        }
         environment = [
-            containerinstance.EnvironmentVariableArgs(name=k, value=v) for k, v in sorted(plain.items())
+            containerinstance.EnvironmentVariableArgs(name=k, value=v)
+            for k, v in ContainerSpec.of(svc, slot).sorted_environment()
         ]
         environment += [
             containerinstance.EnvironmentVariableArgs(name=k, secure_value=v)
@@ -280,3 +279,55 @@ class AciService(pulumi.ComponentResource):
             tags={**args.tags, "slot": slot.workload},
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+class AciTarget(Target):
+    """ACI: a container group per slot behind the environment's Azure Front Door, origin weights."""
+
+    key = "aci"
+    settings_key = "aci"
+    registry = "acr"
+    workload_types = frozenset({"azure-native:containerinstance:ContainerGroup"})
+    routing_types = frozenset({"azure-native:cdn:AFDOrigin"})
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        assert s.aci is not None and s.azure is not None and ctx.resource_group is not None
+        registry = ctx.registries["acr"]
+        assert isinstance(registry, AcrRegistry)
+        self.registry_ = registry
+        self.resource_group_name = ctx.resource_group.name
+        self.front_door = FrontDoor(
+            "front-door",
+            FrontDoorArgs(
+                settings=s.aci,
+                resource_group_name=ctx.resource_group.name,
+                environment=s.environment,
+                tags=s.tags(),
+                protect=ctx.protect,
+            ),
+        )
+
+    def deploy(
+        self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
+    ) -> TargetEndpoints:
+        s = self.ctx.settings
+        assert s.aci is not None and s.azure is not None
+        return AciService(
+            f"{service.name}-aci",
+            AciServiceArgs(
+                service=service,
+                plan=plan,
+                images=images,
+                settings=s.aci,
+                registry=self.registry_,
+                front_door=self.front_door,
+                resource_group_name=self.resource_group_name,
+                location=s.azure.location,
+                environment=s.environment,
+                secure_environment=self.ctx.secrets(service.azure_secure_environment),
+                tags=s.tags(service.name),
+                protect=self.ctx.protect,
+            ),
+        ).endpoints

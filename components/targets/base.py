@@ -1,12 +1,84 @@
-"""What every target reports, whatever its platform: the shape of the stack outputs."""
+"""What every target shares: the Target interface, the one container contract and the output shape.
+
+A target is one platform behind one interface (`Target`): the config key services name it by, the
+registry it pulls from, the resource types that are its workloads and its routing (the policy pack and
+preflight's plan diff must know them: tests/test_targets.py checks), its shared infrastructure (made once
+per stack, in its constructor) and `deploy(service, plan, images)`. `components/targets/__init__.py`
+holds the only list (`TARGETS`).
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
+
+from components.rollout import RolloutPlan, SlotPlan
+from components.settings import ResourceSettings, ServiceSettings
+
+if TYPE_CHECKING:
+    from components.context import StackContext
+
+# The one uid/gid every container runs as, on every platform (the image's user: app/Dockerfile).
+RUN_AS_UID = 10001
+RUN_AS_GID = 10001
+# TLS 1.3 and 1.2 only, on every AWS load balancer listener the targets make.
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """The container contract, built once per service and slot and only translated per target.
+
+    `environment` is what the application reads: the service's own `environment` settings, then
+    PORT, APP_VERSION and APP_SLOT (the platform's values win over a user's of the same name).
+    """
+
+    port: int
+    health_path: str
+    version: str
+    slot: str
+    service_environment: Mapping[str, str]
+    resources: ResourceSettings
+    uid: int = RUN_AS_UID
+    gid: int = RUN_AS_GID
+
+    @classmethod
+    def of(cls, service: ServiceSettings, slot: SlotPlan) -> ContainerSpec:
+        return cls(
+            port=service.port,
+            health_path=service.health_path,
+            version=slot.version,
+            slot=slot.workload,
+            service_environment=dict(service.environment),
+            resources=service.resources,
+        )
+
+    @property
+    def platform_environment(self) -> dict[str, str]:
+        """What the platform sets, in this order: PORT, APP_VERSION, APP_SLOT."""
+        return {"PORT": str(self.port), "APP_VERSION": self.version, "APP_SLOT": self.slot}
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {**self.service_environment, **self.platform_environment}
+
+    def sorted_environment(self) -> list[tuple[str, str]]:
+        return sorted(self.environment.items())
+
+    def ordered_environment(self) -> list[tuple[str, str]]:
+        """The service's own variables (sorted), then the platform's in their fixed order."""
+        platform = self.platform_environment
+        own = sorted((k, v) for k, v in self.service_environment.items() if k not in platform)
+        return own + list(platform.items())
+
+    @property
+    def user(self) -> str:
+        """`uid:gid`, the form ECS task definitions take."""
+        return f"{self.uid}:{self.gid}"
 
 
 @dataclass(frozen=True)
@@ -23,6 +95,26 @@ class TargetEndpoints:
             "weights": dict(self.weights),
             "images": dict(self.images),
         }
+
+
+class Target(ABC):
+    """One deployment platform. Constructed once per stack when a service uses it."""
+
+    key: ClassVar[str]  # the name in services[].targets (and the settings block, see settings_key)
+    settings_key: ClassVar[str]  # pouw-cicd:<settings_key>
+    registry: ClassVar[str]  # the registry kind its workloads pull from (components/registry.py)
+    needs_network: ClassVar[bool] = False  # runs in the stack's AWS VPC
+    workload_types: ClassVar[frozenset[str]]  # resource types that run the containers
+    routing_types: ClassVar[frozenset[str]]  # resource types that split traffic between slots
+
+    def __init__(self, ctx: StackContext) -> None:
+        self.ctx = ctx
+
+    @abstractmethod
+    def deploy(
+        self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
+    ) -> TargetEndpoints:
+        """The service on this platform: one workload per slot, routing by the plan's weights."""
 
 
 def cpu_cores(quantity: str) -> float:

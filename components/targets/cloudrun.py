@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_gcp.artifactregistry as artifactregistry
@@ -35,11 +35,17 @@ import pulumi_gcp.serviceaccount as serviceaccount
 from components.registry import ArtifactRegistry
 from components.rollout import RolloutPlan
 from components.settings import CloudRunSettings, GcpSettings, ServiceSettings
-from components.targets.base import TargetEndpoints, cpu_cores
+from components.targets.base import Target, TargetEndpoints, cpu_cores
+
+if TYPE_CHECKING:
+    from components.context import StackContext
 
 # Hex characters of the template hash in a revision name, and the room left for `<service>-<version>`.
 HASH_CHARS = 8
 _BASE_CHARS = 63 - 2 - HASH_CHARS
+
+
+CLOUD_RUN_SERVICE = "gcp:cloudrunv2/service:Service"
 
 
 def _base(service: str, version: str) -> str:
@@ -275,3 +281,45 @@ class CloudRunService(pulumi.ComponentResource):
             images=dict(args.images),
         )
         self.register_outputs(self.endpoints.as_outputs())
+
+
+class CloudRunTarget(Target):
+    """Cloud Run: one service per app, a named revision per version, `traffics` percents and tags."""
+
+    key = "cloudrun"
+    settings_key = "cloudRun"
+    registry = "artifactRegistry"
+    workload_types = frozenset({CLOUD_RUN_SERVICE})
+    routing_types = frozenset({CLOUD_RUN_SERVICE})  # the same resource: `traffics` only moves traffic
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        assert s.gcp is not None and s.cloud_run is not None
+        registry = ctx.registries["artifactRegistry"]
+        assert isinstance(registry, ArtifactRegistry)
+        self.registry_ = registry
+        # The services made, by app: the pipeline identities grant the deploy account on each.
+        self.services: dict[str, CloudRunService] = {}
+
+    def deploy(
+        self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
+    ) -> TargetEndpoints:
+        s = self.ctx.settings
+        assert s.gcp is not None and s.cloud_run is not None
+        run = CloudRunService(
+            f"{service.name}-cloudrun",
+            CloudRunServiceArgs(
+                service=service,
+                plan=plan,
+                images=images,
+                settings=s.cloud_run,
+                gcp=s.gcp,
+                registry=self.registry_,
+                ingress=s.cloud_run_ingress,
+                labels=s.labels(service.name),
+                protect=self.ctx.protect,
+            ),
+        )
+        self.services[service.name] = run
+        return run.endpoints

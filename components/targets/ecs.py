@@ -18,6 +18,7 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pulumi
 import pulumi_aws.appautoscaling as appautoscaling
@@ -36,11 +37,12 @@ from components.iam import document, service_role
 from components.network import AwsNetwork
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import EcsSettings, ServiceSettings
-from components.targets.base import TargetEndpoints
+from components.targets.base import TLS_POLICY, ContainerSpec, Target, TargetEndpoints
 
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+if TYPE_CHECKING:
+    from components.context import StackContext
+
 CONTAINER = "app"
-RUN_AS = "10001:10001"
 
 
 @dataclass(frozen=True)
@@ -253,23 +255,18 @@ def container_definition(
             "-c",
             f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)",
         ]
-    environment = {
-        **service.environment,
-        "PORT": str(service.port),
-        "APP_VERSION": slot.version,
-        "APP_SLOT": slot.workload,
-    }
+    spec = ContainerSpec.of(service, slot)
     return json.dumps(
         [
             {
                 "name": CONTAINER,
                 "image": image,
                 "essential": True,
-                "user": RUN_AS,
+                "user": spec.user,
                 "privileged": False,
                 "readonlyRootFilesystem": True,
                 "portMappings": [{"containerPort": service.port, "protocol": "tcp"}],
-                "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+                "environment": [{"name": k, "value": v} for k, v in spec.sorted_environment()],
                 "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(service.runtime_secrets.items())],
                 "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
                 "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
@@ -685,3 +682,54 @@ class EcsService(pulumi.ComponentResource):
                 else None
             ),
         )
+
+
+class EcsTarget(Target):
+    """ECS Fargate: the environment's cluster (in the shared VPC), a service and target group per slot
+    behind a weighted ALB listener rule (or ECS-native deployments)."""
+
+    key = "ecs"
+    settings_key = "ecs"
+    registry = "ecr"
+    needs_network = True
+    workload_types = frozenset({"aws:ecs/service:Service", "aws:ecs/taskDefinition:TaskDefinition"})
+    routing_types = frozenset({"aws:lb/listenerRule:ListenerRule"})
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        assert s.ecs is not None and ctx.network is not None and s.network is not None
+        self.settings = s.ecs
+        self.network = ctx.network
+        self.vpc_cidr = s.network.cidr
+        self.cluster = EcsCluster(
+            "ecs",
+            EcsClusterArgs(
+                settings=s.ecs,
+                network=ctx.network,
+                cluster_name=ctx.cluster_name,
+                tags=s.tags(),
+                protect=ctx.protect,
+                encrypt_logs=s.is_prod,
+                permissions_boundary=ctx.boundary,
+            ),
+        )
+
+    def deploy(
+        self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
+    ) -> TargetEndpoints:
+        return EcsService(
+            f"{service.name}-ecs",
+            EcsServiceArgs(
+                service=service,
+                plan=plan,
+                images=images,
+                cluster=self.cluster,
+                network=self.network,
+                settings=self.settings,
+                vpc_cidr=self.vpc_cidr,
+                tags=self.ctx.settings.tags(service.name),
+                protect=self.ctx.protect,
+                permissions_boundary=self.ctx.boundary,
+            ),
+        ).endpoints

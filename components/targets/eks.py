@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_aws.cloudwatch as cloudwatch
@@ -42,13 +42,14 @@ from components.iam import irsa_trust, service_role
 from components.network import AwsNetwork
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import EksSettings, ServiceSettings
-from components.targets.base import TargetEndpoints
+from components.targets.base import TLS_POLICY, ContainerSpec, Target, TargetEndpoints
+
+if TYPE_CHECKING:
+    from components.context import StackContext
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 LB_CONTROLLER = "aws-load-balancer-controller"
-TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DROP_INVALID_HEADERS = "routing.http.drop_invalid_header_fields.enabled=true"
-RUN_AS = 10001
 EKS_ACCESS_POLICIES = "arn:aws:eks::aws:cluster-access-policy"
 # The AWS Load Balancer Controller's IAM policy, exactly as published for the app version the default
 # chart installs (chart 1.13.4 = controller v2.13.4), tag conditions and all: it may change only the load
@@ -359,13 +360,14 @@ def probe(service: ServiceSettings, period: int, failures: int) -> core.ProbeArg
 
 def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str]) -> core.PodSpecArgsDict:
     """Pod Security Standards `restricted`, probes on the health path, requests and limits."""
+    spec = ContainerSpec.of(service, slot)
     return {
         "service_account_name": service.name,
         "automount_service_account_token": False,
         "security_context": {
             "run_as_non_root": True,
-            "run_as_user": RUN_AS,
-            "run_as_group": RUN_AS,
+            "run_as_user": spec.uid,
+            "run_as_group": spec.gid,
             "seccomp_profile": {"type": "RuntimeDefault"},
         },
         "topology_spread_constraints": [
@@ -381,11 +383,8 @@ def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str])
                 "name": "app",
                 "image": image,
                 "ports": [{"name": "http", "container_port": service.port}],
-                "env": [
-                    {"name": "PORT", "value": str(service.port)},
-                    {"name": "APP_VERSION", "value": slot.version},
-                    {"name": "APP_SLOT", "value": slot.workload},
-                ],
+                # The one container contract: the service's `environment`, then the platform's.
+                "env": [{"name": k, "value": v} for k, v in spec.ordered_environment()],
                 "resources": {
                     "requests": {"cpu": service.resources.cpu, "memory": service.resources.memory},
                     "limits": {"cpu": service.resources.cpu_limit, "memory": service.resources.memory_limit},
@@ -587,3 +586,48 @@ class EksService(pulumi.ComponentResource):
             opts=k8s,
         )
         return created
+
+
+class EksTarget(Target):
+    """EKS: the environment's hardened cluster (in the shared VPC), a Deployment per slot, routing by
+    Service selector (blue-green) or ALB-weighted Ingress actions (canary)."""
+
+    key = "eks"
+    settings_key = "eks"
+    registry = "ecr"
+    needs_network = True
+    workload_types = frozenset({"kubernetes:apps/v1:Deployment"})
+    routing_types = frozenset({"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress"})
+
+    def __init__(self, ctx: StackContext) -> None:
+        super().__init__(ctx)
+        s = ctx.settings
+        assert s.eks is not None and ctx.network is not None  # settings validation guarantees both
+        self.settings = s.eks
+        self.cluster = EksCluster(
+            "eks",
+            EksClusterArgs(
+                settings=s.eks,
+                network=ctx.network,
+                cluster_name=ctx.cluster_name,
+                public_endpoint=s.eks_public_endpoint,
+                tags=s.tags(),
+                protect=ctx.protect,
+                permissions_boundary=ctx.boundary,
+            ),
+        )
+
+    def deploy(
+        self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
+    ) -> TargetEndpoints:
+        return EksService(
+            f"{service.name}-eks",
+            EksServiceArgs(
+                service=service,
+                plan=plan,
+                images=images,
+                provider=self.cluster.provider,
+                settings=self.settings,
+                environment=self.ctx.settings.environment,
+            ),
+        ).endpoints
