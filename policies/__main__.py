@@ -1,28 +1,30 @@
 """The pouw-cicd policy pack: security and quality gates, enforced per environment.
 
-Stands alone: it imports nothing from the program. Enforcement levels and allow-lists come from
-`config/<stack>.json` (`pulumi preview --policy-pack policies --policy-pack-config ...`).
+Stands alone: it imports nothing from the program. Each module declares its policies with the
+`pack_support` decorators, which register them in declaration order; importing a module is what adds
+its policies. Enforcement levels and allow-lists come from `config/<stack>.json`
+(`pulumi preview --policy-pack policies --policy-pack-config ...`).
 """
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-import cluster_network
-import identity
-import images_registries
-import quality
-import serverless
-import workload_security
+import aws_network_data  # noqa: F401
+import azure_platform  # noqa: F401
+import ci_runners  # noqa: F401
+import cluster_network  # noqa: F401
+import gcp_iam  # noqa: F401
+import identity  # noqa: F401
+import images_registries  # noqa: F401
+import kubernetes_access  # noqa: F401
+import kubernetes_baseline  # noqa: F401
+import quality  # noqa: F401
+import serverless  # noqa: F401
+import workload_security  # noqa: F401
+from pack_support import ordered
 
 PolicyPack(
     name="pouw-cicd",
     description="Security and quality gates for pouw-cicd stacks.",
     enforcement_level=EnforcementLevel.ADVISORY,
-    policies=[
-        *images_registries.POLICIES,
-        *workload_security.POLICIES,
-        *cluster_network.POLICIES,
-        *serverless.POLICIES,
-        *identity.POLICIES,
-        *quality.POLICIES,
-    ],
+    policies=ordered(),
 )

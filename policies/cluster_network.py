@@ -7,11 +7,9 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import FSBP, control, num, present, resource_policy, setting
+import resource_types as t
+from pack_support import AWS_COMPUTE, AWS_NETWORK_DATA, FSBP, num, present, setting
 
-EKS_CLUSTER = "aws:eks/cluster:Cluster"
-LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-INSTANCE = "aws:ec2/instance:Instance"
 REQUIRED_LOGS = ("api", "audit", "authenticator")
 
 PRIVATE_ENDPOINT_SCHEMA: dict[str, dict[str, Any]] = {
@@ -23,6 +21,16 @@ PRIVATE_ENDPOINT_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@AWS_COMPUTE.resource(
+    "eks-private-endpoint",
+    "EKS API endpoints are private where required, never open to the internet.",
+    types=[t.EKS_CLUSTER],
+    severity=Severity.HIGH,
+    controls=[FSBP("EKS.1")],
+    checkov=["CKV_AWS_38", "CKV_AWS_39"],
+    remediation="Leave eks.endpointPublicAccess unset in prod (private), or list publicAccessCidrs.",
+    config=PRIVATE_ENDPOINT_SCHEMA,
+)
 def _private_endpoint(args: ResourceValidationArgs) -> Iterable[str]:
     vpc = args.props.get("vpcConfig") or {}
     if vpc.get("endpointPrivateAccess") is not True:
@@ -34,6 +42,15 @@ def _private_endpoint(args: ResourceValidationArgs) -> Iterable[str]:
         yield "EKS API endpoint is open to 0.0.0.0/0; set eks.publicAccessCidrs or make it private"
 
 
+@AWS_COMPUTE.resource(
+    "eks-secrets-encryption",
+    "EKS encrypts Kubernetes secrets with a KMS key.",
+    types=[t.EKS_CLUSTER],
+    severity=Severity.HIGH,
+    controls=[FSBP("EKS.3")],
+    checkov=["CKV_AWS_58"],
+    remediation="Create the cluster through components.targets.eks.EksCluster (KMS key per cluster).",
+)
 def _secrets_encryption(args: ResourceValidationArgs) -> Iterable[str]:
     encryption = args.props.get("encryptionConfig") or {}
     if "secrets" not in list(encryption.get("resources") or []) or not present(
@@ -42,6 +59,15 @@ def _secrets_encryption(args: ResourceValidationArgs) -> Iterable[str]:
         yield "EKS does not encrypt Kubernetes secrets with a KMS key (encryptionConfig)"
 
 
+@AWS_COMPUTE.resource(
+    "eks-control-plane-logging",
+    "EKS sends api, audit and authenticator logs to CloudWatch.",
+    types=[t.EKS_CLUSTER],
+    severity=Severity.MEDIUM,
+    controls=[FSBP("EKS.8")],
+    checkov=["CKV_AWS_37"],
+    remediation="Enable log types api, audit, authenticator (EksCluster enables all five).",
+)
 def _control_plane_logs(args: ResourceValidationArgs) -> Iterable[str]:
     enabled = set(args.props.get("enabledClusterLogTypes") or [])
     missing = [log for log in REQUIRED_LOGS if log not in enabled]
@@ -49,59 +75,20 @@ def _control_plane_logs(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"EKS control plane logs missing: {', '.join(missing)}"
 
 
+@AWS_COMPUTE.resource(
+    "ec2-imdsv2-required",
+    "EC2 capacity (nodes, runners) requires IMDSv2.",
+    types=[t.LAUNCH_TEMPLATE, t.INSTANCE],
+    severity=Severity.HIGH,
+    controls=[FSBP("EC2.8")],
+    checkov=["CKV_AWS_79"],
+    remediation="Set metadata_options http_tokens='required' (and hop limit 1 to keep pods out).",
+)
 def _imdsv2(args: ResourceValidationArgs) -> Iterable[str]:
     options = args.props.get("metadataOptions") or {}
     if options.get("httpTokens") != "required":
         yield "instance metadata allows IMDSv1 (metadataOptions.httpTokens must be required)"
 
-
-POLICIES = [
-    resource_policy(
-        name="eks-private-endpoint",
-        description="EKS API endpoints are private where required, never open to the internet.",
-        types=[EKS_CLUSTER],
-        rule=_private_endpoint,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "EKS.1"),
-        remediation="Leave eks.endpointPublicAccess unset in prod (private), or list publicAccessCidrs.",
-        config=PRIVATE_ENDPOINT_SCHEMA,
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="eks-secrets-encryption",
-        description="EKS encrypts Kubernetes secrets with a KMS key.",
-        types=[EKS_CLUSTER],
-        rule=_secrets_encryption,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "EKS.3"),
-        remediation="Create the cluster through components.targets.eks.EksCluster (KMS key per cluster).",
-        tags=["workload-security"],
-    ),
-    resource_policy(
-        name="eks-control-plane-logging",
-        description="EKS sends api, audit and authenticator logs to CloudWatch.",
-        types=[EKS_CLUSTER],
-        rule=_control_plane_logs,
-        severity=Severity.MEDIUM,
-        framework=control(FSBP, "EKS.8"),
-        remediation="Enable log types api, audit, authenticator (EksCluster enables all five).",
-        tags=["quality"],
-    ),
-    resource_policy(
-        name="ec2-imdsv2-required",
-        description="EC2 capacity (nodes, runners) requires IMDSv2.",
-        types=[LAUNCH_TEMPLATE, INSTANCE],
-        rule=_imdsv2,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "EC2.8"),
-        remediation="Set metadata_options http_tokens='required' (and hop limit 1 to keep pods out).",
-        tags=["workload-security"],
-    ),
-]
-
-
-LISTENER = "aws:lb/listener:Listener"
-LOAD_BALANCER = "aws:lb/loadBalancer:LoadBalancer"
 
 HTTPS_SCHEMA: dict[str, dict[str, Any]] = {
     "allowPlainHttp": {
@@ -130,6 +117,16 @@ DELETION_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@AWS_NETWORK_DATA.resource(
+    "alb-https-only",
+    "HTTP listeners only redirect to HTTPS.",
+    types=[t.LISTENER],
+    severity=Severity.HIGH,
+    controls=[FSBP("ELB.1")],
+    checkov=["CKV_AWS_2", "CKV2_AWS_20"],
+    remediation="Set ecs.certificateArn: the HTTP listener then only redirects to the HTTPS one.",
+    config=HTTPS_SCHEMA,
+)
 def _https_only(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("protocol") != "HTTP":
         return
@@ -142,6 +139,16 @@ def _https_only(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"HTTP listener on port {port} serves traffic; it must only redirect to HTTPS"
 
 
+@AWS_NETWORK_DATA.resource(
+    "alb-tls-policy",
+    "HTTPS listeners allow TLS 1.2 and later only.",
+    types=[t.LISTENER],
+    severity=Severity.HIGH,
+    controls=[FSBP("ELB.17")],
+    checkov=["CKV_AWS_103"],
+    remediation="Use ssl_policy ELBSecurityPolicy-TLS13-1-2-2021-06.",
+    config=TLS_SCHEMA,
+)
 def _tls_policy(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("protocol") != "HTTPS":
         return
@@ -150,6 +157,15 @@ def _tls_policy(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"HTTPS listener uses TLS policy {policy or 'the default'}; use a TLS 1.2+ policy"
 
 
+@AWS_NETWORK_DATA.resource(
+    "alb-drop-invalid-headers",
+    "Application Load Balancers drop invalid HTTP headers.",
+    types=t.LOAD_BALANCERS,
+    severity=Severity.MEDIUM,
+    controls=[FSBP("ELB.4")],
+    checkov=["CKV_AWS_131"],
+    remediation="Set drop_invalid_header_fields=True.",
+)
 def _alb_hardening(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("loadBalancerType", "application") != "application":
         return
@@ -157,69 +173,31 @@ def _alb_hardening(args: ResourceValidationArgs) -> Iterable[str]:
         yield "ALB does not drop invalid HTTP header fields (request smuggling)"
 
 
+@AWS_NETWORK_DATA.resource(
+    "alb-access-logs",
+    "Application Load Balancers write access logs.",
+    types=t.LOAD_BALANCERS,
+    severity=Severity.MEDIUM,
+    controls=[FSBP("ELB.5")],
+    checkov=["CKV_AWS_91"],
+    remediation="Set access_logs to the EcsCluster's log bucket with enabled=True.",
+)
 def _alb_access_logs(args: ResourceValidationArgs) -> Iterable[str]:
     logs = args.props.get("accessLogs") or {}
     if logs.get("enabled") is not True or not present(logs, "bucket"):
         yield "ALB access logs are off; send them to the environment's log bucket"
 
 
+@AWS_NETWORK_DATA.resource(
+    "alb-deletion-protection",
+    "Application Load Balancers have deletion protection where required (prod).",
+    types=t.LOAD_BALANCERS,
+    severity=Severity.MEDIUM,
+    controls=[FSBP("ELB.6")],
+    checkov=["CKV_AWS_150"],
+    remediation="Set enable_deletion_protection=True (components do in prod).",
+    config=DELETION_SCHEMA,
+)
 def _alb_deletion_protection(args: ResourceValidationArgs) -> Iterable[str]:
     if setting(args, DELETION_SCHEMA, "required") and args.props.get("enableDeletionProtection") is not True:
         yield "ALB has no deletion protection; this environment requires it"
-
-
-POLICIES += [
-    resource_policy(
-        name="alb-https-only",
-        description="HTTP listeners only redirect to HTTPS.",
-        types=[LISTENER],
-        rule=_https_only,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "ELB.1"),
-        remediation="Set ecs.certificateArn: the HTTP listener then only redirects to the HTTPS one.",
-        config=HTTPS_SCHEMA,
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="alb-tls-policy",
-        description="HTTPS listeners allow TLS 1.2 and later only.",
-        types=[LISTENER],
-        rule=_tls_policy,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "ELB.17"),
-        remediation="Use ssl_policy ELBSecurityPolicy-TLS13-1-2-2021-06.",
-        config=TLS_SCHEMA,
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="alb-drop-invalid-headers",
-        description="Application Load Balancers drop invalid HTTP headers.",
-        types=[LOAD_BALANCER],
-        rule=_alb_hardening,
-        severity=Severity.MEDIUM,
-        framework=control(FSBP, "ELB.4"),
-        remediation="Set drop_invalid_header_fields=True.",
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="alb-access-logs",
-        description="Application Load Balancers write access logs.",
-        types=[LOAD_BALANCER],
-        rule=_alb_access_logs,
-        severity=Severity.MEDIUM,
-        framework=control(FSBP, "ELB.5"),
-        remediation="Set access_logs to the EcsCluster's log bucket with enabled=True.",
-        tags=["quality"],
-    ),
-    resource_policy(
-        name="alb-deletion-protection",
-        description="Application Load Balancers have deletion protection where required (prod).",
-        types=[LOAD_BALANCER],
-        rule=_alb_deletion_protection,
-        severity=Severity.MEDIUM,
-        framework=control(FSBP, "ELB.6"),
-        remediation="Set enable_deletion_protection=True (components do in prod).",
-        config=DELETION_SCHEMA,
-        tags=["quality"],
-    ),
-]

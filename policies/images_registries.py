@@ -9,25 +9,29 @@ from typing import Any
 from pulumi_policy import ResourceValidationArgs, Severity, StackValidationArgs
 from pulumi_policy.proxy import UnknownValueError
 
+import resource_types as t
 from pack_support import (
+    AZURE_POLICY,
     CIS_DOCKER,
     FSBP,
+    IMAGES_REGISTRIES,
     PROJECT,
     SECRET_NAME,
-    control,
     present,
-    resource_policy,
     setting,
-    stack_policy,
 )
 
-ECR_REPOSITORY = "aws:ecr/repository:Repository"
-ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
-IMAGE = "docker-build:index:Image"
-# A copy of a build into another registry (`docker buildx imagetools create`): it pushes a tag too.
-INDEX = "docker-build:index:Index"
 
-
+@IMAGES_REGISTRIES.resource(
+    "ecr-scan-on-push",
+    "ECR repositories scan every image for vulnerabilities when it is pushed.",
+    types=[t.ECR_REPOSITORY],
+    severity=Severity.HIGH,
+    controls=[FSBP("ECR.1")],
+    checkov=["CKV_AWS_163"],
+    remediation="Set registries.ecr.scanOnPush: true in the stack file "
+    "(image_scanning_configuration.scan_on_push=True).",
+)
 def _scan_on_push(args: ResourceValidationArgs) -> Iterable[str]:
     scanning = args.props.get("imageScanningConfiguration") or {}
     if scanning.get("scanOnPush") is not True:
@@ -44,6 +48,17 @@ IMMUTABLE_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@IMAGES_REGISTRIES.resource(
+    "ecr-immutable-tags",
+    "ECR release tags are immutable; only the build cache tag may move.",
+    types=[t.ECR_REPOSITORY],
+    severity=Severity.MEDIUM,
+    controls=[FSBP("ECR.2")],
+    checkov=["CKV_AWS_51"],
+    remediation="Use image_tag_mutability IMMUTABLE (or IMMUTABLE_WITH_EXCLUSION limited to "
+    "the allowedMutableTags patterns).",
+    config=IMMUTABLE_SCHEMA,
+)
 def _immutable_tags(args: ResourceValidationArgs) -> Iterable[str]:
     mutability = args.props.get("imageTagMutability") or "MUTABLE"
     if mutability == "IMMUTABLE":
@@ -70,6 +85,16 @@ CMK_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@IMAGES_REGISTRIES.resource(
+    "ecr-kms-encryption",
+    "ECR repositories are encrypted with KMS; with a customer-managed key where required.",
+    types=[t.ECR_REPOSITORY],
+    severity=Severity.MEDIUM,
+    controls=[PROJECT("encryption-at-rest")],
+    checkov=["CKV_AWS_136"],
+    remediation="Set registries.ecr.customerManagedKey: true in the stack file.",
+    config=CMK_SCHEMA,
+)
 def _kms_encryption(args: ResourceValidationArgs) -> Iterable[str]:
     configs = args.props.get("encryptionConfigurations") or []
     encryption = configs[0] if configs else {}
@@ -79,8 +104,16 @@ def _kms_encryption(args: ResourceValidationArgs) -> Iterable[str]:
         yield "ECR repository uses the AWS-managed key; this environment requires a customer-managed KMS key"
 
 
+@IMAGES_REGISTRIES.resource(
+    "image-no-latest-tag",
+    "Images and their copies are tagged with a release version, never 'latest' or untagged.",
+    types=[t.IMAGE, t.INDEX],
+    severity=Severity.HIGH,
+    controls=[PROJECT("immutable-image-references")],
+    remediation="Set services[].version to the release version (e.g. 1.4.2).",
+)
 def _no_latest(args: ResourceValidationArgs) -> Iterable[str]:
-    if args.resource_type == INDEX:  # one tag, pushed unless push is false
+    if args.resource_type == t.INDEX:  # one tag, pushed unless push is false
         tag = args.props.get("tag")
         tags, pushed = [tag] if tag else [], args.props.get("push") is not False
     else:
@@ -95,6 +128,15 @@ def _no_latest(args: ResourceValidationArgs) -> Iterable[str]:
             yield f"image tag {tag!r} is 'latest', which moves; tag with the release version"
 
 
+@IMAGES_REGISTRIES.resource(
+    "image-no-secret-build-args",
+    "Secrets reach image builds as BuildKit secrets, never as build args.",
+    types=[t.IMAGE],
+    severity=Severity.CRITICAL,
+    controls=[CIS_DOCKER("4.10")],
+    remediation="Move the value to services[].build.secrets (a secure config key) and read it "
+    "with RUN --mount=type=secret in the Dockerfile.",
+)
 def _no_secret_build_args(args: ResourceValidationArgs) -> Iterable[str]:
     for key in args.props.get("buildArgs") or {}:
         if SECRET_NAME.search(key):
@@ -104,94 +146,27 @@ def _no_secret_build_args(args: ResourceValidationArgs) -> Iterable[str]:
             )
 
 
+@IMAGES_REGISTRIES.stack(
+    "ecr-lifecycle-policy",
+    "Every ECR repository has a lifecycle policy.",
+    severity=Severity.LOW,
+    controls=[FSBP("ECR.3")],
+    remediation="Create the repository through components.registry.EcrRepository, which "
+    "adds the lifecycle policy (registries.ecr.keepTaggedImages, expireUntaggedAfterDays).",
+)
 def _lifecycle_policies(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
     covered = set()
     for resource in args.resources:
-        if resource.resource_type == ECR_LIFECYCLE:
+        if resource.resource_type == t.ECR_LIFECYCLE:
             covered.add(resource.props.get("repository"))
     for resource in args.resources:
-        if resource.resource_type == ECR_REPOSITORY and resource.props.get("name") not in covered:
+        if resource.resource_type == t.ECR_REPOSITORY and resource.props.get("name") not in covered:
             yield (
                 f"ECR repository {resource.props.get('name')!r} has no lifecycle policy; "
                 "old images and untagged manifests pile up",
                 resource.urn,
             )
 
-
-POLICIES = [
-    resource_policy(
-        name="ecr-scan-on-push",
-        description="ECR repositories scan every image for vulnerabilities when it is pushed.",
-        types=[ECR_REPOSITORY],
-        rule=_scan_on_push,
-        severity=Severity.HIGH,
-        framework=control(FSBP, "ECR.1"),
-        remediation="Set registries.ecr.scanOnPush: true in the stack file "
-        "(image_scanning_configuration.scan_on_push=True).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="ecr-immutable-tags",
-        description="ECR release tags are immutable; only the build cache tag may move.",
-        types=[ECR_REPOSITORY],
-        rule=_immutable_tags,
-        severity=Severity.MEDIUM,
-        framework=control(FSBP, "ECR.2"),
-        remediation="Use image_tag_mutability IMMUTABLE (or IMMUTABLE_WITH_EXCLUSION limited to "
-        "the allowedMutableTags patterns).",
-        config=IMMUTABLE_SCHEMA,
-        tags=["images-and-registries"],
-    ),
-    stack_policy(
-        name="ecr-lifecycle-policy",
-        description="Every ECR repository has a lifecycle policy.",
-        rule=_lifecycle_policies,
-        severity=Severity.LOW,
-        framework=control(FSBP, "ECR.3"),
-        remediation="Create the repository through components.registry.EcrRepository, which "
-        "adds the lifecycle policy (registries.ecr.keepTaggedImages, expireUntaggedAfterDays).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="ecr-kms-encryption",
-        description="ECR repositories are encrypted with KMS; with a customer-managed key where required.",
-        types=[ECR_REPOSITORY],
-        rule=_kms_encryption,
-        severity=Severity.MEDIUM,
-        framework=control(PROJECT, "encryption-at-rest"),
-        remediation="Set registries.ecr.customerManagedKey: true in the stack file.",
-        config=CMK_SCHEMA,
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="image-no-latest-tag",
-        description="Images and their copies are tagged with a release version, never 'latest' or untagged.",
-        types=[IMAGE, INDEX],
-        rule=_no_latest,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "immutable-image-references"),
-        remediation="Set services[].version to the release version (e.g. 1.4.2).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="image-no-secret-build-args",
-        description="Secrets reach image builds as BuildKit secrets, never as build args.",
-        types=[IMAGE],
-        rule=_no_secret_build_args,
-        severity=Severity.CRITICAL,
-        framework=control(CIS_DOCKER, "4.10"),
-        remediation="Move the value to services[].build.secrets (a secure config key) and read it "
-        "with RUN --mount=type=secret in the Dockerfile.",
-        tags=["images-and-registries"],
-    ),
-]
-
-__all__ = ["POLICIES"]
-
-
-ACR_REGISTRY = "azure-native:containerregistry:Registry"
-ARTIFACT_REPOSITORY = "gcp:artifactregistry/repository:Repository"
-AZURE_POLICY = "Azure Policy built-in"
 
 PRIVATE_SCHEMA: dict[str, dict[str, Any]] = {
     "requirePrivate": {
@@ -205,11 +180,30 @@ PRIVATE_SCHEMA: dict[str, dict[str, Any]] = {
 OPEN_RANGES = frozenset({"*", "any", "internet"})
 
 
+@IMAGES_REGISTRIES.resource(
+    "acr-admin-user-disabled",
+    "Azure Container Registries have the admin user disabled.",
+    types=[t.ACR_REGISTRY],
+    severity=Severity.HIGH,
+    controls=[AZURE_POLICY("Container registries should have local admin account disabled")],
+    checkov=["CKV_AZURE_137"],
+    remediation="Set admin_user_enabled=False; builds push with an Entra ID token exchanged for an "
+    "ACR refresh token (components.registry.AcrRegistry).",
+)
 def _acr_admin_disabled(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("adminUserEnabled") is True:
         yield "ACR admin user is enabled; its shared password bypasses Entra ID and audit"
 
 
+@IMAGES_REGISTRIES.resource(
+    "acr-anonymous-pull-disabled",
+    "Azure Container Registries do not allow anonymous pull.",
+    types=[t.ACR_REGISTRY],
+    severity=Severity.HIGH,
+    controls=[AZURE_POLICY("Container registries should have anonymous authentication disabled")],
+    checkov=["CKV_AZURE_138"],
+    remediation="Set anonymous_pull_enabled=False; workloads pull with a managed identity (AcrPull).",
+)
 def _acr_anonymous_pull_disabled(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("anonymousPullEnabled") is True:
         yield "ACR allows anonymous pull; anyone on the network can read every image"
@@ -233,6 +227,18 @@ def _open_to_all(rule: Any) -> str | None:
         return None
 
 
+@IMAGES_REGISTRIES.resource(
+    "acr-private-network",
+    "Azure Container Registries are network-restricted where required: public access "
+    "disabled, or denied except to selected networks.",
+    types=[t.ACR_REGISTRY],
+    severity=Severity.MEDIUM,
+    controls=[AZURE_POLICY("Container registries should not allow unrestricted network access")],
+    checkov=["CKV_AZURE_139"],
+    remediation="Leave registries.acr.networkAccess unset outside dev (selectedNetworks: the stack's NAT "
+    "egress plus registries.acr.allowedCidrs) or set it to privateEndpoints; both need sku: Premium.",
+    config=PRIVATE_SCHEMA,
+)
 def _acr_private(args: ResourceValidationArgs) -> Iterable[str]:
     if not setting(args, PRIVATE_SCHEMA, "requirePrivate"):
         return
@@ -254,6 +260,14 @@ def _acr_private(args: ResourceValidationArgs) -> Iterable[str]:
             yield f"ACR network rule {wide!r} admits every address; allow only the networks that use it"
 
 
+@IMAGES_REGISTRIES.resource(
+    "artifact-registry-immutable-tags",
+    "Artifact Registry Docker repositories have immutable tags.",
+    types=[t.ARTIFACT_REPOSITORY],
+    severity=Severity.MEDIUM,
+    controls=[PROJECT("immutable-image-references")],
+    remediation="Set docker_config.immutable_tags=True (components.registry.ArtifactRegistry does).",
+)
 def _artifact_immutable(args: ResourceValidationArgs) -> Iterable[str]:
     if args.props.get("format") != "DOCKER":
         return
@@ -262,66 +276,16 @@ def _artifact_immutable(args: ResourceValidationArgs) -> Iterable[str]:
         yield "Artifact Registry tags are mutable (dockerConfig.immutableTags); a release tag could move"
 
 
+@IMAGES_REGISTRIES.resource(
+    "artifact-registry-cleanup",
+    "Artifact Registry repositories run cleanup policies (not dry-run).",
+    types=[t.ARTIFACT_REPOSITORY],
+    severity=Severity.LOW,
+    controls=[PROJECT("registry-cleanup")],
+    remediation="Set registries.artifactRegistry.keepTaggedImages and deleteUntaggedAfterDays.",
+)
 def _artifact_cleanup(args: ResourceValidationArgs) -> Iterable[str]:
     if not present(args.props, "cleanupPolicies"):
         yield "Artifact Registry repository has no cleanup policies; old and untagged images pile up"
     elif args.props.get("cleanupPolicyDryRun") is True:
         yield "Artifact Registry cleanup policies only run dry (cleanupPolicyDryRun: true)"
-
-
-POLICIES += [
-    resource_policy(
-        name="acr-admin-user-disabled",
-        description="Azure Container Registries have the admin user disabled.",
-        types=[ACR_REGISTRY],
-        rule=_acr_admin_disabled,
-        severity=Severity.HIGH,
-        framework=control(AZURE_POLICY, "Container registries should have local admin account disabled"),
-        remediation="Set admin_user_enabled=False; builds push with an Entra ID token exchanged for an "
-        "ACR refresh token (components.registry.AcrRegistry).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="acr-anonymous-pull-disabled",
-        description="Azure Container Registries do not allow anonymous pull.",
-        types=[ACR_REGISTRY],
-        rule=_acr_anonymous_pull_disabled,
-        severity=Severity.HIGH,
-        framework=control(AZURE_POLICY, "Container registries should have anonymous authentication disabled"),
-        remediation="Set anonymous_pull_enabled=False; workloads pull with a managed identity (AcrPull).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="acr-private-network",
-        description="Azure Container Registries are network-restricted where required: public access "
-        "disabled, or denied except to selected networks.",
-        types=[ACR_REGISTRY],
-        rule=_acr_private,
-        severity=Severity.MEDIUM,
-        framework=control(AZURE_POLICY, "Container registries should not allow unrestricted network access"),
-        remediation="Leave registries.acr.networkAccess unset outside dev (selectedNetworks: the stack's NAT "
-        "egress plus registries.acr.allowedCidrs) or set it to privateEndpoints; both need sku: Premium.",
-        config=PRIVATE_SCHEMA,
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="artifact-registry-immutable-tags",
-        description="Artifact Registry Docker repositories have immutable tags.",
-        types=[ARTIFACT_REPOSITORY],
-        rule=_artifact_immutable,
-        severity=Severity.MEDIUM,
-        framework=control(PROJECT, "immutable-image-references"),
-        remediation="Set docker_config.immutable_tags=True (components.registry.ArtifactRegistry does).",
-        tags=["images-and-registries"],
-    ),
-    resource_policy(
-        name="artifact-registry-cleanup",
-        description="Artifact Registry repositories run cleanup policies (not dry-run).",
-        types=[ARTIFACT_REPOSITORY],
-        rule=_artifact_cleanup,
-        severity=Severity.LOW,
-        framework=control(PROJECT, "registry-cleanup"),
-        remediation="Set registries.artifactRegistry.keepTaggedImages and deleteUntaggedAfterDays.",
-        tags=["images-and-registries"],
-    ),
-]

@@ -1,8 +1,9 @@
-"""How every policy in this pack is declared: one helper, so each policy is only its rule.
+"""How every policy in this pack is declared: a decorator right above its rule.
 
-A rule is a function that receives the validation args and yields violation messages. The helper
-filters on resource type, wires severity, framework control and remediation steps, and leaves the
-SDK's unknown-value handling alone: a rule that touches a value unknown during preview raises
+A rule is a function that receives the validation args and yields violation messages. The decorator
+(`Family.resource` / `Family.stack`) registers the policy with its stable name, severity, framework
+controls, equivalent third-party check ids and remediation; it filters on resource type and leaves
+the SDK's unknown-value handling alone: a rule that touches a value unknown during preview raises
 `UnknownValueError`, which the SDK reports as a "can't run policy during preview" diagnostic
 instead of a silent pass.
 """
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from pulumi_policy import (
+    Policy,
     PolicyComplianceFramework,
     PolicyConfigSchema,
     ReportViolation,
@@ -31,82 +34,211 @@ SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|PRIVATE_KEY|CRE
 
 ResourceRule = Callable[[ResourceValidationArgs], Iterable[str]]
 StackRule = Callable[[StackValidationArgs], Iterable[tuple[str, str | None]]]
-
-FSBP = "AWS Foundational Security Best Practices"
-CIS_DOCKER = "CIS Docker Benchmark"
-PROJECT = "pouw-cicd baseline"
+Schema = dict[str, dict[str, Any]]
 
 
-def control(framework: str, reference: str, version: str = "") -> PolicyComplianceFramework:
-    return PolicyComplianceFramework(name=framework, version=version, reference=reference)
+@dataclass(frozen=True)
+class Control:
+    """One control of a framework a policy implements (`CIS Kubernetes` `5.2.2`)."""
+
+    framework: Framework
+    reference: str
+
+    @property
+    def tag(self) -> str:
+        return f"control:{self.framework.key}:{self.reference}"
 
 
-def resource_policy(
-    *,
-    name: str,
-    description: str,
-    types: Iterable[str],
-    rule: ResourceRule,
-    severity: Severity,
-    framework: PolicyComplianceFramework,
-    remediation: str,
-    config: dict[str, dict[str, Any]] | None = None,
-    tags: list[str] | None = None,
-    fix: Callable[[ResourceValidationArgs], dict[str, Any] | None] | None = None,
-) -> ResourceValidationPolicy:
-    """A policy over `types`. `fix`, when given, is its remediation: it runs only where the stack's
-    policy config sets the policy's level to `remediate` (never by default) and returns the
-    resource's corrected properties, or None when there is nothing to fix."""
+@dataclass(frozen=True)
+class Framework:
+    """A compliance framework; `key` is its short label (tables, tags), `name` what GetAnalyzerInfo says."""
+
+    key: str
+    name: str
+    version: str = ""
+
+    def __call__(self, reference: str) -> Control:
+        return Control(self, reference)
+
+
+PSS_BASELINE = Framework("PSS baseline", "Kubernetes Pod Security Standards (baseline)", "v1.33")
+PSS_RESTRICTED = Framework("PSS restricted", "Kubernetes Pod Security Standards (restricted)", "v1.33")
+CIS_K8S = Framework("CIS Kubernetes", "CIS Kubernetes Benchmark", "1.9.0")
+FSBP = Framework("AWS FSBP", "AWS Foundational Security Best Practices")
+CIS_GCP = Framework("CIS GCP", "CIS Google Cloud Platform Foundation Benchmark", "2.0.0")
+CIS_DOCKER = Framework("CIS Docker", "CIS Docker Benchmark")
+AZURE_POLICY = Framework("Azure Policy", "Azure Policy built-in")
+PROJECT = Framework("baseline", "pouw-cicd baseline")
+
+
+# Violation messages carry the frameworks only in GetAnalyzerInfo: the SDK's `framework` field holds
+# one, so every control and third-party check id also travels as a tag (`control:<key>:<ref>`,
+# `checkov:<id>`, `family:<key>`), which is what the README's table is generated from.
+@dataclass(frozen=True)
+class Family:
+    """A group of policies by concern (the README's sections, the counts in a release note).
+
+    `family.resource(...)` and `family.stack(...)` declare a policy right above its rule::
+
+        @KUBERNETES_WORKLOADS.resource(
+            "k8s-no-host-ports", "Containers do not bind host ports.",
+            types=t.WORKLOADS, severity=Severity.HIGH,
+            controls=[PSS_BASELINE("Host Ports")], checkov=["CKV_K8S_26"],
+            remediation="Remove hostPort; expose the pod through a Service.",
+        )
+        def _host_ports(args): ...
+    """
+
+    key: str
+    title: str
+
+    def resource(
+        self,
+        name: str,
+        description: str,
+        *,
+        types: Iterable[str] | Callable[[str], bool],
+        severity: Severity,
+        controls: list[Control],
+        remediation: str,
+        checkov: Iterable[str] = (),
+        config: Schema | None = None,
+        fix: Callable[[ResourceValidationArgs], dict[str, Any] | None] | None = None,
+    ) -> Callable[[ResourceRule], ResourceRule]:
+        """A policy over the resources whose type is in `types` (or for which `types(type)` holds).
+
+        `fix`, when given, is its remediation: it runs only where the stack's policy config sets the
+        policy's level to `remediate` (never by default) and returns the resource's corrected
+        properties, or None when there is nothing to fix."""
+        wanted = _type_filter(types)
+
+        def register(rule: ResourceRule) -> ResourceRule:
+            def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+                if not wanted(args.resource_type):
+                    return
+                for message in rule(args):
+                    report(message, None)
+
+            def remediate(args: ResourceValidationArgs) -> dict[str, Any] | None:
+                return fix(args) if fix is not None and wanted(args.resource_type) else None
+
+            _register(
+                ResourceValidationPolicy(
+                    name=name,
+                    description=description,
+                    validate=validate,
+                    # The SDK types remediations as async, but runs plain functions too.
+                    remediate=cast(ResourceRemediation, remediate) if fix is not None else None,
+                    **self._metadata(severity, controls, checkov, remediation, config),
+                )
+            )
+            return rule
+
+        return register
+
+    def stack(
+        self,
+        name: str,
+        description: str,
+        *,
+        severity: Severity,
+        controls: list[Control],
+        remediation: str,
+        checkov: Iterable[str] = (),
+        config: Schema | None = None,
+    ) -> Callable[[StackRule], StackRule]:
+        """A policy over the whole stack. Its rule must stay linear in the number of resources: index
+        what it needs in one pass, never compare resources pairwise."""
+
+        def register(rule: StackRule) -> StackRule:
+            def validate(args: StackValidationArgs, report: ReportViolation) -> None:
+                for message, urn in rule(args):
+                    report(message, urn)
+
+            _register(
+                StackValidationPolicy(
+                    name=name,
+                    description=description,
+                    validate=validate,
+                    **self._metadata(severity, controls, checkov, remediation, config),
+                )
+            )
+            return rule
+
+        return register
+
+    def _metadata(
+        self,
+        severity: Severity,
+        controls: list[Control],
+        checkov: Iterable[str],
+        remediation: str,
+        config: Schema | None,
+    ) -> dict[str, Any]:
+        if not controls:
+            raise ValueError("a policy names at least one framework control (PROJECT(...) if none)")
+        first = controls[0]
+        return {
+            "severity": severity,
+            "framework": PolicyComplianceFramework(
+                name=first.framework.name, version=first.framework.version, reference=first.reference
+            ),
+            "remediation_steps": remediation,
+            "config_schema": PolicyConfigSchema(properties={**(config or {}), **NOTE}),
+            "tags": [f"family:{self.key}", *(c.tag for c in controls), *(f"checkov:{c}" for c in checkov)],
+        }
+
+
+# Every policy accepts a `note` in the stack's policy config: why this stack sets the level it does
+# (a reviewed exception, a gap being fixed). The policies ignore it; the config files stay JSON.
+NOTE: Schema = {
+    "note": {"type": "string", "description": "Why this stack sets this policy's level (for readers)."}
+}
+
+REGISTRY: list[Policy] = []
+
+
+def ordered() -> list[Policy]:
+    """The registered policies, grouped by family in FAMILIES order (declaration order within one)."""
+    rank = {f"family:{f.key}": i for i, f in enumerate(FAMILIES)}
+    return sorted(REGISTRY, key=lambda p: min(rank.get(tag, len(rank)) for tag in p.tags or [""]))
+
+
+def _register(policy: Policy) -> None:
+    if any(p.name == policy.name for p in REGISTRY):
+        raise ValueError(f"policy {policy.name} is declared twice")
+    REGISTRY.append(policy)
+
+
+def _type_filter(types: Iterable[str] | Callable[[str], bool]) -> Callable[[str], bool]:
+    if callable(types):
+        return types
     wanted = frozenset(types)
-
-    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
-        if args.resource_type not in wanted:
-            return
-        for message in rule(args):
-            report(message, None)
-
-    def remediate(args: ResourceValidationArgs) -> dict[str, Any] | None:
-        return fix(args) if fix is not None and args.resource_type in wanted else None
-
-    return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        # The SDK types remediations as async, but runs plain functions too (policy.py Remediate).
-        remediate=cast(ResourceRemediation, remediate) if fix is not None else None,
-        severity=severity,
-        framework=framework,
-        remediation_steps=remediation,
-        config_schema=PolicyConfigSchema(properties=config) if config else None,
-        tags=tags,
-    )
+    return wanted.__contains__
 
 
-def stack_policy(
-    *,
-    name: str,
-    description: str,
-    rule: StackRule,
-    severity: Severity,
-    framework: PolicyComplianceFramework,
-    remediation: str,
-    config: dict[str, dict[str, Any]] | None = None,
-    tags: list[str] | None = None,
-) -> StackValidationPolicy:
-    def validate(args: StackValidationArgs, report: ReportViolation) -> None:
-        for message, urn in rule(args):
-            report(message, urn)
-
-    return StackValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        severity=severity,
-        framework=framework,
-        remediation_steps=remediation,
-        config_schema=PolicyConfigSchema(properties=config) if config else None,
-        tags=tags,
-    )
+IMAGES_REGISTRIES = Family("images-registries", "Images and registries")
+KUBERNETES_WORKLOADS = Family("kubernetes-workloads", "Kubernetes workloads (Pod Security Standards)")
+KUBERNETES_ACCESS = Family("kubernetes-access", "Kubernetes access and exposure")
+AWS_COMPUTE = Family("aws-compute", "AWS compute: EKS, ECS, EC2")
+AWS_IDENTITY = Family("aws-identity", "AWS resource policies and identities")
+AWS_NETWORK_DATA = Family("aws-network-data", "AWS network and data")
+GCP = Family("gcp", "Google Cloud")
+AZURE = Family("azure", "Azure")
+CI = Family("ci", "CI runners, agents and pipeline identities")
+QUALITY = Family("quality", "Quality: attribution, protection, capacity, rollouts")
+FAMILIES = [
+    IMAGES_REGISTRIES,
+    KUBERNETES_WORKLOADS,
+    KUBERNETES_ACCESS,
+    AWS_COMPUTE,
+    AWS_IDENTITY,
+    AWS_NETWORK_DATA,
+    GCP,
+    AZURE,
+    CI,
+    QUALITY,
+]
 
 
 def setting(

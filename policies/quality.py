@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from pulumi_policy import Policy, ResourceValidationArgs, Severity, StackValidationArgs
+from pulumi_policy import ResourceValidationArgs, Severity, StackValidationArgs
 
-from pack_support import PROJECT, control, num, resource_policy, setting, stack_policy
+import resource_types as t
+from pack_support import AWS_NETWORK_DATA, FSBP, PROJECT, QUALITY, num, setting
 
 # Types this project creates that take tags (GCP: labels); the list grows with each target.
 TAGGED = frozenset(
@@ -49,13 +50,6 @@ TAGS_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
-def _required_tags(args: ResourceValidationArgs) -> Iterable[str]:
-    tags = args.props.get("labels" if args.resource_type in LABELLED else "tags") or {}
-    missing = [key for key in setting(args, TAGS_SCHEMA, "requiredTags") if not tags.get(key)]
-    if missing:
-        yield f"missing required tags: {', '.join(missing)}"
-
-
 def _add_default_tags(args: ResourceValidationArgs) -> dict[str, Any] | None:
     """Fill in missing required tags from the configured defaults (safe: it only adds)."""
     key = "labels" if args.resource_type in LABELLED else "tags"
@@ -71,39 +65,37 @@ def _add_default_tags(args: ResourceValidationArgs) -> dict[str, Any] | None:
     return {**dict(args.props), key: {**tags, **missing}}
 
 
+@QUALITY.resource(
+    "required-tags",
+    "Taggable resources carry the owner, environment, service and cost-center tags.",
+    types=TAGGED | LABELLED,
+    severity=Severity.LOW,
+    controls=[PROJECT("attribution")],
+    remediation="Create resources with tags=settings.tags(service); owner and costCenter come "
+    "from the stack file. Or set the level to remediate with `defaults` to fill them in.",
+    config=TAGS_SCHEMA,
+    fix=_add_default_tags,
+)
+def _required_tags(args: ResourceValidationArgs) -> Iterable[str]:
+    tags = args.props.get("labels" if args.resource_type in LABELLED else "tags") or {}
+    missing = [key for key in setting(args, TAGS_SCHEMA, "requiredTags") if not tags.get(key)]
+    if missing:
+        yield f"missing required tags: {', '.join(missing)}"
+
+
+@QUALITY.resource(
+    "protect-stateful-resources",
+    "Registries, keys, clusters and resource groups have protect=True (enabled for prod).",
+    types=STATEFUL,
+    severity=Severity.HIGH,
+    controls=[PROJECT("stateful-protection")],
+    remediation="Pass ResourceOptions(protect=True); components do this when environment is prod.",
+)
 def _protected(args: ResourceValidationArgs) -> Iterable[str]:
     if not args.opts.protect:
         yield f"{args.resource_type} is not protected; `pulumi destroy` or a rename would delete it"
 
 
-POLICIES: list[Policy] = [
-    resource_policy(
-        name="required-tags",
-        description="Taggable resources carry the owner, environment, service and cost-center tags.",
-        types=TAGGED | LABELLED,
-        rule=_required_tags,
-        severity=Severity.LOW,
-        framework=control(PROJECT, "attribution"),
-        remediation="Create resources with tags=settings.tags(service); owner and costCenter come "
-        "from the stack file. Or set the level to remediate with `defaults` to fill them in.",
-        config=TAGS_SCHEMA,
-        tags=["quality"],
-        fix=_add_default_tags,
-    ),
-    resource_policy(
-        name="protect-stateful-resources",
-        description="Registries, keys, clusters and resource groups have protect=True (enabled for prod).",
-        types=STATEFUL,
-        rule=_protected,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "stateful-protection"),
-        remediation="Pass ResourceOptions(protect=True); components do this when environment is prod.",
-        tags=["quality"],
-    ),
-]
-
-
-LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 RETENTION_SCHEMA: dict[str, dict[str, Any]] = {
     "minimumDays": {
         "type": "integer",
@@ -113,6 +105,16 @@ RETENTION_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@AWS_NETWORK_DATA.resource(
+    "log-group-retention",
+    "CloudWatch log groups have a retention period, at least the environment's minimum.",
+    types=[t.LOG_GROUP],
+    severity=Severity.LOW,
+    controls=[FSBP("CloudWatch.16")],
+    checkov=["CKV_AWS_66"],
+    remediation="Set logRetentionDays (ecs, eks) in the stack file.",
+    config=RETENTION_SCHEMA,
+)
 def _retention(args: ResourceValidationArgs) -> Iterable[str]:
     days = args.props.get("retentionInDays")
     minimum = setting(args, RETENTION_SCHEMA, "minimumDays")
@@ -122,29 +124,6 @@ def _retention(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"log group keeps logs {num(days)} days; this environment requires at least {num(minimum)}"
 
 
-POLICIES += [
-    resource_policy(
-        name="log-group-retention",
-        description="CloudWatch log groups have a retention period, at least the environment's minimum.",
-        types=[LOG_GROUP],
-        rule=_retention,
-        severity=Severity.LOW,
-        framework=control("AWS Foundational Security Best Practices", "CloudWatch.16"),
-        remediation="Set logRetentionDays (ecs, eks) in the stack file.",
-        config=RETENTION_SCHEMA,
-        tags=["quality"],
-    ),
-]
-
-
-HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
-SCALING_TARGET = "aws:appautoscaling/target:Target"
-DEPLOYMENT = "kubernetes:apps/v1:Deployment"
-PDB = "kubernetes:policy/v1:PodDisruptionBudget"
-INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
-LISTENER_RULE = "aws:lb/listenerRule:ListenerRule"
-CLOUD_RUN = "gcp:cloudrunv2/service:Service"
-ORIGIN = "azure-native:cdn:AFDOrigin"
 AVAILABILITY_SCHEMA: dict[str, dict[str, Any]] = {
     "minimumReplicas": {
         "type": "integer",
@@ -154,8 +133,16 @@ AVAILABILITY_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@QUALITY.resource(
+    "autoscaling-bounds",
+    "Autoscaling bounds are sane: 1 <= min <= max.",
+    types=[t.HPA, t.SCALING_TARGET],
+    severity=Severity.MEDIUM,
+    controls=[PROJECT("capacity")],
+    remediation="Set services[].replicas with 1 <= min <= max.",
+)
 def _bounds(args: ResourceValidationArgs) -> Iterable[str]:
-    if args.resource_type == HPA:
+    if args.resource_type == t.HPA:
         spec, lo_key, hi_key = args.props.get("spec") or {}, "minReplicas", "maxReplicas"
     else:
         spec, lo_key, hi_key = args.props, "minCapacity", "maxCapacity"
@@ -166,26 +153,33 @@ def _bounds(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"autoscaling bounds {num(lo)}..{num(hi)} are not 1 <= min <= max"
 
 
+@QUALITY.stack(
+    "rollout-weights-sum-100",
+    "Every traffic split (ALB, listener rules, Cloud Run, Front Door) sends exactly 100%.",
+    severity=Severity.CRITICAL,
+    controls=[PROJECT("zero-downtime-rollouts")],
+    remediation="Fix the slots' weights in services[].rollout so they sum to 100.",
+)
 def _weights(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
     """Every traffic split the program declares sends 100% somewhere: no slot lost, none doubled."""
     origin_groups: dict[str, int] = {}
     origin_urns: dict[str, str] = {}
     for r in args.resources:
         splits: list[tuple[str, float]] = []
-        if r.resource_type == INGRESS:
+        if r.resource_type == t.INGRESS:
             annotations = (r.props.get("metadata") or {}).get("annotations") or {}
             for key, value in annotations.items():
                 if key.startswith("alb.ingress.kubernetes.io/actions."):
                     groups = (json.loads(value).get("forwardConfig") or {}).get("targetGroups") or []
                     splits.append((key, sum(g.get("weight", 0) for g in groups)))
-        elif r.resource_type == LISTENER_RULE:
+        elif r.resource_type == t.LISTENER_RULE:
             for action in r.props.get("actions") or []:
                 groups = (action.get("forward") or {}).get("targetGroups") or []
                 if groups:
                     splits.append(("forward", sum(g.get("weight") or 0 for g in groups)))
-        elif r.resource_type == CLOUD_RUN and r.props.get("traffics"):
+        elif r.resource_type == t.CLOUD_RUN and r.props.get("traffics"):
             splits.append(("traffics", sum(t.get("percent") or 0 for t in r.props.get("traffics") or [])))
-        elif r.resource_type == ORIGIN:
+        elif r.resource_type == t.AFD_ORIGIN:
             group = str(r.props.get("originGroupName"))
             enabled = r.props.get("enabledState", "Enabled") == "Enabled"
             origin_groups[group] = origin_groups.get(group, 0) + (
@@ -203,23 +197,31 @@ def _weights(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
             )
 
 
+@QUALITY.stack(
+    "k8s-availability",
+    "Kubernetes services keep a minimum number of pods and a PodDisruptionBudget.",
+    severity=Severity.MEDIUM,
+    controls=[PROJECT("availability")],
+    remediation="Raise services[].replicas.min; components.targets.eks adds a PDB per slot.",
+    config=AVAILABILITY_SCHEMA,
+)
 def _availability(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
     """Per app: enough replicas across slots, and every Deployment covered by a PodDisruptionBudget."""
     minimum = setting(args, AVAILABILITY_SCHEMA, "minimumReplicas")
     hpa_min = {}
     for r in args.resources:
-        if r.resource_type == HPA:
+        if r.resource_type == t.HPA:
             spec = r.props.get("spec") or {}
             hpa_min[(spec.get("scaleTargetRef") or {}).get("name")] = spec.get("minReplicas") or 0
     pdb_selectors = [
         ((r.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         for r in args.resources
-        if r.resource_type == PDB
+        if r.resource_type == t.PDB
     ]
     per_app: dict[str, float] = {}
     app_urn: dict[str, str] = {}
     for r in args.resources:
-        if r.resource_type != DEPLOYMENT:
+        if r.resource_type != t.DEPLOYMENT:
             continue
         name = (r.props.get("metadata") or {}).get("name")
         template = (r.props.get("spec") or {}).get("template") or {}
@@ -236,36 +238,3 @@ def _availability(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]
                 f"{app} runs at least {num(total)} pod(s) across its slots; this environment needs {minimum}",
                 app_urn[app],
             )
-
-
-POLICIES += [
-    resource_policy(
-        name="autoscaling-bounds",
-        description="Autoscaling bounds are sane: 1 <= min <= max.",
-        types=[HPA, SCALING_TARGET],
-        rule=_bounds,
-        severity=Severity.MEDIUM,
-        framework=control(PROJECT, "capacity"),
-        remediation="Set services[].replicas with 1 <= min <= max.",
-        tags=["quality"],
-    ),
-    stack_policy(
-        name="rollout-weights-sum-100",
-        description="Every traffic split (ALB, listener rules, Cloud Run, Front Door) sends exactly 100%.",
-        rule=_weights,
-        severity=Severity.CRITICAL,
-        framework=control(PROJECT, "zero-downtime-rollouts"),
-        remediation="Fix the slots' weights in services[].rollout so they sum to 100.",
-        tags=["quality"],
-    ),
-    stack_policy(
-        name="k8s-availability",
-        description="Kubernetes services keep a minimum number of pods and a PodDisruptionBudget.",
-        rule=_availability,
-        severity=Severity.MEDIUM,
-        framework=control(PROJECT, "availability"),
-        remediation="Raise services[].replicas.min; components.targets.eks adds a PDB per slot.",
-        config=AVAILABILITY_SCHEMA,
-        tags=["quality"],
-    ),
-]

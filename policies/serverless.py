@@ -7,14 +7,11 @@ from typing import Any
 
 from pulumi_policy import ResourceValidationArgs, Severity
 
-from pack_support import PROJECT, SECRET_NAME, control, resource_policy, setting
+import resource_types as t
+from gcp_iam import grants
+from pack_support import AZURE, CIS_GCP, GCP, PROJECT, SECRET_NAME, setting
 
-CLOUD_RUN = "gcp:cloudrunv2/service:Service"
-RUN_INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
-CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
-FRONT_DOOR_ROUTE = "azure-native:cdn:Route"
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
-CIS_GCP = "CIS Google Cloud Platform Foundation Benchmark"
 
 PUBLIC_SCHEMA: dict[str, dict[str, Any]] = {
     "allowPublic": {
@@ -32,12 +29,34 @@ INGRESS_SCHEMA: dict[str, dict[str, Any]] = {
 }
 
 
+@GCP.resource(
+    "cloudrun-no-public-invoker",
+    "Cloud Run services are not invokable by allUsers where not allowed (prod).",
+    types=t.RUN_INVOKERS,
+    severity=Severity.HIGH,
+    controls=[PROJECT("no-public-endpoints")],
+    checkov=["CKV_GCP_102"],
+    remediation="Remove cloudRun.allowPublic; grant roles/run.invoker to cloudRun.invokers.",
+    config=PUBLIC_SCHEMA,
+)
 def _public_invoker(args: ResourceValidationArgs) -> Iterable[str]:
-    member = args.props.get("member")
-    if member in PUBLIC_MEMBERS and not setting(args, PUBLIC_SCHEMA, "allowPublic"):
-        yield f"Cloud Run service is invokable by {member}; this environment does not allow public invokers"
+    if setting(args, PUBLIC_SCHEMA, "allowPublic"):
+        return
+    for _, member in grants(args):
+        if member in PUBLIC_MEMBERS:
+            yield (
+                f"Cloud Run service is invokable by {member}; this environment does not allow public invokers"
+            )
 
 
+@GCP.resource(
+    "cloudrun-dedicated-service-account",
+    "Cloud Run revisions run as a dedicated service account, never the compute default.",
+    types=[t.CLOUD_RUN],
+    severity=Severity.HIGH,
+    controls=[CIS_GCP("4.1")],
+    remediation="Deploy through components.targets.cloudrun, which creates run-<service>.",
+)
 def _dedicated_account(args: ResourceValidationArgs) -> Iterable[str]:
     account = (args.props.get("template") or {}).get("serviceAccount")
     if not account:
@@ -46,12 +65,30 @@ def _dedicated_account(args: ResourceValidationArgs) -> Iterable[str]:
         yield f"Cloud Run revisions run as the default compute account {account}; use a dedicated one"
 
 
+@GCP.resource(
+    "cloudrun-restricted-ingress",
+    "Cloud Run ingress is not open to all where not allowed (prod).",
+    types=[t.CLOUD_RUN],
+    severity=Severity.MEDIUM,
+    controls=[PROJECT("no-public-endpoints")],
+    remediation="Leave cloudRun.ingress unset in prod (internal-and-cloud-load-balancing).",
+    config=INGRESS_SCHEMA,
+)
 def _ingress(args: ResourceValidationArgs) -> Iterable[str]:
     ingress = args.props.get("ingress") or "INGRESS_TRAFFIC_ALL"
     if ingress == "INGRESS_TRAFFIC_ALL" and not setting(args, INGRESS_SCHEMA, "allowAll"):
         yield "Cloud Run ingress is all; this environment requires internal(-and-cloud-load-balancing)"
 
 
+@AZURE.resource(
+    "aci-secure-environment",
+    "Secrets reach ACI containers as secure environment values only.",
+    types=[t.CONTAINER_GROUP],
+    severity=Severity.HIGH,
+    controls=[PROJECT("secrets-not-in-plain-env")],
+    checkov=["CKV_AZURE_235"],
+    remediation="Move the value to services[].azureSecureEnvironment (a secure config key).",
+)
 def _aci_secure_values(args: ResourceValidationArgs) -> Iterable[str]:
     for container in args.props.get("containers") or []:
         for variable in container.get("environmentVariables") or []:
@@ -60,95 +97,43 @@ def _aci_secure_values(args: ResourceValidationArgs) -> Iterable[str]:
                 yield f"container {container.get('name')} passes {name} as a plain value; use secureValue"
 
 
+@AZURE.resource(
+    "aci-managed-identity-pull",
+    "ACI pulls images with a managed identity, never a registry password.",
+    types=[t.CONTAINER_GROUP],
+    severity=Severity.HIGH,
+    controls=[PROJECT("keyless-pull")],
+    remediation="Use image_registry_credentials with identity= the service's AcrPull identity.",
+)
 def _aci_identity_pull(args: ResourceValidationArgs) -> Iterable[str]:
     for credential in args.props.get("imageRegistryCredentials") or []:
         if not credential.get("identity") or credential.get("password") is not None:
             yield f"images from {credential.get('server')} are pulled with a password; use a managed identity"
 
 
+@AZURE.resource(
+    "aci-no-public-ip-in-vnet",
+    "Container groups in a VNet have no public IP.",
+    types=[t.CONTAINER_GROUP],
+    severity=Severity.HIGH,
+    controls=[PROJECT("no-public-endpoints")],
+    remediation="With aci.subnetId set, container groups get private IPs (components do this).",
+)
 def _aci_private_with_vnet(args: ResourceValidationArgs) -> Iterable[str]:
     ip = args.props.get("ipAddress") or {}
     if args.props.get("subnetIds") and ip.get("type") == "Public":
         yield "container group sits in a VNet but also has a public IP; set ipAddress.type Private"
 
 
+@AZURE.resource(
+    "frontdoor-https-only",
+    "Front Door routes serve HTTPS only (HTTP redirects).",
+    types=[t.FRONT_DOOR_ROUTE],
+    severity=Severity.HIGH,
+    controls=[PROJECT("encryption-in-transit")],
+    remediation="Set https_redirect Enabled or supported_protocols [Https].",
+)
 def _front_door_https(args: ResourceValidationArgs) -> Iterable[str]:
     protocols = list(args.props.get("supportedProtocols") or ["Http", "Https"])
     if "Http" in protocols and args.props.get("httpsRedirect") != "Enabled":
         yield "Front Door route serves plain HTTP; support Https only or enable httpsRedirect"
-
-
-POLICIES = [
-    resource_policy(
-        name="cloudrun-no-public-invoker",
-        description="Cloud Run services are not invokable by allUsers where not allowed (prod).",
-        types=[RUN_INVOKER],
-        rule=_public_invoker,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "no-public-endpoints"),
-        remediation="Remove cloudRun.allowPublic; grant roles/run.invoker to cloudRun.invokers.",
-        config=PUBLIC_SCHEMA,
-        tags=["network-exposure", "identity"],
-    ),
-    resource_policy(
-        name="cloudrun-dedicated-service-account",
-        description="Cloud Run revisions run as a dedicated service account, never the compute default.",
-        types=[CLOUD_RUN],
-        rule=_dedicated_account,
-        severity=Severity.HIGH,
-        framework=control(CIS_GCP, "4.1 (default service account)"),
-        remediation="Deploy through components.targets.cloudrun, which creates run-<service>.",
-        tags=["identity"],
-    ),
-    resource_policy(
-        name="cloudrun-restricted-ingress",
-        description="Cloud Run ingress is not open to all where not allowed (prod).",
-        types=[CLOUD_RUN],
-        rule=_ingress,
-        severity=Severity.MEDIUM,
-        framework=control(PROJECT, "no-public-endpoints"),
-        remediation="Leave cloudRun.ingress unset in prod (internal-and-cloud-load-balancing).",
-        config=INGRESS_SCHEMA,
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="aci-secure-environment",
-        description="Secrets reach ACI containers as secure environment values only.",
-        types=[CONTAINER_GROUP],
-        rule=_aci_secure_values,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "secrets-not-in-plain-env"),
-        remediation="Move the value to services[].azureSecureEnvironment (a secure config key).",
-        tags=["workload-security"],
-    ),
-    resource_policy(
-        name="aci-managed-identity-pull",
-        description="ACI pulls images with a managed identity, never a registry password.",
-        types=[CONTAINER_GROUP],
-        rule=_aci_identity_pull,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "keyless-pull"),
-        remediation="Use image_registry_credentials with identity= the service's AcrPull identity.",
-        tags=["identity"],
-    ),
-    resource_policy(
-        name="aci-no-public-ip-in-vnet",
-        description="Container groups in a VNet have no public IP.",
-        types=[CONTAINER_GROUP],
-        rule=_aci_private_with_vnet,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "no-public-endpoints"),
-        remediation="With aci.subnetId set, container groups get private IPs (components do this).",
-        tags=["network-exposure"],
-    ),
-    resource_policy(
-        name="frontdoor-https-only",
-        description="Front Door routes serve HTTPS only (HTTP redirects).",
-        types=[FRONT_DOOR_ROUTE],
-        rule=_front_door_https,
-        severity=Severity.HIGH,
-        framework=control(PROJECT, "encryption-in-transit"),
-        remediation="Set https_redirect Enabled or supported_protocols [Https].",
-        tags=["network-exposure"],
-    ),
-]
