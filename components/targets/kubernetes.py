@@ -1,0 +1,241 @@
+"""The Kubernetes workload layer every Kubernetes target shares (EKS, and GKE and AKS next).
+
+Per service: a namespace under Pod Security `restricted`, a service account without a mounted token,
+and per slot a Deployment (restricted pod, the one container contract), an HPA that owns the replica
+count and a PDB; ClusterIP Services select a slot's workload. Each target adds its own cluster and its
+own weighted entry point (EKS: ALB-weighted Ingress actions). Every resource is a child of the target's
+service component, named as EKS always named them, so no URN moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_kubernetes.apps.v1 as apps
+import pulumi_kubernetes.autoscaling.v2 as autoscaling
+import pulumi_kubernetes.core.v1 as core
+import pulumi_kubernetes.meta.v1 as meta
+import pulumi_kubernetes.policy.v1 as policy
+
+from components.rollout import RolloutPlan, SlotPlan
+from components.settings import ServiceSettings
+from components.targets.base import ContainerSpec
+
+RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+
+
+def labels(service: str, workload: str | None = None, version: str | None = None) -> dict[str, str]:
+    """The `slot` label holds the workload's name (a slot's own name unless a switch renamed it)."""
+    out = {
+        "app.kubernetes.io/name": service,
+        "app.kubernetes.io/part-of": "pouw-cicd",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+    if workload is not None:
+        out["app.kubernetes.io/instance"] = f"{service}-{workload}"
+        out["slot"] = workload
+    if version is not None:
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def selector(service: str, workload: str) -> dict[str, str]:
+    """What a Service or Deployment matches on: never the version (selectors are immutable)."""
+    return {"app.kubernetes.io/name": service, "slot": workload}
+
+
+def metadata(
+    name: str,
+    namespace: pulumi.Input[str],
+    labels: dict[str, str],
+    annotations: dict[str, str] | None = None,
+) -> meta.ObjectMetaArgsDict:
+    out: meta.ObjectMetaArgsDict = {"name": name, "namespace": namespace, "labels": labels}
+    if annotations:
+        out["annotations"] = annotations
+    return out
+
+
+def probe(service: ServiceSettings, period: int, failures: int) -> core.ProbeArgsDict:
+    return {
+        "http_get": {"path": service.health_path, "port": "http"},
+        "period_seconds": period,
+        "failure_threshold": failures,
+    }
+
+
+def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str]) -> core.PodSpecArgsDict:
+    """Pod Security Standards `restricted`, probes on the health path, requests and limits."""
+    spec = ContainerSpec.of(service, slot)
+    return {
+        "service_account_name": service.name,
+        "automount_service_account_token": False,
+        "security_context": {
+            "run_as_non_root": True,
+            "run_as_user": spec.uid,
+            "run_as_group": spec.gid,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        },
+        "topology_spread_constraints": [
+            {
+                "max_skew": 1,
+                "topology_key": "topology.kubernetes.io/zone",
+                "when_unsatisfiable": "ScheduleAnyway",
+                "label_selector": {"match_labels": selector(service.name, slot.workload)},
+            }
+        ],
+        "containers": [
+            {
+                "name": "app",
+                "image": image,
+                "ports": [{"name": "http", "container_port": service.port}],
+                # The one container contract: the service's `environment`, then the platform's.
+                "env": [{"name": k, "value": v} for k, v in spec.ordered_environment()],
+                "resources": {
+                    "requests": {"cpu": service.resources.cpu, "memory": service.resources.memory},
+                    "limits": {"cpu": service.resources.cpu_limit, "memory": service.resources.memory_limit},
+                },
+                "security_context": {
+                    "allow_privilege_escalation": False,
+                    "read_only_root_filesystem": True,
+                    "run_as_non_root": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+                "startup_probe": probe(service, 2, 30),
+                "readiness_probe": probe(service, 5, 3),
+                "liveness_probe": probe(service, 10, 3),
+                "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "empty_dir": {"size_limit": "64Mi"}}],
+    }
+
+
+def cluster_service(
+    name: str,
+    service_name: str,
+    app: str,
+    workload: str,
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+) -> None:
+    spec: core.ServiceSpecArgsDict = {
+        "type": "ClusterIP",
+        "selector": selector(app, workload),
+        "ports": [{"name": "http", "port": 80, "target_port": "http"}],
+    }
+    core.Service(
+        f"{name}-svc-{service_name}",
+        metadata=metadata(service_name, ns, labels(app)),
+        spec=spec,
+        opts=k8s,
+    )
+
+
+def slot_workload(
+    name: str,
+    svc: ServiceSettings,
+    slot: SlotPlan,
+    image: pulumi.Input[str],
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+    recreate: bool,
+) -> apps.Deployment:
+    workload = slot.workload
+    deployment_name = f"{svc.name}-{workload}"
+    strategy: apps.DeploymentStrategyArgsDict = (
+        {"type": "Recreate"}
+        if recreate
+        else {"type": "RollingUpdate", "rolling_update": {"max_surge": "25%", "max_unavailable": 0}}
+    )
+    deployment: apps.DeploymentSpecArgsDict = {
+        # No `replicas`: the HPA owns the count, so a weight change never touches this object.
+        "selector": {"match_labels": selector(svc.name, workload)},
+        "strategy": strategy,
+        "revision_history_limit": 5,
+        "progress_deadline_seconds": 600,
+        "template": {
+            "metadata": {"labels": labels(svc.name, workload, slot.version)},
+            "spec": pod_spec(svc, slot, image),
+        },
+    }
+    created = apps.Deployment(
+        f"{name}-{workload}",
+        metadata=metadata(deployment_name, ns, labels(svc.name, workload, slot.version)),
+        spec=deployment,
+        opts=k8s,
+    )
+    hpa: autoscaling.HorizontalPodAutoscalerSpecArgsDict = {
+        "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": deployment_name},
+        "min_replicas": slot.min_replicas,
+        "max_replicas": slot.max_replicas,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "average_utilization": 70}},
+            }
+        ],
+    }
+    autoscaling.HorizontalPodAutoscaler(
+        f"{name}-{workload}",
+        metadata=metadata(deployment_name, ns, labels(svc.name, workload)),
+        spec=hpa,
+        opts=k8s,
+    )
+    pdb: policy.PodDisruptionBudgetSpecArgsDict = {
+        "max_unavailable": 1,
+        "selector": {"match_labels": selector(svc.name, workload)},
+    }
+    policy.PodDisruptionBudget(
+        f"{name}-{workload}",
+        metadata=metadata(deployment_name, ns, labels(svc.name, workload)),
+        spec=pdb,
+        opts=k8s,
+    )
+    return created
+
+
+def service_namespace(
+    name: str,
+    svc: ServiceSettings,
+    k8s: pulumi.ResourceOptions,
+    account_annotations: dict[str, str] | None = None,
+) -> pulumi.Output[str]:
+    """The service's namespace (restricted) and its service account (no token mounted; annotated for
+    the cloud's workload identity where the target needs one). Returns the namespace's name."""
+    namespace = core.Namespace(
+        name, metadata={"name": svc.name, "labels": {**labels(svc.name), **RESTRICTED}}, opts=k8s
+    )
+    ns = namespace.metadata.name
+    account = metadata(svc.name, ns, labels(svc.name))
+    if account_annotations:
+        account["annotations"] = account_annotations
+    core.ServiceAccount(name, metadata=account, automount_service_account_token=False, opts=k8s)
+    return ns
+
+
+def slot_workloads(
+    name: str,
+    svc: ServiceSettings,
+    plan: RolloutPlan,
+    images: Mapping[str, pulumi.Input[str]],
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+) -> list[apps.Deployment]:
+    """One Deployment + HPA + PDB per slot of the plan."""
+    recreate = plan.strategy == "recreate"
+    return [slot_workload(name, svc, slot, images[slot.name], ns, k8s, recreate) for slot in plan.slots]
+
+
+def slot_services(
+    name: str, svc: ServiceSettings, plan: RolloutPlan, ns: pulumi.Input[str], routing: pulumi.ResourceOptions
+) -> None:
+    """The stable Service (blue-green's selector switch, the rolling service, the canary's stable), the
+    preview Service of the idle slot, and with weights one Service per slot for the weighted route."""
+    cluster_service(name, svc.name, svc.name, plan.workload(plan.stable_slot), ns, routing)
+    if plan.preview_slot is not None:
+        cluster_service(name, f"{svc.name}-preview", svc.name, plan.workload(plan.preview_slot), ns, routing)
+    if plan.weighted:
+        for slot in plan.slots:
+            cluster_service(name, f"{svc.name}-{slot.name}", svc.name, slot.workload, ns, routing)
