@@ -699,4 +699,12 @@ def _step(args: argparse.Namespace, project_dir: Path, path: Path) -> int:
     if not args.dry_run:
         write_stack_file(path, new_text, digest)
         print(f"wrote {path}; review it, commit it, and `pulumi up` applies the step")
+    print(f"commit message: {commit_subject(args.stack, args.service, args.action, args.weight)}")
     return 0
+
+
+def commit_subject(stack: str, service: str, action: str, weight: int | None = None) -> str:
+    """The commit (or squash-merged pull request) title for a step. The deploy pipelines read it: a
+    deploy of `rollout(<stack>/<service>): rollback` is announced as a rollback (delivery.notify)."""
+    detail = f" to {weight}%" if action == "set-weight" and weight is not None else ""
+    return f"rollout({stack}/{service}): {action}{detail}"

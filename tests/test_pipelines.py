@@ -618,8 +618,8 @@ def test_deploy_approval_and_outcome_are_notified() -> None:
     notes = [
         (job_name, step) for _, job_name, step in all_steps() if "delivery.notify" in str(step.get("run", ""))
     ]
-    events = {(job, re.search(r"--event (\w+)", s["run"]).group(1)) for job, s in notes}  # type: ignore[union-attr]
-    assert events == {("plan", "approval"), ("up", "deploy")}
+    events = {(job, re.search(r'--event "?\$?(\w+)', s["run"]).group(1)) for job, s in notes}  # type: ignore[union-attr]
+    assert events == {("plan", "approval"), ("up", "deploy"), ("up", "event")}  # event: deploy or rollback
     for _, step in notes:
         assert step["env"]["POUW_NOTIFY_WEBHOOK"] == "${{ secrets.POUW_NOTIFY_WEBHOOK }}"
     ended = next(s for j, s in notes if '--status "$OUTCOME"' in s["run"])
@@ -627,7 +627,7 @@ def test_deploy_approval_and_outcome_are_notified() -> None:
     text = (ROOT / "Jenkinsfile").read_text()
     assert "CredentialNotFoundException" in text  # no credential: notifications off, build unaffected
     deploy = jenkins_function("deployStack")
-    assert [m for m in re.findall(r"notify\('deploy', stack, '(\w+)'\)", deploy)] == [
+    assert re.findall(r"notify\((?:'deploy'|deployEvent\(stack\)), stack, '(\w+)'\)", deploy) == [
         "started",
         "succeeded",
         "failed",
@@ -654,3 +654,22 @@ def test_the_real_cli_analyses_the_exported_plan_next_to_the_gate() -> None:
     assert '--export "state-$STACK.json"' in checks and "pulumi policy analyze --file" in checks
     assert "preflight agree" in checks and 'exit "$gate"' in checks
     assert "set -euo" not in checks  # a blocking gate must not skip the analysis
+
+
+@pytest.mark.parametrize(
+    ("stack", "action", "event"),
+    [("prod", "rollback", "rollback"), ("staging", "rollback", "deploy"), ("prod", "promote", "deploy")],
+)
+def test_a_rollback_commit_is_announced_as_a_rollback(stack: str, action: str, event: str) -> None:
+    """The subject `preflight rollout` suggests drives the event, in GitHub's shell and in Jenkins."""
+    from preflight.rollout import commit_subject
+
+    subject = commit_subject("prod", "web", action)
+    steps = workflow("deploy-stack.yml")["jobs"]["up"]["steps"]
+    (ended,) = [s for s in steps if s.get("name") == "Notify how the deploy ended"]
+    script = ended["run"].split("python3 -m delivery.notify", 1)[0] + 'echo "$event"\n'
+    env = {**os.environ, "STACK": stack, "MESSAGE": f"{subject}\n\nbody"}
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == event
+    groovy = jenkins_function("deployEvent")
+    assert "subject.startsWith(\"rollout(${stack}/\") && subject.contains('): rollback')" in groovy

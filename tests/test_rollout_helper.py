@@ -90,6 +90,8 @@ def test_cli_reports_routing_only_and_writes(tmp_path: Path, capsys: pytest.Capt
     assert "web-eks-ingress" in routing and "web-cloudrun (traffics)" in routing
     assert "workload changes (0):\n  none: no pod, task or revision restarts" in out
     assert "weight: 50}" in (project / "Pulumi.prod.yaml").read_text()
+    # The title the deploy pipelines read (a rollback is announced as one: tests/test_pipelines.py).
+    assert out.rstrip().endswith("commit message: rollout(prod/web): set-weight to 50%")
 
 
 def test_cli_reports_workload_changes_on_promotion(
