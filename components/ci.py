@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 
 from components.context import StackContext
+from components.permissions import gcp_project_permissions
 from components.registry import ArtifactRegistry, EcrRegistry
 from components.runners import (
     JENKINS_AGENT,
@@ -26,6 +27,7 @@ from components.runners import (
 from components.targets.base import Target
 from components.targets.cloudrun import CloudRunTarget
 from components.targets.eks import EksCluster, EksTarget
+from components.targets.gke import PROJECT_SCOPED_TYPES, GkeTarget
 
 
 def ci_infrastructure(ctx: StackContext, targets: Mapping[str, Target]) -> dict[str, Any]:
@@ -108,6 +110,14 @@ def _identities(
         )
     run = targets.get(CloudRunTarget.key)
     cloud_run = run.services if isinstance(run, CloudRunTarget) else {}
+    gke = targets.get(GkeTarget.key)
+    runtime_accounts = {k: s.account for k, s in cloud_run.items()}
+    project_permissions: dict[str, tuple[str, ...]] = {}
+    if isinstance(gke, GkeTarget):
+        runtime_accounts["gke-nodes"] = gke.cluster.node_account  # the cluster's node pools run as it
+        project_permissions = {
+            kind: gcp_project_permissions(PROJECT_SCOPED_TYPES, kind) for kind in ("deploy", "preview")
+        }
     registry = ctx.registries.get("artifactRegistry")
     repositories = (
         {settings.registries.artifact_registry.repository: registry.repository}
@@ -131,7 +141,8 @@ def _identities(
             gcp_scope=GcpDeployScope(
                 repositories=repositories,
                 services={k: s.service for k, s in cloud_run.items()},
-                runtime_accounts={k: s.account for k, s in cloud_run.items()},
+                runtime_accounts=runtime_accounts,
+                project_permissions=project_permissions,
             ),
             tags=settings.tags("ci"),
         ),

@@ -85,11 +85,13 @@ def pipeline_role_name(environment: str, kind: str) -> str:
 
 
 def boundary_document(environment: str) -> str:
-    """The most any role this stack creates may ever do: what the deploy role itself may do outside
-    IAM (PowerUserAccess's shape), the three IAM reads and service-linked role the AWS Load Balancer
-    Controller and the EKS cluster role call, and never a change to the pipeline roles or to this
-    boundary. So a role the deploy role creates or changes is never more than the deploy role: no
-    escalation through IAM (AWS IAM User Guide, "Permissions boundaries for IAM entities").
+    """The most any role this stack creates may ever do: every service but IAM, Organizations and
+    Account, the IAM reads and service-linked role the AWS Load Balancer Controller and the EKS
+    cluster role call, and never a change to the pipeline roles or to this boundary. So a role the
+    deploy role creates or changes never administers IAM (AWS IAM User Guide, "Permissions boundaries
+    for IAM entities"). The deploy role's own grants outside IAM are narrower than this cap (generated
+    from the permission table, components/pipeline_policies.py): a role it writes may hold service
+    actions the deploy role lacks, within this boundary.
 
     Written with NotAction: a boundary grants nothing by itself, it caps. Listing each service's
     actions here would duplicate every AWS-managed policy the stack attaches and drift from them.

@@ -2,7 +2,9 @@
 
 Workloads and nodes live in private subnets; only load balancers and NAT gateways are public. The
 subnets carry the tags the AWS Load Balancer Controller uses to find them. VPC flow logs go to
-CloudWatch, and the default security group allows nothing.
+CloudWatch (kept a year and encrypted with their own key in prod), and the default security group
+allows nothing. The log-key policy and the regional web ACL that ECS and EKS put in front of their
+public load balancers live here too, next to the network they protect.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import pulumi
 import pulumi_aws.cloudwatch as cloudwatch
 import pulumi_aws.ec2 as ec2
 import pulumi_aws.iam as iam
+import pulumi_aws.kms as kms
+import pulumi_aws.wafv2 as wafv2
+from pulumi_aws.get_caller_identity import get_caller_identity_output
+from pulumi_aws.get_region import get_region_output
 
 from components.iam import document, service_role
 from components.settings import NetworkSettings
@@ -23,13 +29,128 @@ from components.settings import NetworkSettings
 class AwsNetworkArgs:
     settings: NetworkSettings
     cluster_name: str | None = None  # tags subnets for EKS load balancer discovery
-    flow_log_retention_days: int = 30
     tags: dict[str, str] = field(default_factory=dict)
     # prod: the VPC, its subnets and the flow-log group (deleting them takes every workload down or
-    # loses the network's audit trail) are protected.
+    # loses the network's audit trail) are protected. A protected network is prod's: its flow logs are
+    # kept 365 days unless settings say otherwise, and encrypted with a customer-managed key.
     protect: bool = False
     # The stack's permissions boundary (components/iam.py): every role made here carries it.
     permissions_boundary: pulumi.Input[str] | None = None
+
+
+# The AWS managed rule groups every public entry point gets: OWASP-style common rules, known bad
+# inputs (Log4j, exploit paths), and Amazon's IP reputation list (AWS WAF Developer Guide, "AWS Managed
+# Rules rule groups list": docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html).
+MANAGED_RULE_GROUPS = (
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesAmazonIpReputationList",
+)
+
+
+def log_key_policy(account: str, region: str, log_groups: str) -> str:
+    """A log key's policy: the account administers it; CloudWatch Logs in this region may use it, only
+    for the log groups `log_groups` (an ARN pattern) names, as the CloudWatch Logs User Guide's key
+    policy says (docs.aws.amazon.com/AmazonCloudWatch/latest/logs/encrypt-log-data-kms.html)."""
+    return document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "CloudWatchLogsEncrypt",
+                "Effect": "Allow",
+                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
+                "Action": [
+                    "kms:Encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                "Resource": "*",
+                "Condition": {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
+            },
+        ]
+    )
+
+
+def log_key(
+    name: str, description: str, log_group: str, tags: dict[str, str], parent: pulumi.Resource, protect: bool
+) -> kms.Key:
+    """A customer-managed key for the log group named `log_group` (protected with it: without the key
+    its logs cannot be read)."""
+    invoke = pulumi.InvokeOutputOptions(parent=parent)
+    account = get_caller_identity_output(opts=invoke).account_id
+    region = get_region_output(opts=invoke).region
+    return kms.Key(
+        name,
+        description=description,
+        enable_key_rotation=True,
+        deletion_window_in_days=30,
+        policy=pulumi.Output.all(account, region).apply(
+            lambda a: log_key_policy(a[0], a[1], f"arn:aws:logs:{a[1]}:{a[0]}:log-group:{log_group}")
+        ),
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent, protect=protect),
+    )
+
+
+def _rule_metrics(metric: str) -> wafv2.WebAclRuleVisibilityConfigArgs:
+    return wafv2.WebAclRuleVisibilityConfigArgs(
+        cloudwatch_metrics_enabled=True, metric_name=metric, sampled_requests_enabled=True
+    )
+
+
+def web_acl(name: str, rate_limit: int, tags: dict[str, str], parent: pulumi.Resource) -> wafv2.WebAcl:
+    """A regional WAFv2 web ACL for public Application Load Balancers: allow by default, block what
+    the AWS managed rule groups match and any client IP above `rate_limit` requests per 5 minutes."""
+    rules: list[wafv2.WebAclRuleArgs] = [
+        wafv2.WebAclRuleArgs(
+            name=group,
+            priority=10 * (i + 1),
+            # none: the rule groups' own actions (block) apply, not count.
+            override_action=wafv2.WebAclRuleOverrideActionArgs(
+                none=wafv2.WebAclRuleOverrideActionNoneArgs()  # type: ignore[no-untyped-call]
+            ),
+            statement=wafv2.WebAclRuleStatementArgs(
+                managed_rule_group_statement=wafv2.WebAclRuleStatementManagedRuleGroupStatementArgs(
+                    name=group, vendor_name="AWS"
+                )
+            ),
+            visibility_config=_rule_metrics(f"{name}-{group}"),
+        )
+        for i, group in enumerate(MANAGED_RULE_GROUPS)
+    ]
+    rules.append(
+        wafv2.WebAclRuleArgs(
+            name="rate-limit-per-ip",
+            priority=10 * (len(MANAGED_RULE_GROUPS) + 1),
+            action=wafv2.WebAclRuleActionArgs(block=wafv2.WebAclRuleActionBlockArgs()),
+            statement=wafv2.WebAclRuleStatementArgs(
+                rate_based_statement=wafv2.WebAclRuleStatementRateBasedStatementArgs(
+                    aggregate_key_type="IP", limit=rate_limit
+                )
+            ),
+            visibility_config=_rule_metrics(f"{name}-rate-limit"),
+        )
+    )
+    return wafv2.WebAcl(
+        name,
+        scope="REGIONAL",
+        description=f"Public load balancers of {name}",
+        default_action=wafv2.WebAclDefaultActionArgs(allow=wafv2.WebAclDefaultActionAllowArgs()),
+        rules=rules,
+        visibility_config=wafv2.WebAclVisibilityConfigArgs(
+            cloudwatch_metrics_enabled=True, metric_name=name, sampled_requests_enabled=True
+        ),
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def subnet_cidrs(vpc_cidr: str, zones: int) -> tuple[list[str], list[str]]:
@@ -139,10 +260,18 @@ class AwsNetwork(pulumi.ComponentResource):
         self.register_outputs({"vpcId": self.vpc_id})
 
     def _flow_logs(self, name: str, args: AwsNetworkArgs, child: pulumi.ResourceOptions) -> None:
+        group_name = f"/pouw/{name}/flow-logs"
+        key = (
+            log_key(f"{name}-logs", f"VPC flow logs of {name}", group_name, args.tags, self, args.protect)
+            if args.protect
+            else None
+        )
+        retention = args.settings.flow_log_retention_days or (365 if args.protect else 30)
         group = cloudwatch.LogGroup(
             f"{name}-flow-logs",
-            name=f"/pouw/{name}/flow-logs",
-            retention_in_days=args.flow_log_retention_days,
+            name=group_name,
+            retention_in_days=retention,
+            kms_key_id=key.arn if key is not None else None,
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )

@@ -180,10 +180,13 @@ PERMISSIONS: dict[str, Row] = {
     # --- AWS: registries (EcrRepository)
     "aws:ecr/repository:Repository": _aws(
         "amazonelasticcontainerregistry",
-        "ecr:CreateRepository ecr:TagResource",
+        "ecr:CreateRepository ecr:TagResource kms:DescribeKey kms:CreateGrant",
         "ecr:PutImageScanningConfiguration ecr:PutImageTagMutability ecr:TagResource ecr:UntagResource",
         "ecr:DeleteRepository",
         "ecr:DescribeRepositories ecr:ListTagsForResource",
+        note="a repository encrypted with the stack's KMS key: ECR calls DescribeKey and CreateGrant on the "
+        "key as the caller (docs.aws.amazon.com/AmazonECR/latest/userguide/encryption-at-rest.html); the "
+        "grant only for an AWS resource (components/pipeline_policies.py, `conditions`)",
     ),
     "aws:ecr/lifecyclePolicy:LifecyclePolicy": _aws(
         "amazonelasticcontainerregistry",
@@ -294,7 +297,8 @@ PERMISSIONS: dict[str, Row] = {
         "iam:DeletePolicy",
         "iam:GetPolicy iam:GetPolicyVersion iam:ListPolicyVersions iam:ListPolicyTags",
         bootstrap=("create", "update", "delete"),
-        note="the only managed policy is the permissions boundary: the deploy role may not change it",
+        note="the managed policies are the permissions boundary and the pipeline roles' policies "
+        "(pouw-<env>-deploy-<n>, pouw-<env>-preview-<n>): the deploy role may change none of them",
     ),
     # --- AWS: ECS (EcsCluster, EcsService)
     "aws:ecs/cluster:Cluster": _aws(
@@ -474,6 +478,18 @@ PERMISSIONS: dict[str, Row] = {
         note="only the pipeline identities' own grants: project IAM admin would be an escalation",
         preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
     ),
+    "gcp:projects/iAMCustomRole:IAMCustomRole": Row(
+        "gcp",
+        GCP_ROLES.format("iam"),
+        ("iam.roles.create",),
+        ("iam.roles.update",),
+        ("iam.roles.delete",),
+        ("iam.roles.get",),
+        bootstrap=("create", "update", "delete"),
+        note="only the pipeline identities' own roles (generated from this table): defining roles is the "
+        "bootstrap identity's",
+        preview_gap="iam.roles.get is not granted; preview diffs the role from state",
+    ),
     "gcp:projects/service:Service": Row(
         "gcp",
         GCP_ROLES.format("serviceusage"),
@@ -646,6 +662,95 @@ PERMISSIONS: dict[str, Row] = {
     "pulumi:providers:docker-build": _program("a provider instance (registry credentials of the rows above)"),
 }
 
+# GKE, the shared Kubernetes layer (NetworkPolicy, Gateway API) and the WAF in front of public ALBs.
+_GKE_AND_KUBERNETES_ROWS: list[tuple[str, Row]] = [
+    ("pouw:index:GkeCluster", _program("a component: its children have their rows")),
+    ("pouw:index:GkeService", _program("a component: its children have their rows")),
+    # --- Kubernetes (the shared layer on EKS and GKE; RBAC verbs, as the other Kubernetes rows).
+    ("kubernetes:networking.k8s.io/v1:NetworkPolicy", _k8s("networkpolicies", "networking.k8s.io")),
+    ("kubernetes:gateway.networking.k8s.io/v1:Gateway", _k8s("gateways", "gateway.networking.k8s.io")),
+    ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", _k8s("httproutes", "gateway.networking.k8s.io")),
+    ("kubernetes:networking.gke.io/v1:HealthCheckPolicy", _k8s("healthcheckpolicies", "networking.gke.io")),
+    # --- GCP: GKE (https://cloud.google.com/iam/docs/roles-permissions/container) and its VPC
+    # (https://cloud.google.com/iam/docs/roles-permissions/compute).
+    (
+        "gcp:container/cluster:Cluster",
+        Row(
+            "gcp",
+            GCP_ROLES.format("container"),
+            ("container.clusters.create", "container.operations.get", "iam.serviceAccounts.actAs"),
+            ("container.clusters.update", "container.operations.get"),
+            ("container.clusters.delete", "container.operations.get"),
+            ("container.clusters.get",),
+            note="actAs on the node service account only (the cluster's initial default pool runs as it)",
+        ),
+    ),
+    (
+        "gcp:container/nodePool:NodePool",
+        Row(
+            "gcp",
+            GCP_ROLES.format("container"),
+            # Node pools have no permissions of their own: they are parts of the cluster.
+            ("container.clusters.update", "container.operations.get", "iam.serviceAccounts.actAs"),
+            ("container.clusters.update", "container.operations.get", "iam.serviceAccounts.actAs"),
+            ("container.clusters.update", "container.operations.get"),
+            ("container.clusters.get",),
+        ),
+    ),
+    (
+        "gcp:compute/network:Network",
+        Row(
+            "gcp",
+            GCP_ROLES.format("compute"),
+            ("compute.networks.create",),
+            ("compute.networks.update",),
+            ("compute.networks.delete",),
+            ("compute.networks.get",),
+        ),
+    ),
+    (
+        "gcp:compute/subnetwork:Subnetwork",
+        Row(
+            "gcp",
+            GCP_ROLES.format("compute"),
+            ("compute.subnetworks.create", "compute.networks.updatePolicy"),
+            ("compute.subnetworks.update", "compute.subnetworks.setPrivateIpGoogleAccess"),
+            ("compute.subnetworks.delete", "compute.networks.updatePolicy"),
+            ("compute.subnetworks.get",),
+        ),
+    ),
+]
+
+_WAF_ROWS: list[tuple[str, Row]] = [
+    (
+        "aws:wafv2/webAcl:WebAcl",
+        _aws(
+            "awswafv2",
+            "wafv2:CreateWebACL wafv2:TagResource wafv2:GetWebACL wafv2:ListTagsForResource",
+            "wafv2:UpdateWebACL wafv2:GetWebACL wafv2:TagResource wafv2:UntagResource",
+            "wafv2:DeleteWebACL wafv2:GetWebACL",
+            "wafv2:GetWebACL wafv2:ListTagsForResource",
+            note="managed rule groups need no extra grant to reference (AWS WAF Developer Guide, "
+            "docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-list.html)",
+        ),
+    ),
+    (
+        "aws:wafv2/webAclAssociation:WebAclAssociation",
+        _aws(
+            "awswafv2",
+            "wafv2:AssociateWebACL wafv2:GetWebACLForResource elasticloadbalancing:SetWebACL",
+            "",  # every input forces a new association
+            "wafv2:DisassociateWebACL wafv2:GetWebACLForResource",
+            "wafv2:GetWebACLForResource",
+            note="associating with an ALB also calls elasticloadbalancing:SetWebACL on the load balancer "
+            "(docs.aws.amazon.com/waf/latest/APIReference/API_AssociateWebACL.html)",
+        ),
+    ),
+]
+
+PERMISSIONS.update(_GKE_AND_KUBERNETES_ROWS)
+PERMISSIONS.update(_WAF_ROWS)
+
 
 def row(resource_type: str) -> Row:
     """The row for a type, or an error that says where to add it."""
@@ -660,33 +765,9 @@ def row(resource_type: str) -> Row:
 
 
 # What the grants the identities hold contain, as far as the rows need (each from its reference page):
-# the test evaluates the rows against these, so a grant that stops covering a row fails offline.
-AWS_MANAGED = "https://docs.aws.amazon.com/aws-managed-policy/latest/reference/{}.html"
-# PowerUserAccess: every service but IAM, Organizations and Account management.
-POWER_USER_ACCESS = {
-    "Statement": [
-        {"Effect": "Allow", "NotAction": ["iam:*", "organizations:*", "account:*"], "Resource": "*"},
-        {
-            "Effect": "Allow",
-            "Action": [
-                "iam:CreateServiceLinkedRole",
-                "iam:DeleteServiceLinkedRole",
-                "iam:ListRoles",
-                "organizations:DescribeOrganization",
-                "account:ListRegions",
-                "account:GetAccountInformation",
-            ],
-            "Resource": "*",
-        },
-    ]
-}
-# ReadOnlyAccess, in its shape: the Describe, Get, List and BatchGet calls of every service (the managed
-# policy lists them service by service).
-READ_ONLY_ACCESS = {
-    "Statement": [
-        {"Effect": "Allow", "Action": ["*:Describe*", "*:Get*", "*:List*", "*:BatchGet*"], "Resource": "*"}
-    ]
-}
+# the test evaluates the rows against these, so a grant that stops covering a row fails offline. The
+# AWS pipeline roles hold no AWS managed policy: their policies are generated from the AWS rows above
+# (components/pipeline_policies.py), so the test evaluates those documents themselves.
 
 
 def _perms(text: str) -> frozenset[str]:
@@ -720,6 +801,21 @@ GCP_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     ),
     "roles/serviceusage.serviceUsageViewer": _perms("serviceusage.services.get serviceusage.services.list"),
 }
+# The GKE node service account's one project role (components/targets/gke.py), per
+# https://cloud.google.com/iam/docs/roles-permissions/container
+GCP_ROLE_PERMISSIONS |= {
+    "roles/container.defaultNodeServiceAccount": frozenset(
+        [
+            "autoscaling.sites.writeMetrics",
+            "logging.logEntries.create",
+            "logging.logEntries.route",
+            "monitoring.metricDescriptors.create",
+            "monitoring.metricDescriptors.list",
+            "monitoring.timeSeries.create",
+            "monitoring.timeSeries.list",
+        ]
+    )
+}
 GCP_ROLE_PERMISSIONS["roles/run.admin"] = GCP_ROLE_PERMISSIONS["roles/run.developer"] | {
     "run.services.setIamPolicy"
 }
@@ -752,3 +848,17 @@ AZURE_RBAC_ADMIN_ACTIONS = (
     "Microsoft.Authorization/roleAssignments/write",
     "Microsoft.Authorization/roleAssignments/delete",
 )
+
+
+def gcp_project_permissions(types: frozenset[str], kind: str) -> tuple[str, ...]:
+    """The permissions a custom project role must hold for `types` (GCP rows): deploy every create,
+    update, delete and read action except `iam.serviceAccounts.actAs` (granted on the account it acts
+    as, never project-wide), preview the reads. Sorted, so the role changes only with the table."""
+    wanted: set[str] = set()
+    for type_ in sorted(types):
+        row = PERMISSIONS[type_]
+        wanted.update(row.read)
+        if kind == "deploy":
+            wanted.update((*row.create, *row.update, *row.delete))
+    wanted.discard("iam.serviceAccounts.actAs")
+    return tuple(sorted(wanted))

@@ -26,6 +26,8 @@ import pulumi_docker as docker
 import pulumi_docker_build as docker_build
 import pulumi_gcp.artifactregistry as artifactregistry
 import pulumi_gcp.organizations as gcp_organizations
+from pulumi_aws.get_caller_identity import get_caller_identity_output
+from pulumi_aws.get_region import get_region_output
 
 from components.iam import document
 from components.settings import (
@@ -118,6 +120,45 @@ def ecr_lifecycle_policy(settings: EcrSettings) -> str:
     )
 
 
+def ecr_key_policy(account: str, region: str) -> str:
+    """The ECR key's policy, as the ECR User Guide describes a customer managed key's use
+    (docs.aws.amazon.com/AmazonECR/latest/userguide/encryption-at-rest.html): the account administers the
+    key (its IAM policies decide who may), and the account's principals may use it only through ECR in
+    this region, which creates the grant it encrypts and decrypts layers with."""
+    return document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "UseThroughEcr",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": [
+                    "kms:Encrypt",
+                    "kms:Decrypt",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:DescribeKey",
+                    "kms:CreateGrant",
+                    "kms:RetireGrant",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "kms:ViaService": f"ecr.{region}.amazonaws.com",
+                        "kms:CallerAccount": account,
+                    }
+                },
+            },
+        ]
+    )
+
+
 def ecr_pull_policy(accounts: tuple[str, ...]) -> str:
     """Repository policy letting other accounts pull (never push)."""
     return document(
@@ -160,11 +201,15 @@ class EcrRepository(pulumi.ComponentResource):
         encryption: dict[str, pulumi.Input[str]] = {"encryption_type": "KMS"}
         self.key: kms.Key | None = None
         if args.settings.customer_managed_key:
+            invoke = pulumi.InvokeOutputOptions(parent=self)
+            account = get_caller_identity_output(opts=invoke).account_id
+            region = get_region_output(opts=invoke).region
             self.key = kms.Key(
                 f"{name}-key",
                 description=f"ECR images of {args.service}",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
+                policy=pulumi.Output.all(account, region).apply(lambda a: ecr_key_policy(a[0], a[1])),
                 tags=args.tags,
                 opts=stateful,
             )
@@ -360,6 +405,12 @@ def acr_network(args: AcrRegistryArgs) -> dict[str, Any]:
     }
 
 
+def acr_zone_redundant(args: AcrRegistryArgs) -> bool:
+    """Explicit, or on for a Premium registry in prod (the context protects prod's registries)."""
+    explicit = args.settings.zone_redundant
+    return (args.protect and args.settings.sku == "Premium") if explicit is None else explicit
+
+
 class AcrRegistry(_RemoteRegistry):
     """An Azure Container Registry: no admin user, no anonymous pull, network-restricted outside dev.
 
@@ -391,9 +442,14 @@ class AcrRegistry(_RemoteRegistry):
             admin_user_enabled=False,
             anonymous_pull_enabled=False,
             policies=policies,
+            zone_redundancy="Enabled" if acr_zone_redundant(args) else "Disabled",
             **acr_network(args),
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
+            # zoneRedundancy is set when a registry is created (ARM cannot convert a registry in place), and
+            # Azure now makes every registry in a zone-capable region zone redundant whatever the property
+            # says (learn.microsoft.com/azure/container-registry/zone-redundancy): an existing registry is
+            # left as it is, never replaced for it; a new one is created with the setting.
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, ignore_changes=["zoneRedundancy"]),
         )
         self.login_server = self.registry.login_server
         self.registry_id = self.registry.id

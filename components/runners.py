@@ -35,7 +35,8 @@ import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.meta.v1 as meta
 import pulumi_kubernetes.rbac.v1 as rbac
 
-from components.iam import document, irsa_statement, irsa_trust, managed_policy, pipeline_role_name
+from components.iam import document, irsa_statement, irsa_trust, pipeline_role_name
+from components.pipeline_policies import deploy_documents, placeholder_account, preview_documents
 from components.settings import (
     ArcSettings,
     CiRunnersSettings,
@@ -102,7 +103,8 @@ ECR_PUSH_ACTIONS = [
 #     role they assume (web identity, see KubernetesTrust); their push roles may push images, nothing
 #     else. Pods they start use Kubernetes RBAC (CiRunners._jenkins_cloud), not access entries.
 CLUSTER_ACCESS_POLICIES = {"deploy": "AmazonEKSClusterAdminPolicy", "preview": "AmazonEKSViewPolicy"}
-# A deploy role runs `pulumi up`: PowerUserAccess covers every service but IAM. In IAM it may manage
+# A deploy role runs `pulumi up`: outside IAM it holds what the permission table's AWS rows name, on
+# the stack's resources (components/pipeline_policies.py, pouw-<env>-deploy-<n>). In IAM it may manage
 # only the roles this stack makes, only while they carry the stack's permissions boundary, pass each
 # only to the service that uses it, and never touch itself, the preview role or the boundary.
 #
@@ -184,7 +186,7 @@ def stack_role_arns(account: str, environment: str) -> list[str]:
 
 
 def deploy_iam_policy(environment: str, boundary_arn: str) -> str:
-    """The deploy role's IAM grants (next to PowerUserAccess), written for one stack.
+    """The deploy role's IAM grants (next to its generated policies, `pipeline_documents`), for one stack.
 
     The deploy and preview roles themselves, and the boundary, are denied: changing them is the
     bootstrap identity's job (PipelineIdentities' docstring): a deploy role that could edit its own
@@ -258,6 +260,18 @@ def deploy_iam_policy(environment: str, boundary_arn: str) -> str:
             },
         ]
     )
+
+
+def pipeline_documents(kind: str, environment: str, account: str) -> list[str]:
+    """The deploy or preview role's managed policy documents (components/pipeline_policies.py)."""
+    if kind == "deploy":
+        return deploy_documents(environment, account)
+    return preview_documents(environment, account, stack_role_arns(account, environment))
+
+
+def _pipeline_document(kind: str, environment: str, n: int, boundary_arn: str) -> str:
+    """The n-th (from 1) document, for the account the boundary is in."""
+    return pipeline_documents(kind, environment, boundary_arn.split(":")[4])[n - 1]
 
 
 def push_policy(repository_arns: Sequence[str]) -> str:
@@ -618,6 +632,9 @@ class GcpDeployScope:
     repositories: Mapping[str, artifactregistry.Repository] = field(default_factory=dict)  # admin
     services: Mapping[str, cloudrunv2.Service] = field(default_factory=dict)  # run.admin (invokers)
     runtime_accounts: Mapping[str, serviceaccount.Account] = field(default_factory=dict)  # actAs
+    # Project-level permissions from the permission table, by identity kind ("deploy", "preview"), for
+    # what GCP has no resource-level IAM for (GKE clusters, node pools, VPCs): one custom role each.
+    project_permissions: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -657,7 +674,9 @@ class PipelineIdentities(pulumi.ComponentResource):
        d. this component, after the cluster: the GitHub OIDC provider, the deploy and preview roles
           (pouw-<env>-deploy / -preview), then their EKS access entries (which need both the cluster and
           the roles: no cycle, the cluster never refers back), the deploy role's IAM policy (which names
-          the boundary); GCP APIs (iam, iamcredentials, sts), the pool and provider, the accounts, their
+          the boundary) and both roles' policies generated from the permission table
+          (pouw-<env>-deploy-<n>, pouw-<env>-preview-<n>);
+          GCP APIs (iam, iamcredentials, sts), the pool and provider, the accounts, their
           grants on the project and on the stack's repository, services and runtime accounts; Azure
           identities, federated credentials, role assignments.
     2. From then on the deploy identity runs every `pulumi up` (GitHub environment <env>, or the Jenkins
@@ -702,14 +721,12 @@ class PipelineIdentities(pulumi.ComponentResource):
                 tags=args.tags,
                 opts=child,
             ).arn
+        assert args.permissions_boundary is not None, "the stack's permissions boundary (components/iam.py)"
+        boundary = pulumi.Output.from_input(args.permissions_boundary)
         roles = {}
-        for kind, subject, managed in (
-            ("deploy", deploy, "PowerUserAccess"),
-            (
-                "preview",
-                (preview, plan_subject(args.settings.repository, args.environment)),
-                "ReadOnlyAccess",
-            ),
+        for kind, subject in (
+            ("deploy", deploy),
+            ("preview", (preview, plan_subject(args.settings.repository, args.environment))),
         ):
             role = aws_iam.Role(
                 f"{name}-{kind}",
@@ -722,25 +739,49 @@ class PipelineIdentities(pulumi.ComponentResource):
                 tags=args.tags,
                 opts=child,
             )
-            aws_iam.RolePolicyAttachment(
-                f"{name}-{kind}-{managed}", role=role.name, policy_arn=managed_policy(managed), opts=child
-            )
+            self._aws_policies(name, kind, args, role, boundary)
             roles[kind] = role
             if args.cluster is not None:
                 args.cluster.grant_access(
                     f"{name}-{kind}-eks", role.arn, CLUSTER_ACCESS_POLICIES[kind], args.tags, self
                 )
-        assert args.permissions_boundary is not None, "the stack's permissions boundary (components/iam.py)"
         aws_iam.RolePolicy(
             f"{name}-deploy-iam",
             role=roles["deploy"].id,
-            policy=pulumi.Output.from_input(args.permissions_boundary).apply(
-                functools.partial(deploy_iam_policy, args.environment)
-            ),
+            policy=boundary.apply(functools.partial(deploy_iam_policy, args.environment)),
             opts=child,
         )
         self.outputs["awsDeployRoleArn"] = roles["deploy"].arn
         self.outputs["awsPreviewRoleArn"] = roles["preview"].arn
+
+    def _aws_policies(
+        self,
+        name: str,
+        kind: str,
+        args: PipelineIdentitiesArgs,
+        role: aws_iam.Role,
+        boundary: pulumi.Output[str],
+    ) -> None:
+        """The role's customer managed policies, generated from the permission table
+        (components/pipeline_policies.py): `pouw-<env>-<kind>-<n>`, as many as the table fills. How
+        many is known before the account id (always 12 digits); the documents are written with it."""
+        env = args.environment
+        count = len(pipeline_documents(kind, env, placeholder_account()))
+        for n in range(1, count + 1):
+            policy = aws_iam.Policy(
+                f"{name}-{kind}-{n}",
+                name=f"{pipeline_role_name(env, kind)}-{n}",
+                description=f"pouw-cicd {kind} ({env}) {n}/{count}, generated from components/permissions.py",
+                policy=boundary.apply(functools.partial(_pipeline_document, kind, env, n)),
+                tags=args.tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            aws_iam.RolePolicyAttachment(
+                f"{name}-{kind}-{n}",
+                role=role.name,
+                policy_arn=policy.arn,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
 
     def _gcp(self, name: str, args: PipelineIdentitiesArgs, deploy: str, preview: str) -> None:
         child = pulumi.ResourceOptions(parent=self)
@@ -812,6 +853,25 @@ class PipelineIdentities(pulumi.ComponentResource):
                     role=role,
                     member=member,
                     opts=child,
+                )
+            permissions = args.gcp_scope.project_permissions.get(kind)
+            if permissions:
+                role_id = f"pouw_{args.environment}_{kind}"
+                custom = gcp_projects.IAMCustomRole(
+                    f"{name}-{kind}-custom",
+                    project=project,
+                    role_id=role_id,
+                    title=f"pouw-cicd {kind} ({args.environment})",
+                    description="Generated from components/permissions.py: what GKE and its VPC need.",
+                    permissions=list(permissions),
+                    opts=child,
+                )
+                gcp_projects.IAMMember(
+                    f"{name}-{kind}-custom",
+                    project=project or "",
+                    role=f"projects/{project}/roles/{role_id}",
+                    member=member,
+                    opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[custom])),
                 )
             if kind == "deploy":
                 self._gcp_resource_grants(name, args.gcp_scope, member)

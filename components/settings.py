@@ -183,13 +183,14 @@ def release_version(value: str) -> str:
 
 
 _DURATION_RE = re.compile(r"^([0-9]+)(s|m|h)$")
-Target = Literal["eks", "ecs", "aci", "cloudrun"]
+Target = Literal["eks", "ecs", "aci", "cloudrun", "gke"]
 # Which registry each target pulls from.
 TARGET_REGISTRY: dict[str, str] = {
     "eks": "ecr",
     "ecs": "ecr",
     "aci": "acr",
     "cloudrun": "artifactRegistry",
+    "gke": "artifactRegistry",
 }
 
 
@@ -393,6 +394,14 @@ class AcrSettings(_Model):
     ] = ()
     # Premium only: purge untagged manifests after this many days.
     untagged_retention_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    # Premium only: zoneRedundancy Enabled. Unset: on for a Premium registry in prod (protected).
+    zone_redundant: bool | None = None
+
+    @model_validator(mode="after")
+    def _zones_need_premium(self) -> AcrSettings:
+        if self.zone_redundant and self.sku != "Premium":
+            raise ValueError("zoneRedundant needs sku: Premium (a Premium feature); remove it or set Premium")
+        return self
 
     @model_validator(mode="after")
     def _retention_needs_premium(self) -> AcrSettings:
@@ -444,6 +453,8 @@ class NetworkSettings(_Model):
     availability_zones: Annotated[tuple[str, ...], Field(min_length=2, max_length=3)]
     # none: private subnets have no internet egress; single: one NAT; perAz: one NAT per zone (HA).
     nat_gateways: Literal["none", "single", "perAz"] = "single"
+    # How long VPC flow logs are kept. Unset: 365 days in prod (the network is protected), 30 elsewhere.
+    flow_log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] | None = None
 
 
 class NodeGroupSettings(_Model):
@@ -474,6 +485,10 @@ class EksSettings(_Model):
     # ACM certificate for the HTTPS listener of service ingresses; HTTP only when unset (dev).
     certificate_arn: Annotated[str, _ACM_ARN] | None = None
     internal: bool = False
+    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on the ingresses' ALBs. Unset: on in prod.
+    waf: bool | None = None
+    # Requests per client IP in any 5 minutes before the web ACL blocks it.
+    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
 
 
 class EcsNativeSettings(_Model):
@@ -495,6 +510,13 @@ class EcsSettings(_Model):
     log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
     access_log_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
     native: EcsNativeSettings | None = None
+    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on each service's ALB. Unset: on in prod.
+    waf: bool | None = None
+    # Requests per client IP in any 5 minutes before the web ACL blocks it.
+    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
+    # Tasks reach the internet on 443 only (AWS APIs, ECR, Secrets Manager, CloudWatch Logs, through the
+    # NAT); more TCP ports they may open inside the VPC, e.g. [5432] for a database in the private subnets.
+    task_egress_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
 
 
 class CloudRunSettings(_Model):
@@ -512,6 +534,54 @@ class AciSettings(_Model):
     additional_latency_ms: Annotated[int, Field(ge=0, le=1000)] = 1000
     # A delegated subnet: container groups get private IPs (Front Door Premium + Private Link in front).
     subnet_id: Annotated[str, _SUBNET_ID] | None = None
+
+
+_GKE_MACHINE_TYPE = _matching(
+    r"^[a-z][a-z0-9]*-[a-z0-9-]+$", "must be a Compute Engine machine type such as e2-standard-4"
+)
+
+
+class GkeNodePoolSettings(_Model):
+    """The GKE node pool: per zone of the regional cluster (three zones)."""
+
+    machine_type: Annotated[str, _GKE_MACHINE_TYPE] = "e2-standard-4"
+    min_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 1
+    max_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 3
+    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GkeNodePoolSettings:
+        if self.max_nodes_per_zone < self.min_nodes_per_zone:
+            raise ValueError(
+                f"maxNodesPerZone ({self.max_nodes_per_zone}) is below minNodesPerZone "
+                f"({self.min_nodes_per_zone}); raise maxNodesPerZone"
+            )
+        return self
+
+
+class GkeSettings(_Model):
+    """A private, regional GKE cluster per environment (components/targets/gke.py).
+
+    Nodes are always private. The control plane's public endpoint admits only this stack's AWS NAT
+    egress (the in-network CI runners) and `authorizedCidrs`; `privateEndpoint: true` turns it off
+    (then only callers inside the GKE VPC reach the API: the AWS runners cannot)."""
+
+    # Unset: STABLE in prod, REGULAR elsewhere.
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] | None = None
+    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
+    private_endpoint: bool = False
+    nodes: GkeNodePoolSettings = Field(default_factory=GkeNodePoolSettings)
+    # The cluster's VPC: nodes, pods and services (secondary ranges), the control plane's peering range,
+    # and the regional load balancers' proxy-only subnet (where Gateway traffic reaches pods from).
+    nodes_cidr: Annotated[str, _CIDR] = "10.50.0.0/20"
+    pods_cidr: Annotated[str, _CIDR] = "10.64.0.0/14"
+    services_cidr: Annotated[str, _CIDR] = "10.68.0.0/20"
+    master_cidr: Annotated[str, _CIDR] = "172.16.0.0/28"
+    proxy_cidr: Annotated[str, _CIDR] = "10.50.16.0/23"
+    # A regional internal Application Load Balancer (gke-l7-rilb) instead of the external one.
+    internal: bool = False
+    # A Certificate Manager regional certificate (name): the Gateway then listens on HTTPS 443 only.
+    certificate: str | None = None
 
 
 class ScaleSetSettings(_Model):
@@ -659,6 +729,7 @@ class Settings(_Model):
     ecs: EcsSettings | None = None
     cloud_run: CloudRunSettings | None = None
     aci: AciSettings | None = None
+    gke: GkeSettings | None = None
     ci_runners: CiRunnersSettings | None = None
     pipeline_identities: PipelineIdentitySettings | None = None
     services: tuple[ServiceSettings, ...]
@@ -682,6 +753,9 @@ class Settings(_Model):
         problems += self._acr_problems()
         if self.registries.artifact_registry is not None and self.gcp is None:
             problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
+        if self.gke is not None and self.gcp is None:
+            problems.append(("gke", "needs pouw-cicd:gcp (project, region); add it"))
+        problems += self._api_access_problems()
         for name, block in (("eks", self.eks), ("ecs", self.ecs)):
             if block is not None and self.network is None:
                 problems.append((name, "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
@@ -780,6 +854,28 @@ class Settings(_Model):
             and self.network.nat_gateways != "none"
             and bool(self.targets() & {"eks", "ecs"})
         )
+
+    def _api_access_problems(self) -> list[tuple[str, str]]:
+        """A GKE API that admits no one: no NAT egress to allow, no authorized ranges, not private."""
+        problems = []
+        used = self.targets()
+        gke = self.gke
+        unlisted = gke is not None and not (gke.private_endpoint or gke.authorized_cidrs)
+        if unlisted and "gke" in used and not self.nat_egress:
+            problems.append(
+                (
+                    "gke.authorizedCidrs",
+                    "the GKE control plane would admit no one: this stack has no NAT egress to allow "
+                    "(no EKS or ECS target, or natGateways: none); list the ranges that run pulumi "
+                    "and kubectl, e.g. authorizedCidrs: [203.0.113.0/24]",
+                )
+            )
+        return problems
+
+    @property
+    def gke_release_channel(self) -> str:
+        explicit = self.gke.release_channel if self.gke else None
+        return explicit or ("STABLE" if self.is_prod else "REGULAR")
 
     def _acr_problems(self) -> list[tuple[str, str]]:
         acr = self.registries.acr

@@ -17,6 +17,7 @@ import identity  # noqa: F401
 import images_registries  # noqa: F401
 import kubernetes_access  # noqa: F401
 import kubernetes_baseline  # noqa: F401
+import managed_clusters  # noqa: F401
 import quality  # noqa: F401
 import serverless  # noqa: F401
 import workload_security  # noqa: F401

@@ -66,6 +66,7 @@ PSS_RESTRICTED = Framework("PSS restricted", "Kubernetes Pod Security Standards 
 CIS_K8S = Framework("CIS Kubernetes", "CIS Kubernetes Benchmark", "1.9.0")
 FSBP = Framework("AWS FSBP", "AWS Foundational Security Best Practices")
 CIS_GCP = Framework("CIS GCP", "CIS Google Cloud Platform Foundation Benchmark", "2.0.0")
+CIS_GKE = Framework("CIS GKE", "CIS Google Kubernetes Engine (GKE) Benchmark", "1.6.0")
 CIS_DOCKER = Framework("CIS Docker", "CIS Docker Benchmark")
 AZURE_POLICY = Framework("Azure Policy", "Azure Policy built-in")
 PROJECT = Framework("baseline", "pouw-cicd baseline")

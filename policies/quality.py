@@ -155,7 +155,8 @@ def _bounds(args: ResourceValidationArgs) -> Iterable[str]:
 
 @QUALITY.stack(
     "rollout-weights-sum-100",
-    "Every traffic split (ALB, listener rules, Cloud Run, Front Door) sends exactly 100%.",
+    "Every traffic split (ALB, listener rules, Gateway API HTTPRoutes, Cloud Run, Front Door) sends "
+    "exactly 100%.",
     severity=Severity.CRITICAL,
     controls=[PROJECT("zero-downtime-rollouts")],
     remediation="Fix the slots' weights in services[].rollout so they sum to 100.",
@@ -177,6 +178,12 @@ def _weights(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
                 groups = (action.get("forward") or {}).get("targetGroups") or []
                 if groups:
                     splits.append(("forward", sum(g.get("weight") or 0 for g in groups)))
+        elif r.resource_type == t.HTTP_ROUTE:
+            for i, rule in enumerate((r.props.get("spec") or {}).get("rules") or []):
+                backends = list(rule.get("backendRefs") or [])
+                # Gateway API weights are relative; the program always writes percentages.
+                if any("weight" in b for b in backends):
+                    splits.append((f"rules[{i}].backendRefs", sum(b.get("weight") or 0 for b in backends)))
         elif r.resource_type == t.CLOUD_RUN and r.props.get("traffics"):
             splits.append(("traffics", sum(t.get("percent") or 0 for t in r.props.get("traffics") or [])))
         elif r.resource_type == t.AFD_ORIGIN:

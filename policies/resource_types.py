@@ -60,6 +60,7 @@ ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
 BINDINGS = frozenset({ROLE_BINDING, CLUSTER_ROLE_BINDING})
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"  # Gateway API (GKE, AKS)
 
 # --- AWS ---------------------------------------------------------------------------------------------
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
@@ -130,6 +131,8 @@ RUN_INVOKERS = frozenset(
         "gcp:cloudrun/iamPolicy:IamPolicy",
     }
 )
+GKE_CLUSTER = "gcp:container/cluster:Cluster"
+GKE_NODE_POOL = "gcp:container/nodePool:NodePool"
 GCP_WIF_PROVIDER = "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider"
 GCP_SA_KEY = "gcp:serviceaccount/key:Key"
 # Project, folder and organisation level grants (a role there reaches every resource below).
@@ -154,6 +157,7 @@ def is_gcp_iam(resource_type: str) -> bool:
 
 # --- Azure -------------------------------------------------------------------------------------------
 CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
+AKS_CLUSTER = "azure-native:containerservice:ManagedCluster"
 FRONT_DOOR_ROUTE = "azure-native:cdn:Route"
 AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"

@@ -1,6 +1,6 @@
 """A small offline IAM evaluator for the policies this program writes: explicit Deny wins, then any
 Allow; `Action`/`NotAction` and `Resource` match with IAM's `*`/`?` wildcards; conditions support the
-operators the program uses (StringEquals, StringLike, their Not forms, Null). Enough to prove what a
+operators the program uses (StringEquals, StringLike, their Not forms, Bool, Null). Enough to prove what a
 deploy role can and cannot do without AWS's policy simulator, not a general implementation."""
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def _conditions(block: Mapping[str, Mapping[str, Any]], context: Mapping[str, st
                 ok = value not in _list(wanted)
             elif operator == "StringNotLike":
                 ok = not any(_match(w, value) for w in _list(wanted))
+            elif operator == "Bool":
+                ok = value.lower() in [str(w).lower() for w in _list(wanted)]
             else:
                 raise NotImplementedError(operator)
             if not ok:

@@ -237,6 +237,7 @@ def test_canary_weight_change_only_updates_routing(outcomes: dict[str, Outcome])
     assert {t for t, _ in updated} <= {
         "kubernetes:autoscaling/v2:HorizontalPodAutoscaler",  # capacity follows weight
         "kubernetes:networking.k8s.io/v1:Ingress",
+        "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute",  # GKE's weighted route
         "gcp:cloudrunv2/service:Service",
     }
     assert all(

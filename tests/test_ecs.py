@@ -230,3 +230,94 @@ def test_bad_fargate_sizes(tmp_path: Path, fargate: dict[str, int], expected: st
     config["pouw-cicd:services"][1]["fargate"] = fargate
     run = run_config(tmp_path, "prod", config)
     assert run.resources == [] and expected in run.error_text, run.error_text
+
+
+WEB_ACL = "aws:wafv2/webAcl:WebAcl"
+WAF_ASSOCIATION = "aws:wafv2/webAclAssociation:WebAclAssociation"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+LIFECYCLE = "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"
+MANAGED_GROUPS = {
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesAmazonIpReputationList",
+}
+
+
+def test_prod_alb_sits_behind_a_regional_web_acl_with_managed_rules(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["prod"].run
+    acl = run.get(WEB_ACL, "ecs-waf").inputs
+    assert acl["scope"] == "REGIONAL"
+    assert "allow" in acl["defaultAction"]
+    managed = {
+        r["statement"]["managedRuleGroupStatement"]["name"]
+        for r in acl["rules"]
+        if "managedRuleGroupStatement" in r["statement"]
+    }
+    assert managed == MANAGED_GROUPS
+    for rule in acl["rules"]:
+        if "managedRuleGroupStatement" in rule["statement"]:
+            assert rule["statement"]["managedRuleGroupStatement"]["vendorName"] == "AWS"
+            assert "none" in rule["overrideAction"]  # the groups' own block actions apply
+    (rate,) = [r for r in acl["rules"] if "rateBasedStatement" in r["statement"]]
+    assert rate["statement"]["rateBasedStatement"] == {"aggregateKeyType": "IP", "limit": 2000}
+    assert "block" in rate["action"]
+    assert len({r["priority"] for r in acl["rules"]}) == len(acl["rules"])
+    association = run.get(WAF_ASSOCIATION, "worker-ecs-waf")
+    alb = run.get(ALB, "worker-ecs-alb")
+    assert alb.urn in association.dependencies
+    assert association.inputs["resourceArn"] == alb.outputs["arn"]
+    assert association.inputs["webAclArn"] == run.get(WEB_ACL, "ecs-waf").outputs["arn"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_no_web_acl_outside_prod_by_default(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    assert not run.by_type(WEB_ACL) and not run.by_type(WAF_ASSOCIATION)
+
+
+def test_ecs_waf_setting_turns_it_off_in_prod(tmp_path: Path) -> None:
+    config = stack_file("prod")["config"]
+    config["pouw-cicd:ecs"] = {**config["pouw-cicd:ecs"], "waf": False}
+    run = run_config(tmp_path, "prod", config)
+    assert not run.by_type(WAF_ASSOCIATION)
+    assert {r.name for r in run.by_type(WEB_ACL)} == {"eks-waf"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_security_group_rule_says_what_it_is_for(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    for group in run.by_type(SECURITY_GROUP):
+        for rule in [*group.inputs.get("ingress", []), *group.inputs.get("egress", [])]:
+            assert rule.get("description"), f"{group.name}: {rule}"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_tasks_reach_out_on_https_only(stack_runs: dict[str, Preflight], stack: str) -> None:
+    """HTTPS anywhere; any other port only where the stack declares it (prod: its database), in the VPC."""
+    egress, *declared = stack_runs[stack].run.get(SECURITY_GROUP, "worker-ecs-tasks").inputs["egress"]
+    assert (egress["protocol"], egress["fromPort"], egress["toPort"]) == ("tcp", 443, 443)
+    assert egress["cidrBlocks"] == ["0.0.0.0/0"]
+    config = stack_file(stack)["config"]
+    ports = config["pouw-cicd:ecs"].get("taskEgressPorts", [])
+    assert [(e["fromPort"], e["toPort"]) for e in declared] == [(p, p) for p in ports]
+    assert all(e["cidrBlocks"] == [config["pouw-cicd:network"].get("cidr", "10.40.0.0/16")] for e in declared)
+
+
+def test_task_egress_ports_open_only_inside_the_vpc(tmp_path: Path) -> None:
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:ecs"] = {**config["pouw-cicd:ecs"], "taskEgressPorts": [5432]}
+    run = run_config(tmp_path, "staging", config)
+    egress = run.get(SECURITY_GROUP, "worker-ecs-tasks").inputs["egress"]
+    assert [(e["fromPort"], e["cidrBlocks"]) for e in egress] == [
+        (443, ["0.0.0.0/0"]),
+        (5432, [config["pouw-cicd:network"].get("cidr", "10.40.0.0/16")]),
+    ]
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_alb_log_bucket_aborts_incomplete_uploads(stack_runs: dict[str, Preflight], stack: str) -> None:
+    (rule,) = stack_runs[stack].run.get(LIFECYCLE, "ecs-alb-logs").inputs["rules"]
+    assert rule["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 7}
+    assert rule["expiration"]["days"] == stack_file(stack)["config"]["pouw-cicd:ecs"].get(
+        "accessLogRetentionDays", 90
+    )

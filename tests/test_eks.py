@@ -28,7 +28,12 @@ def names(run: ProgramRun, type_: str) -> set[str]:
 
 
 def k8s(run: ProgramRun, type_: str, name: str) -> Registration:
-    return next(r for r in run.by_type(type_) if r.inputs["metadata"]["name"] == name)
+    """The EKS object of that name (staging's and prod's web runs on GKE too, under the same names)."""
+    return next(
+        r
+        for r in run.by_type(type_)
+        if r.inputs["metadata"]["name"] == name and "pouw:index:GkeService" not in r.parent
+    )
 
 
 def selector_slot(run: ProgramRun, service: str) -> str:
@@ -109,6 +114,10 @@ def test_weight_change_alters_only_routing_and_scaling_bounds(tmp_path: Path) ->
         (HPA, "web-eks-stable"),
         (HPA, "web-eks-canary"),
         ("gcp:cloudrunv2/service:Service", "web-cloudrun"),
+        # And GKE (prod's web is on it too): its HTTPRoute weights and the HPA bounds (test_gke.py).
+        ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "web-gke-route"),
+        (HPA, "web-gke-stable"),
+        (HPA, "web-gke-canary"),
     }
     for name in ("web-stable", "web-canary"):
         assert k8s(before, DEPLOYMENT, name).inputs == k8s(after, DEPLOYMENT, name).inputs
@@ -128,6 +137,8 @@ def test_blue_green_switch_alters_only_selectors_and_keeps_the_idle_slot(tmp_pat
             (SERVICE, "web-eks-svc-web"),
             (SERVICE, "web-eks-svc-web-preview"),
             ("gcp:cloudrunv2/service:Service", "web-cloudrun"),  # traffics only, see test_cloudrun.py
+            (SERVICE, "web-gke-svc-web"),  # staging's web is on GKE too: the same selector switch
+            (SERVICE, "web-gke-svc-web-preview"),
         },
     }
     assert (selector_slot(after, "web"), selector_slot(after, "web-preview")) == ("green", "blue")
@@ -183,9 +194,9 @@ def test_invalid_rollout_exits_2_with_key_path(
 
 def test_unknown_target_and_missing_registry(tmp_path: Path) -> None:
     config = stack_file("dev")["config"]
-    config["pouw-cicd:services"][0]["targets"] = ["gke"]
+    config["pouw-cicd:services"][0]["targets"] = ["nomad"]
     run = run_config(tmp_path / "a", "dev", config)
-    assert "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, got 'gke'" in (
+    assert "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, gke, got 'nomad'" in (
         run.error_text
     )
     config = stack_file("dev")["config"]
@@ -219,10 +230,12 @@ def test_pods_meet_pod_security_restricted(stack_runs: dict[str, Preflight]) -> 
 def test_every_kubernetes_resource_uses_the_cluster_provider(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["prod"].run
     provider = run.get("pulumi:providers:kubernetes", "eks-k8s")
+    gke = run.get("pulumi:providers:kubernetes", "gke-k8s")  # GKE's own cluster (test_gke.py)
     kube = [r for r in run.resources if r.type.startswith("kubernetes:")]
     assert kube
     for r in kube:
-        assert r.provider.rsplit("::", 1)[0] == provider.urn, r.urn
+        expected = gke if "pouw:index:GkeService" in r.parent else provider
+        assert r.provider.rsplit("::", 1)[0] == expected.urn, r.urn
     assert (
         provider.inputs["kubeconfig"]["4dabf18193072939515e22adb298388d"]
         == "1b47061264138c4ac30d75fd1eb44270"
@@ -286,3 +299,63 @@ def test_load_balancer_controller_policy_is_the_published_document(stack_runs: d
         assert json.loads(policy) == json.loads(data)
     conditioned = [s for s in json.loads(data)["Statement"] if "Condition" in s]
     assert any("aws:ResourceTag/elbv2.k8s.aws/cluster" in json.dumps(s) for s in conditioned)
+
+
+KMS_KEY = "aws:kms/key:Key"
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+WEB_ACL = "aws:wafv2/webAcl:WebAcl"
+WAF_ANNOTATION = "alb.ingress.kubernetes.io/wafv2-acl-arn"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_secrets_key_policy_names_the_account_and_the_cluster_role(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    run = stack_runs[stack].run
+    key = run.get(KMS_KEY, "eks-secrets")
+    admin, cluster = json.loads(key.inputs["policy"])["Statement"]
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"} and admin["Action"] == "kms:*"
+    assert cluster["Principal"] == {"AWS": run.get("aws:iam/role:Role", "eks-cluster").outputs["arn"]}
+    assert {"kms:Encrypt", "kms:Decrypt", "kms:DescribeKey"} <= set(cluster["Action"])
+
+
+def test_prod_control_plane_logs_are_kept_a_year_with_their_own_key(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["prod"].run
+    group = run.get(LOG_GROUP, "eks-control-plane")
+    key = run.get(KMS_KEY, "eks-logs")
+    assert group.inputs["retentionInDays"] == 365
+    assert group.inputs["kmsKeyId"] == key.outputs["arn"]
+    assert key.protect and key.inputs["enableKeyRotation"]
+    _, logs = json.loads(key.inputs["policy"])["Statement"]
+    assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
+    assert logs["Condition"] == {
+        "ArnLike": {
+            "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:eu-west-1:123456789012:log-group:"
+            "/aws/eks/pouw-prod/cluster"
+        }
+    }
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_control_plane_logs_use_no_cmk_outside_prod(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    assert "kmsKeyId" not in run.get(LOG_GROUP, "eks-control-plane").inputs
+    assert "eks-logs" not in {k.name for k in run.by_type(KMS_KEY)}
+
+
+def test_prod_ingress_alb_gets_the_cluster_web_acl(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["prod"].run
+    annotations = run.get(INGRESS, "web-eks-ingress").inputs["metadata"]["annotations"]
+    assert annotations[WAF_ANNOTATION] == run.get(WEB_ACL, "eks-waf").outputs["arn"]
+    assert run.get(WEB_ACL, "eks-waf").inputs["scope"] == "REGIONAL"
+    # The controller may associate it: its published policy grants the WAFv2 calls.
+    policy = json.loads(eks.lb_controller_policy())
+    granted = {
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert {"wafv2:AssociateWebACL", "wafv2:GetWebACL", "wafv2:GetWebACLForResource"} <= granted
+    for stack in ("dev", "staging"):
+        other = stack_runs[stack].run.get(INGRESS, "web-eks-ingress").inputs["metadata"]["annotations"]
+        assert WAF_ANNOTATION not in other

@@ -296,3 +296,29 @@ def test_digest_pinning_covers_every_platform(
     assert [v.detail for v in result.violations if v.policy == "image-digest-pinned"] == [
         "container app image 'r/web:1.0' is not pinned by digest (repo@sha256:...)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [((90, 10), []), ((70, 40), ["traffic split (rules[0].backendRefs) sums to 110, not 100"])],
+)
+def test_http_route_weights_sum_to_100(
+    pack: PolicyPackProcess, weights: tuple[int, int], expected: list[str]
+) -> None:
+    """The Gateway API route GKE and AKS split canary traffic with is a traffic split like the others."""
+    backends = [{"name": "web-stable", "weight": weights[0]}, {"name": "web-canary", "weight": weights[1]}]
+    route = resource(
+        "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute",
+        "route",
+        {"spec": {"rules": [{"backendRefs": backends}]}},
+    )
+    result = analyze(pack, [route], {"all": "mandatory"})
+    assert [v.detail for v in result.violations if v.policy == "rollout-weights-sum-100"] == expected
+
+
+def test_gke_authorized_network_unknown_during_preview_is_an_address(pack: PolicyPackProcess) -> None:
+    """A NAT gateway's address is unknown until it exists: a single address, never a wildcard."""
+    networks = {"cidrBlocks": [{"cidrBlock": UNKNOWN_STRING}], "gcpPublicCidrsAccessEnabled": False}
+    cluster = resource("gcp:container/cluster:Cluster", "gke", {"masterAuthorizedNetworksConfig": networks})
+    result = analyze(pack, [cluster], {"all": "mandatory"})
+    assert [v for v in result.violations if v.policy == "gke-control-plane-access"] == []

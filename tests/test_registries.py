@@ -329,3 +329,33 @@ def test_a_service_without_targets_logs_in_to_every_registry(tmp_path: Path) -> 
     }
     # ACR's token exchange needs the real registry: unknown (and still secret) in a preview.
     assert acr_login["password"] == {SIG_KEY: SECRET_SIG, "value": UNKNOWN_STRING}
+
+
+KMS_KEY = "aws:kms/key:Key"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_ecr_keys_have_an_explicit_policy_for_ecr_use(stack_runs: dict[str, Preflight], stack: str) -> None:
+    run = stack_runs[stack].run
+    for service in ("web", "worker"):
+        policy = json.loads(run.get(KMS_KEY, f"{service}-ecr-key").inputs["policy"])
+        admin, use = policy["Statement"]
+        assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"} and admin["Action"] == "kms:*"
+        assert use["Condition"]["StringEquals"] == {
+            "kms:ViaService": "ecr.eu-west-1.amazonaws.com",
+            "kms:CallerAccount": "123456789012",
+        }
+        assert {"kms:Decrypt", "kms:GenerateDataKey*", "kms:CreateGrant"} <= set(use["Action"])
+
+
+def test_prod_registry_is_zone_redundant_and_never_replaced_for_it(stack_runs: dict[str, Preflight]) -> None:
+    prod = stack_runs["prod"].run.get(ACR, "acr")
+    assert prod.inputs["zoneRedundancy"] == "Enabled"
+    assert "zoneRedundancy" in prod.ignore_changes  # create-time only: an existing registry is kept
+    assert stack_runs["staging"].run.get(ACR, "acr").inputs["zoneRedundancy"] == "Disabled"
+
+
+def test_zone_redundancy_needs_premium() -> None:
+    with pytest.raises(ValueError, match="zoneRedundant needs sku: Premium"):
+        AcrSettings(name="pouwcicdtest", sku="Standard", zone_redundant=True)
+    assert AcrSettings(name="pouwcicdtest", sku="Premium", zone_redundant=False).zone_redundant is False

@@ -86,8 +86,9 @@ def test_cli_reports_routing_only_and_writes(tmp_path: Path, capsys: pytest.Capt
     code = rollout.main(["set-weight", "--stack", "prod", "--service", "web", "--weight", "50"], project)
     out = capsys.readouterr().out
     assert code == 0
-    routing = out.split("routing changes (4):", 1)[1].split("workload changes", 1)[0]
+    routing = out.split("routing changes (7):", 1)[1].split("workload changes", 1)[0]
     assert "web-eks-ingress" in routing and "web-cloudrun (traffics)" in routing
+    assert "HTTPRoute web-gke-route (spec)" in routing  # GKE's weighted route (and both targets' HPAs)
     assert "workload changes (0):\n  none: no pod, task or revision restarts" in out
     assert "weight: 50}" in (project / "Pulumi.prod.yaml").read_text()
     # The title the deploy pipelines read (a rollback is announced as one: tests/test_pipelines.py).

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from components.permissions import POWER_USER_ACCESS
 from components.runners import MAX_SESSION_SECONDS, STACK_ROLES
 from preflight.cli import main
 from preflight.engine import SECRET_SIG, SIG_KEY, ProgramRun
@@ -156,15 +155,20 @@ def test_aws_deploy_and_preview_roles_are_pinned(stack_runs: dict[str, Preflight
             f"{GITHUB}:aud": "sts.amazonaws.com",
             f"{GITHUB}:sub": subject,
         }
-    attachments = {
-        r.inputs["policyArn"]
-        for r in run.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-        if r.name.startswith("pipeline-")
-    }
-    assert attachments == {
-        "arn:aws:iam::aws:policy/PowerUserAccess",
-        "arn:aws:iam::aws:policy/ReadOnlyAccess",
-    }
+    # No AWS managed policy (PowerUserAccess, ReadOnlyAccess): each role holds its own generated
+    # policies, pouw-<env>-<kind>-<n> (components/pipeline_policies.py; tests/test_permissions.py).
+    policies = {p.outputs["arn"]: p.inputs["name"] for p in run.by_type("aws:iam/policy:Policy")}
+    for kind in ("deploy", "preview"):
+        role = run.get(ROLE, f"pipeline-{kind}")
+        attached = [
+            r.inputs["policyArn"]
+            for r in run.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+            if r.inputs["role"] == role.outputs["name"] or r.name.startswith(f"pipeline-{kind}-")
+        ]
+        assert attached and all(arn in policies for arn in attached), attached
+        assert sorted(policies[arn] for arn in attached) == [
+            f"pouw-{stack}-{kind}-{n}" for n in range(1, len(attached) + 1)
+        ]
     assert run.outputs["pipelineIdentities"]["awsDeployRoleArn"].endswith(":pipeline-deploy")
 
 
@@ -376,8 +380,13 @@ def test_pipeline_roles_have_eks_access_entries(stack_runs: dict[str, Preflight]
 
 
 def deploy_policies(run: ProgramRun) -> list[Any]:
+    """The deploy role's generated managed policies, then its inline IAM policy (last)."""
+    managed = sorted(
+        (p for p in run.by_type("aws:iam/policy:Policy") if p.name.startswith("pipeline-deploy-")),
+        key=lambda p: int(p.name.rsplit("-", 1)[1]),
+    )
     inline = run.get("aws:iam/rolePolicy:RolePolicy", "pipeline-deploy-iam").inputs["policy"]
-    return [POWER_USER_ACCESS, inline]
+    return [*(p.inputs["policy"] for p in managed), inline]
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
@@ -462,9 +471,17 @@ def test_the_deploy_role_cannot_escalate(stack_runs: dict[str, Preflight], stack
     assert not can("iam:CreateAccessKey", f"arn:aws:iam::{account}:user/x")
     # Reads `pulumi up` needs.
     assert can("iam:GetRole", deploy) and can(
-        "iam:GetPolicyVersion", "arn:aws:iam::aws:policy/PowerUserAccess"
+        "iam:GetPolicyVersion", "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"
     )
-    inline = json.loads(policies[1])["Statement"]
+    # Outside IAM too, nothing beyond the stack: no other account, no service-linked role, no user.
+    assert not can(
+        "ec2:DeleteVpc",
+        "arn:aws:ec2:eu-west-1:999999999999:vpc/vpc-1",
+        **{"aws:ResourceTag/environment": stack},
+    )
+    assert not can("ecs:DeleteCluster", f"arn:aws:ecs:eu-west-1:{account}:cluster/someone-else")
+    assert not can("iam:CreateServiceLinkedRole", "*") and not can("s3:GetObject", "arn:aws:s3:::x/y")
+    inline = json.loads(policies[-1])["Statement"]
     assert not [s for s in inline if s["Effect"] == "Allow" and s.get("Resource") == "*"]
     assert not [a for s in inline if s["Effect"] == "Allow" for a in s["Action"] if a.endswith("*")]
 
@@ -514,12 +531,14 @@ def test_gcp_grants_are_scoped_to_the_resources_the_stack_manages(stack_runs: di
     assert {r for n, r in project_roles.items() if n.startswith("pipeline-deploy-")} == {
         "roles/run.developer",
         "roles/serviceusage.serviceUsageConsumer",
+        # GKE and its VPC have no resource-level IAM: a custom role of exactly the table's permissions.
+        "projects/pouw-prod/roles/pouw_prod_deploy",
     }
     for role in project_roles.values():
         assert role not in {"roles/viewer", "roles/editor", "roles/owner", "roles/iam.serviceAccountUser"}
         assert not role.endswith("admin") and not role.endswith("Admin"), role
     preview = {r for n, r in project_roles.items() if n.startswith("pipeline-preview-")}
-    assert all(r.endswith(("viewer", "Viewer", "reader", "Consumer")) for r in preview), preview
+    assert all(r.endswith(("viewer", "Viewer", "reader", "Consumer", "_preview")) for r in preview), preview
     deploy = run.get("gcp:serviceaccount/account:Account", "pipeline-deploy").outputs["email"]
     member = f"serviceAccount:{deploy}"
     repository = run.get(

@@ -217,7 +217,7 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
         ),
         (
             lambda r: r["services"][0].update(targets=["eks", "cloudrn"]),
-            "pouw-cicd:services[0].targets[1]: must be one of eks, ecs, aci, cloudrun, got 'cloudrn' "
+            "pouw-cicd:services[0].targets[1]: must be one of eks, ecs, aci, cloudrun, gke, got 'cloudrn' "
             "(did you mean cloudrun?)",
         ),
         (

@@ -26,6 +26,11 @@ from preflight.stackconfig import load_stack_config
 from tests.conftest import project_copy, stack_file
 
 FEATURE = {"FEATURE_X": "on"}
+# The service component each Kubernetes target puts its Deployments under.
+K8S_COMPONENTS = {
+    "pouw:index:EksService": "eks",
+    "pouw:index:GkeService": "gke",
+}
 
 
 def build(
@@ -67,7 +72,10 @@ def workload_environments(run: ProgramRun) -> dict[str, list[dict[str, str]]]:
     found: dict[str, list[dict[str, str]]] = {key: [] for key in TARGETS}
     for r in run.by_type("kubernetes:apps/v1:Deployment"):
         (container,) = r.inputs["spec"]["template"]["spec"]["containers"]
-        found["eks"].append({e["name"]: e["value"] for e in container["env"]})
+        # The shared Kubernetes layer: which target made it is its service component's type.
+        component = r.parent.split("::")[-2].rsplit("$", 1)[-1]
+        key = K8S_COMPONENTS[component]
+        found[key].append({e["name"]: e["value"] for e in container["env"]})
     for r in run.by_type("aws:ecs/taskDefinition:TaskDefinition"):
         (container,) = json.loads(r.inputs["containerDefinitions"])
         found["ecs"].append({e["name"]: e["value"] for e in container["environment"]})

@@ -11,7 +11,10 @@ from components.targets.base import Target
 from components.targets.cloudrun import CloudRunTarget
 from components.targets.ecs import EcsTarget
 from components.targets.eks import EksTarget
+from components.targets.gke import GkeTarget
 
-TARGETS: dict[str, type[Target]] = {t.key: t for t in (EksTarget, EcsTarget, CloudRunTarget, AciTarget)}
+TARGETS: dict[str, type[Target]] = {
+    t.key: t for t in (EksTarget, EcsTarget, CloudRunTarget, AciTarget, GkeTarget)
+}
 
 __all__ = ["TARGETS", "Target"]

@@ -30,11 +30,12 @@ import pulumi_aws.iam as iam
 import pulumi_aws.kms as kms
 import pulumi_aws.lb as lb
 import pulumi_aws.s3 as s3
+import pulumi_aws.wafv2 as wafv2
 from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_aws.get_region import get_region_output
 
 from components.iam import document, service_role
-from components.network import AwsNetwork
+from components.network import AwsNetwork, log_key_policy, web_acl
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import EcsSettings, ServiceSettings
 from components.targets.base import TLS_POLICY, ContainerSpec, Target, TargetEndpoints
@@ -53,17 +54,20 @@ class EcsClusterArgs:
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
     encrypt_logs: bool = False  # a customer-managed key for log groups (prod)
+    waf: bool = False  # a WAFv2 web ACL for the services' ALBs (prod unless `ecs.waf` says otherwise)
     # The stack's permissions boundary (components/iam.py): every role made here carries it.
     permissions_boundary: pulumi.Input[str] | None = None
 
 
 class EcsCluster(pulumi.ComponentResource):
-    """The ECS cluster (Container Insights), the ALB access-log bucket, and the log key in prod."""
+    """The ECS cluster (Container Insights), the ALB access-log bucket, the log key in prod, and the web
+    ACL every service's ALB is associated with where `waf` is on."""
 
     cluster_arn: pulumi.Output[str]
     cluster_name: pulumi.Output[str]
     log_bucket: pulumi.Output[str]
     log_key_arn: pulumi.Output[str] | None
+    web_acl_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: EcsClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:EcsCluster", name, None, opts)
@@ -89,11 +93,16 @@ class EcsCluster(pulumi.ComponentResource):
                 description=f"CloudWatch logs of {args.cluster_name}",
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
-                policy=pulumi.Output.all(account, region).apply(lambda a: _log_key_policy(a[0], a[1])),
+                policy=pulumi.Output.all(account, region).apply(
+                    lambda a: log_key_policy(a[0], a[1], f"arn:aws:logs:{a[1]}:{a[0]}:*")
+                ),
                 tags=args.tags,
                 opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
             )
             self.log_key_arn = key.arn
+        self.web_acl_arn = (
+            web_acl(f"{name}-waf", args.settings.waf_rate_limit, args.tags, self).arn if args.waf else None
+        )
 
         bucket = s3.Bucket(
             f"{name}-alb-logs",
@@ -140,6 +149,10 @@ class EcsCluster(pulumi.ComponentResource):
                     expiration=s3.BucketLifecycleConfigurationRuleExpirationArgs(
                         days=args.settings.access_log_retention_days
                     ),
+                    # ALB log delivery writes whole objects; anything left half-uploaded is garbage.
+                    abort_incomplete_multipart_upload=s3.BucketLifecycleConfigurationRuleAbortIncompleteMultipartUploadArgs(
+                        days_after_initiation=7
+                    ),
                 )
             ],
             opts=child,
@@ -167,36 +180,6 @@ class EcsCluster(pulumi.ComponentResource):
             )
             self.infrastructure_role_arn = role.arn
         self.register_outputs({"clusterName": self.cluster_name})
-
-
-def _log_key_policy(account: str, region: str) -> str:
-    return document(
-        [
-            {
-                "Sid": "AccountAdministers",
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
-                "Action": "kms:*",
-                "Resource": "*",
-            },
-            {
-                "Sid": "CloudWatchLogsEncrypt",
-                "Effect": "Allow",
-                "Principal": {"Service": f"logs.{region}.amazonaws.com"},
-                "Action": [
-                    "kms:Encrypt",
-                    "kms:Decrypt",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                "Resource": "*",
-                "Condition": {
-                    "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{region}:{account}:*"}
-                },
-            },
-        ]
-    )
 
 
 def _access_log_policy(bucket_arn: str, elb_account_arn: str, account: str) -> str:
@@ -333,15 +316,24 @@ class EcsService(pulumi.ComponentResource):
         )
         execution_role, task_role = self._roles(name, svc, tags, args.permissions_boundary)
 
-        # Security groups: the ALB takes HTTP(S) (and the test port) in; tasks take only the ALB.
+        # Security groups: the ALB takes HTTP(S) (and the test port) in; tasks take only the ALB. Every
+        # rule says what it is for (CKV_AWS_23).
         sources = [args.vpc_cidr] if s.internal else ["0.0.0.0/0"]
         public_ports = [443, 80] if s.certificate_arn else [80]
+        purpose = {
+            443: "HTTPS: the service's listener",
+            80: "HTTP: redirects to HTTPS"
+            if s.certificate_arn
+            else "HTTP: the service's listener (no certificate)",
+        }
         alb_sg = ec2.SecurityGroup(
             f"{name}-alb",
             vpc_id=args.network.vpc_id,
             description=f"ALB of {svc.name}",
             ingress=[
-                ec2.SecurityGroupIngressArgs(protocol="tcp", from_port=p, to_port=p, cidr_blocks=sources)
+                ec2.SecurityGroupIngressArgs(
+                    protocol="tcp", from_port=p, to_port=p, cidr_blocks=sources, description=purpose[p]
+                )
                 for p in public_ports
             ]
             + [
@@ -355,23 +347,51 @@ class EcsService(pulumi.ComponentResource):
             ],
             egress=[
                 ec2.SecurityGroupEgressArgs(
-                    protocol="tcp", from_port=svc.port, to_port=svc.port, cidr_blocks=[args.vpc_cidr]
+                    protocol="tcp",
+                    from_port=svc.port,
+                    to_port=svc.port,
+                    cidr_blocks=[args.vpc_cidr],
+                    description="to the tasks' container port",
                 )
             ],
             tags=tags,
             opts=child,
         )
+        # Task egress (CKV_AWS_382): HTTPS to anywhere is the floor, since Fargate pulls the image from ECR,
+        # reads Secrets Manager and writes CloudWatch Logs over the task's own interface through the
+        # NAT (no VPC endpoints here); other ports only inside the VPC, and only those settings name.
+        # DNS to the VPC resolver is not subject to security groups.
         task_sg = ec2.SecurityGroup(
             f"{name}-tasks",
             vpc_id=args.network.vpc_id,
             description=f"Tasks of {svc.name}",
             ingress=[
                 ec2.SecurityGroupIngressArgs(
-                    protocol="tcp", from_port=svc.port, to_port=svc.port, security_groups=[alb_sg.id]
+                    protocol="tcp",
+                    from_port=svc.port,
+                    to_port=svc.port,
+                    security_groups=[alb_sg.id],
+                    description="from the ALB only",
                 )
             ],
             egress=[
-                ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0, cidr_blocks=["0.0.0.0/0"])
+                ec2.SecurityGroupEgressArgs(
+                    protocol="tcp",
+                    from_port=443,
+                    to_port=443,
+                    cidr_blocks=["0.0.0.0/0"],
+                    description="HTTPS: ECR, Secrets Manager, CloudWatch Logs and other AWS APIs",
+                )
+            ]
+            + [
+                ec2.SecurityGroupEgressArgs(
+                    protocol="tcp",
+                    from_port=p,
+                    to_port=p,
+                    cidr_blocks=[args.vpc_cidr],
+                    description=f"tcp/{p} inside the VPC (ecs.taskEgressPorts)",
+                )
+                for p in s.task_egress_ports
             ],
             tags=tags,
             opts=child,
@@ -391,6 +411,10 @@ class EcsService(pulumi.ComponentResource):
             # prod: deletion protection in AWS, and in Pulumi so a rename shows up as a refused delete.
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
+        if args.cluster.web_acl_arn is not None:
+            wafv2.WebAclAssociation(
+                f"{name}-waf", resource_arn=alb.arn, web_acl_arn=args.cluster.web_acl_arn, opts=child
+            )
         native = s.native is not None
         # Native ECS blue/green shifts between two target groups whatever the rollout says. Otherwise
         # one target group per workload: a strategy switch that keeps the live workload keeps its group.
@@ -711,6 +735,7 @@ class EcsTarget(Target):
                 tags=s.tags(),
                 protect=ctx.protect,
                 encrypt_logs=s.is_prod,
+                waf=s.is_prod if s.ecs.waf is None else s.ecs.waf,
                 permissions_boundary=ctx.boundary,
             ),
         )

@@ -31,14 +31,22 @@ import pulumi_aws.iam as iam
 import pulumi_aws.kms as kms
 import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
+from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_kubernetes.provider import Provider
 
-from components.iam import irsa_trust, service_role
-from components.network import AwsNetwork
+from components.iam import document, irsa_trust, service_role
+from components.network import AwsNetwork, log_key, web_acl
 from components.rollout import RolloutPlan
 from components.settings import EksSettings, ServiceSettings
 from components.targets.base import TLS_POLICY, Target, TargetEndpoints
-from components.targets.kubernetes import labels, metadata, service_namespace, slot_services, slot_workloads
+from components.targets.kubernetes import (
+    labels,
+    metadata,
+    network_policies,
+    service_namespace,
+    slot_services,
+    slot_workloads,
+)
 
 if TYPE_CHECKING:
     from components.context import StackContext
@@ -106,8 +114,35 @@ class EksClusterArgs:
     public_endpoint: bool
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
+    encrypt_logs: bool = False  # a customer-managed key for the control-plane log group (prod)
+    waf: bool = False  # a WAFv2 web ACL the ingresses' ALBs are associated with (prod unless `eks.waf`)
     # The stack's permissions boundary (components/iam.py): every role made here carries it.
     permissions_boundary: pulumi.Input[str] | None = None
+
+
+def secrets_key_policy(account: str, cluster_role_arn: str) -> str:
+    """The secrets key's policy: the account administers it (its IAM policies decide who may; whoever
+    creates the cluster needs kms:DescribeKey and kms:CreateGrant), and the cluster role uses it for
+    envelope encryption (EKS User Guide: docs.aws.amazon.com/eks/latest/userguide/envelope-encryption.html
+    and enable-kms.html)."""
+    return document(
+        [
+            {
+                "Sid": "AccountAdministers",
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            },
+            {
+                "Sid": "ClusterEncryptsSecrets",
+                "Effect": "Allow",
+                "Principal": {"AWS": cluster_role_arn},
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:DescribeKey", "kms:ListGrants"],
+                "Resource": "*",
+            },
+        ]
+    )
 
 
 class EksCluster(pulumi.ComponentResource):
@@ -120,6 +155,7 @@ class EksCluster(pulumi.ComponentResource):
     provider: Provider
     oidc_provider_arn: pulumi.Output[str]
     oidc_issuer: pulumi.Output[str]
+    web_acl_arn: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: EksClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:EksCluster", name, None, opts)
@@ -128,20 +164,26 @@ class EksCluster(pulumi.ComponentResource):
         stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
         tags = args.tags
 
+        log_group = f"/aws/eks/{args.cluster_name}/cluster"
+        log_key_arn = (
+            log_key(
+                f"{name}-logs",
+                f"EKS control-plane logs of {args.cluster_name}",
+                log_group,
+                tags,
+                self,
+                args.protect,
+            ).arn
+            if args.encrypt_logs
+            else None
+        )
         logs = cloudwatch.LogGroup(
             f"{name}-control-plane",
-            name=f"/aws/eks/{args.cluster_name}/cluster",
+            name=log_group,
             retention_in_days=s.log_retention_days,
+            kms_key_id=log_key_arn,
             tags=tags,
             opts=stateful,  # the control plane's audit log
-        )
-        key = kms.Key(
-            f"{name}-secrets",
-            description=f"EKS secrets of {args.cluster_name}",
-            enable_key_rotation=True,
-            deletion_window_in_days=30,
-            tags=tags,
-            opts=stateful,
         )
         cluster_role, cluster_policies = service_role(
             f"{name}-cluster",
@@ -150,6 +192,18 @@ class EksCluster(pulumi.ComponentResource):
             tags,
             self,
             args.permissions_boundary,
+        )
+        account = get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+        key = kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets of {args.cluster_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=pulumi.Output.all(account, cluster_role.arn).apply(
+                lambda a: secrets_key_policy(a[0], a[1])
+            ),
+            tags=tags,
+            opts=stateful,
         )
         self.cluster = eks.Cluster(
             name,
@@ -238,6 +292,9 @@ class EksCluster(pulumi.ComponentResource):
             f"{name}-k8s", kubeconfig=secret_config, delete_unreachable=False, opts=child
         )
         self._load_balancer_controller(name, args)
+        # The controller associates this web ACL with each ingress's ALB (the wafv2-acl-arn annotation;
+        # its published IAM policy grants wafv2:AssociateWebACL).
+        self.web_acl_arn = web_acl(f"{name}-waf", s.waf_rate_limit, tags, self).arn if args.waf else None
         self.register_outputs({"clusterName": self.cluster.name, "oidcProviderArn": self.oidc_provider_arn})
 
     def grant_access(
@@ -312,11 +369,20 @@ class EksServiceArgs:
     provider: Provider
     settings: EksSettings
     environment: str
+    web_acl_arn: pulumi.Input[str] | None = None  # the cluster's web ACL, where it has one
+    # Where the ALB reaches pods from (target type ip): the VPC's range.
+    ingress_cidrs: tuple[str, ...] = ()
 
 
-def alb_annotations(settings: EksSettings, service: ServiceSettings, environment: str) -> dict[str, str]:
-    """The ALB the AWS Load Balancer Controller makes for a service's Ingress."""
-    annotations = {
+def alb_annotations(
+    settings: EksSettings,
+    service: ServiceSettings,
+    environment: str,
+    web_acl_arn: pulumi.Input[str] | None = None,
+) -> dict[str, Any]:
+    """The ALB the AWS Load Balancer Controller makes for a service's Ingress (values are strings, but
+    the web ACL's ARN is an Output: Ingress metadata takes Inputs)."""
+    annotations: dict[str, Any] = {
         "alb.ingress.kubernetes.io/scheme": "internal" if settings.internal else "internet-facing",
         "alb.ingress.kubernetes.io/target-type": "ip",
         "alb.ingress.kubernetes.io/healthcheck-path": service.health_path,
@@ -334,6 +400,8 @@ def alb_annotations(settings: EksSettings, service: ServiceSettings, environment
         )
     else:
         annotations["alb.ingress.kubernetes.io/listen-ports"] = json.dumps([{"HTTP": 80}])
+    if web_acl_arn is not None:
+        annotations["alb.ingress.kubernetes.io/wafv2-acl-arn"] = web_acl_arn
     return annotations
 
 
@@ -361,11 +429,12 @@ class EksService(pulumi.ComponentResource):
         plan = args.plan
         k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         ns = service_namespace(name, svc, k8s)
+        network_policies(name, svc, ns, k8s, args.ingress_cidrs)
         workloads = slot_workloads(name, svc, plan, args.images, ns, k8s)
         # Routing changes only once every workload is ready (a new slot's pods first).
         routing = pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=workloads))
         slot_services(name, svc, plan, ns, routing)
-        annotations = alb_annotations(args.settings, svc, args.environment)
+        annotations = alb_annotations(args.settings, svc, args.environment, args.web_acl_arn)
         backend: networking.IngressBackendArgsDict = {"service": {"name": svc.name, "port": {"number": 80}}}
         if plan.weighted:
             action = f"{svc.name}-weighted"
@@ -417,6 +486,8 @@ class EksTarget(Target):
                 public_endpoint=s.eks_public_endpoint,
                 tags=s.tags(),
                 protect=ctx.protect,
+                encrypt_logs=s.is_prod,
+                waf=s.is_prod if s.eks.waf is None else s.eks.waf,
                 permissions_boundary=ctx.boundary,
             ),
         )
@@ -433,5 +504,7 @@ class EksTarget(Target):
                 provider=self.cluster.provider,
                 settings=self.settings,
                 environment=self.ctx.settings.environment,
+                web_acl_arn=self.cluster.web_acl_arn,
+                ingress_cidrs=(self.ctx.settings.network.cidr,) if self.ctx.settings.network else (),
             ),
         ).endpoints

@@ -1,28 +1,39 @@
-"""The Kubernetes workload layer every Kubernetes target shares (EKS, and GKE and AKS next).
+"""The Kubernetes workload layer every Kubernetes target shares (EKS, GKE, AKS).
 
 Per service: a namespace under Pod Security `restricted`, a service account without a mounted token,
-and per slot a Deployment (restricted pod, the one container contract), an HPA that owns the replica
-count and a PDB; ClusterIP Services select a slot's workload. Each target adds its own cluster and its
-own weighted entry point (EKS: ALB-weighted Ingress actions). Every resource is a child of the target's
-service component, named as EKS always named them, so no URN moves.
+network policies (deny everything, then allow the entry point in, DNS and HTTPS out), and per slot a
+Deployment (restricted pod, the one container contract), an HPA that owns the replica count and a
+PDB; ClusterIP Services select a slot's workload. Each target adds its own cluster and its own
+weighted entry point (EKS: ALB-weighted Ingress actions; GKE and AKS: a Gateway API `HTTPRoute` with
+weighted `backendRefs`, built here). Every resource is a child of the target's service component,
+named as EKS always named them, so no URN moves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes.apps.v1 as apps
 import pulumi_kubernetes.autoscaling.v2 as autoscaling
 import pulumi_kubernetes.core.v1 as core
 import pulumi_kubernetes.meta.v1 as meta
+import pulumi_kubernetes.networking.v1 as networking
 import pulumi_kubernetes.policy.v1 as policy
+from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.rollout import RolloutPlan, SlotPlan
 from components.settings import ServiceSettings
 from components.targets.base import ContainerSpec
 
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+# The cluster DNS every target runs (CoreDNS on EKS and AKS, kube-dns on GKE): both carry this label.
+CLUSTER_DNS: networking.NetworkPolicyPeerArgsDict = {
+    "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "pod_selector": {"match_labels": {"k8s-app": "kube-dns"}},
+}
 
 
 def labels(service: str, workload: str | None = None, version: str | None = None) -> dict[str, str]:
@@ -239,3 +250,116 @@ def slot_services(
     if plan.weighted:
         for slot in plan.slots:
             cluster_service(name, f"{svc.name}-{slot.name}", svc.name, slot.workload, ns, routing)
+
+
+def network_policies(
+    name: str,
+    svc: ServiceSettings,
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+    ingress_from: Sequence[pulumi.Input[str]],
+) -> None:
+    """Deny all traffic in and out of every pod in the service's namespace, then allow what the
+    service needs: its port from the cluster's entry point (`ingress_from`: the load balancer's
+    source ranges), DNS to the cluster DNS in kube-system, and HTTPS out."""
+    app: meta.LabelSelectorArgsDict = {"match_labels": {"app.kubernetes.io/name": svc.name}}
+    deny: networking.NetworkPolicySpecArgsDict = {"pod_selector": {}, "policy_types": ["Ingress", "Egress"]}
+    networking.NetworkPolicy(
+        f"{name}-default-deny", metadata=metadata("default-deny", ns, labels(svc.name)), spec=deny, opts=k8s
+    )
+    ingress: networking.NetworkPolicySpecArgsDict = {
+        "pod_selector": app,
+        "policy_types": ["Ingress"],
+        "ingress": [
+            {
+                "from_": [{"ip_block": {"cidr": cidr}} for cidr in ingress_from],
+                "ports": [{"protocol": "TCP", "port": svc.port}],
+            }
+        ],
+    }
+    networking.NetworkPolicy(
+        f"{name}-allow-ingress",
+        metadata=metadata(f"{svc.name}-allow-ingress", ns, labels(svc.name)),
+        spec=ingress,
+        opts=k8s,
+    )
+    egress: networking.NetworkPolicySpecArgsDict = {
+        "pod_selector": app,
+        "policy_types": ["Egress"],
+        "egress": [
+            {
+                "to": [CLUSTER_DNS],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            },
+            {"to": [{"ip_block": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]},
+        ],
+    }
+    networking.NetworkPolicy(
+        f"{name}-allow-egress",
+        metadata=metadata(f"{svc.name}-allow-egress", ns, labels(svc.name)),
+        spec=egress,
+        opts=k8s,
+    )
+
+
+def route_backends(svc: ServiceSettings, plan: RolloutPlan) -> list[dict[str, Any]]:
+    """The HTTPRoute's backends: with weights, one per slot Service at the plan's weight; otherwise the
+    stable Service (blue-green switches its selector, so the route itself never changes)."""
+    if plan.weighted:
+        return [{"name": f"{svc.name}-{s.name}", "port": 80, "weight": s.weight} for s in plan.slots]
+    return [{"name": svc.name, "port": 80}]
+
+
+def backend_services(svc: ServiceSettings, plan: RolloutPlan) -> list[str]:
+    """The Services an HTTPRoute of this plan sends traffic to (what a health check policy targets)."""
+    return [b["name"] for b in route_backends(svc, plan)]
+
+
+def gateway(
+    name: str,
+    svc: ServiceSettings,
+    ns: pulumi.Input[str],
+    class_name: str,
+    listener: dict[str, Any],
+    routing: pulumi.ResourceOptions,
+    annotations: dict[str, str] | None = None,
+    addresses: list[dict[str, Any]] | None = None,
+) -> CustomResource:
+    """The service's Gateway: one listener, routes from its own namespace only."""
+    spec: dict[str, Any] = {
+        "gatewayClassName": class_name,
+        "listeners": [{**listener, "allowedRoutes": {"namespaces": {"from": "Same"}}}],
+    }
+    if addresses:
+        spec["addresses"] = addresses
+    return CustomResource(
+        f"{name}-gateway",
+        api_version=GATEWAY_API,
+        kind="Gateway",
+        metadata=metadata(svc.name, ns, labels(svc.name), annotations),
+        spec=spec,
+        opts=routing,
+    )
+
+
+def http_route(
+    name: str, svc: ServiceSettings, plan: RolloutPlan, ns: pulumi.Input[str], routing: pulumi.ResourceOptions
+) -> CustomResource:
+    """The service's HTTPRoute on its Gateway: every path to the plan's backends, at its weights."""
+    spec = {
+        "parentRefs": [{"name": svc.name}],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": route_backends(svc, plan),
+            }
+        ],
+    }
+    return CustomResource(
+        f"{name}-route",
+        api_version=GATEWAY_API,
+        kind="HTTPRoute",
+        metadata=metadata(svc.name, ns, labels(svc.name)),
+        spec=spec,
+        opts=routing,
+    )
