@@ -6,6 +6,7 @@ its policies. Enforcement levels and allow-lists come from `config/<stack>.json`
 (`pulumi preview --policy-pack policies --policy-pack-config ...`).
 """
 
+import shared_analysis
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 import aws_network_data  # noqa: F401
@@ -21,7 +22,11 @@ import managed_clusters  # noqa: F401
 import quality  # noqa: F401
 import serverless  # noqa: F401
 import workload_security  # noqa: F401
-from pack_support import ordered
+from pack_support import TYPE_FILTERS, ordered
+
+# Before PolicyPack(), which builds the servicer and serves: the SDK otherwise deserialises every
+# resource once per policy (see shared_analysis; it refuses to start on an SDK it was not written for).
+shared_analysis.install(TYPE_FILTERS)
 
 PolicyPack(
     name="pouw-cicd",

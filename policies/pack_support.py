@@ -123,6 +123,8 @@ class Family:
             def remediate(args: ResourceValidationArgs) -> dict[str, Any] | None:
                 return fix(args) if fix is not None and wanted(args.resource_type) else None
 
+            # Read by shared_analysis: for any other type this policy's validate reports nothing.
+            TYPE_FILTERS[name] = wanted
             _register(
                 ResourceValidationPolicy(
                     name=name,
@@ -197,6 +199,8 @@ NOTE: Schema = {
 }
 
 REGISTRY: list[Policy] = []
+# Resource policy name -> the type predicate its validate checks before anything else.
+TYPE_FILTERS: dict[str, Callable[[str], bool]] = {}
 
 
 def ordered() -> list[Policy]:

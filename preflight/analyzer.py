@@ -617,8 +617,8 @@ def analyze(
 
     With several pack processes (the same pack, one per core), `Analyze` calls are spread over them
     and run in flight together; each resource is still analysed exactly once, and the stack once.
-    The Python SDK re-reads a resource's properties for every policy, so one pack process is
-    CPU-bound; more processes are the way to use more cores.
+    One pack process is CPU-bound (the pack reads each resource once per request and runs only the
+    policies of its type: policies/shared_analysis.py); more processes are the way to use more cores.
     """
     pool = [packs] if isinstance(packs, PolicyPackProcess) else list(packs)
     for pack in pool:

@@ -1,0 +1,311 @@
+"""Analyze a resource once per request, not once per policy (pulumi-policy 1.21.0 internals).
+
+Why: the Python SDK's `_PolicyAnalyzerServicer.Analyze` loops over every policy and, for EACH one,
+re-runs `json_format.MessageToDict(request.properties)`, `deserialize_properties`,
+`unknown_checking_proxy`, `_get_resource_options` and `_get_provider_resource` before calling the
+policy's validate, where our type filter (pack_support) returns at once for most policies. The cost is
+resources x policies x a full deserialisation: 56 -> 99 policies took one pack process from 760 to
+~300 resources/s.
+
+What `install()` changes, without changing any response, diagnostic or GetAnalyzerInfo:
+
+1. Type pre-filter. Each resource policy declared with pack_support's decorators registers its type
+   predicate in `pack_support.TYPE_FILTERS`; its validate reports nothing and raises nothing for any
+   other type, and for such a policy the rest of the SDK's loop has no effect either (our policies all
+   have a validate, so no "not applicable" entry). `Analyze` therefore runs the SDK's own, unmodified
+   loop on a per-request shallow copy of the servicer whose policy list holds only the policies that
+   can apply to `request.type` (and any policy not in TYPE_FILTERS), in the original order: the same
+   diagnostics, in the same order, with the same enforcement levels, messages and unknown-value
+   ("can't run policy ... during preview") diagnostics. A copy, not the servicer: gRPC runs up to
+   four Analyze calls at once on the one servicer.
+2. Memo. Inside one Analyze call (a thread-local, set and cleared around it), `MessageToDict`,
+   `deserialize_properties` and `unknown_checking_proxy` run once per properties message (the
+   resource's, and its explicit provider's): an entry holds a strong reference to the message and is
+   found with `is`, so an id can never be reused for another message while the entry lives. Outside
+   Analyze (Configure, Remediate, AnalyzeStack) the SDK's functions run as before.
+   The shared proxy tree is frozen: the SDK's proxies are read-only except `_DictProxy.__setitem__`,
+   which on a shared tree would leak one policy's writes into the next policy's view, so on the
+   shared tree it raises TypeError instead (no policy of this pack writes to its args; one that did
+   would fail loudly, not silently change another policy's verdict).
+   Options (`PolicyResourceOptions`) and provider wrappers are still built per policy by the SDK.
+3. Error parity. A resource no policy matches is still deserialised once (after the SDK's loop),
+   whenever the SDK would have deserialised it, so a malformed request fails as it did.
+
+Pinned: this leans on private SDK code (the servicer's name-mangled policy list, the module globals
+`Analyze` calls through, the proxy classes). `check_sdk()` runs at install, before the pack serves:
+if the installed pulumi-policy is not `PINNED_SDK` (policies/requirements-lock.txt) or the source of
+any function this relies on differs from what it was written against, the pack fails to start with
+the reason, rather than running silently slower or wrong. After re-reading those functions for an SDK
+upgrade, update PINNED_SDK and FINGERPRINTS (print them with `print_fingerprints()`) and run
+tests/test_shared_analysis.py, which compares every response with and without this module.
+
+`POUW_POLICY_SHARED_ANALYSIS=off` leaves the SDK as it is; it exists for that test.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import pulumi_policy.deserialize as sdk_deserialize
+import pulumi_policy.policy as sdk
+import pulumi_policy.proxy as sdk_proxy
+from google.protobuf import json_format
+from pulumi.runtime.proto import analyzer_pb2
+from pulumi_policy.version import VERSION
+
+PINNED_SDK = "1.21.0"
+DISABLE_ENV = "POUW_POLICY_SHARED_ANALYSIS"  # "off": the SDK's own per-policy path (the equality test)
+
+_SERVICER = sdk._PolicyAnalyzerServicer
+_POLICIES_ATTR = "_PolicyAnalyzerServicer__policies"  # `self.__policies` in the servicer
+_DICT_TARGET_ATTR = "_DictProxy__target"
+_LIST_TARGET_ATTR = "_ListProxy__target"
+
+# sha256 (first 128 bits) of the source of each SDK function or class this relies on, in PINNED_SDK.
+FINGERPRINTS: dict[str, str] = {
+    "_PolicyAnalyzerServicer.Analyze": "75db9cf8fc9d158596909b9b3f77bf48",
+    "_PolicyAnalyzerServicer.__init__": "d79091472a8911d62a8b9fa639c1692a",
+    "_PolicyAnalyzerServicer._get_provider_resource": "5db736069fc8d3d65e220ee75143faa1",
+    "_PolicyAnalyzerServicer._get_resource_options": "986051047b696f0fd99ed8890bc7e644",
+    "_PolicyAnalyzerServicer._get_enforcement_level": "e766403ef7ab7cdf0be172e84ebd1b0b",
+    "ResourceValidationPolicy.validate": "0505e541a368cc66b0b187cd7305b811",
+    "ResourceValidationPolicy.has_validation": "df3874233b40a16c510dcce113acce51",
+    "deserialize.deserialize_properties": "2ef45163513f6cc9c65929241e2661bf",
+    "proxy.unknown_checking_proxy": "760d27c0d09666ff364c53e298f1704d",
+    "proxy._proxy_helper": "c36dd3b6af1196cbab4c2be6408b333b",
+    "proxy._DictProxy": "9c45424925aaa8d013af8965cc8b50fa",
+    "proxy._ListProxy": "7d39cdb7a0a010d758f1fdf19b65c686",
+}
+
+
+class SdkMismatchError(RuntimeError):
+    """The installed pulumi-policy is not the one shared_analysis was written against."""
+
+
+def _sources() -> dict[str, object]:
+    return {
+        "_PolicyAnalyzerServicer.Analyze": _SERVICER.Analyze,
+        "_PolicyAnalyzerServicer.__init__": _SERVICER.__init__,
+        "_PolicyAnalyzerServicer._get_provider_resource": _SERVICER._get_provider_resource,
+        "_PolicyAnalyzerServicer._get_resource_options": _SERVICER._get_resource_options,
+        "_PolicyAnalyzerServicer._get_enforcement_level": _SERVICER._get_enforcement_level,
+        "ResourceValidationPolicy.validate": sdk.ResourceValidationPolicy.validate,
+        "ResourceValidationPolicy.has_validation": sdk.ResourceValidationPolicy.has_validation,
+        "deserialize.deserialize_properties": sdk_deserialize.deserialize_properties,
+        "proxy.unknown_checking_proxy": sdk_proxy.unknown_checking_proxy,
+        "proxy._proxy_helper": sdk_proxy._proxy_helper,
+        "proxy._DictProxy": sdk_proxy._DictProxy,
+        "proxy._ListProxy": sdk_proxy._ListProxy,
+    }
+
+
+def fingerprints() -> dict[str, str]:
+    """The installed SDK's fingerprints (what FINGERPRINTS must hold)."""
+    found = {}
+    for name, obj in _sources().items():
+        try:
+            source = inspect.getsource(cast(Any, obj))
+        except (OSError, TypeError) as err:
+            raise SdkMismatchError(f"shared_analysis: cannot read pulumi_policy's {name}: {err}") from err
+        found[name] = hashlib.sha256(source.encode()).hexdigest()[:32]
+    return found
+
+
+def print_fingerprints() -> None:
+    for name, digest in fingerprints().items():
+        print(f'    "{name}": "{digest}",')
+
+
+def check_sdk() -> None:
+    """Raise SdkMismatchError unless the installed SDK is exactly what this module was written against."""
+    where = f"{sdk.__file__} (pulumi-policy {VERSION})"
+    if VERSION != PINNED_SDK:
+        raise SdkMismatchError(
+            f"shared_analysis patches pulumi-policy {PINNED_SDK} internals but {where} is installed: "
+            f"re-read _PolicyAnalyzerServicer.Analyze, then update PINNED_SDK and FINGERPRINTS in "
+            f"{__file__} and run tests/test_shared_analysis.py"
+        )
+    changed = sorted(name for name, digest in fingerprints().items() if FINGERPRINTS.get(name) != digest)
+    if changed:
+        raise SdkMismatchError(
+            f"shared_analysis: the source of {', '.join(changed)} in {where} differs from what it was "
+            f"written against; re-read them, then update FINGERPRINTS in {__file__} and run "
+            "tests/test_shared_analysis.py"
+        )
+    globals_ = vars(sdk)
+    expected = {
+        "json_format": json_format,
+        "deserialize_properties": sdk_deserialize.deserialize_properties,
+        "unknown_checking_proxy": sdk_proxy.unknown_checking_proxy,
+    }
+    wrong = sorted(k for k, v in expected.items() if globals_.get(k) is not v)
+    if wrong:
+        raise SdkMismatchError(
+            f"shared_analysis: pulumi_policy.policy's {', '.join(wrong)} are not the SDK's own "
+            "(patched twice, or by something else)"
+        )
+    # The memo finds a request's properties by identity: the protobuf runtime must hand back the
+    # same submessage object on every access (upb does), or every lookup would miss (slow, not wrong).
+    request = analyzer_pb2.AnalyzeRequest(provider=analyzer_pb2.AnalyzerProviderResource())
+    if request.properties is not request.properties or (
+        request.provider.properties is not request.provider.properties
+    ):
+        raise SdkMismatchError(
+            "shared_analysis: this protobuf runtime returns a new object for each submessage access"
+        )
+
+
+class _Entry:
+    """One properties message of the request being analysed, and what the SDK derives from it."""
+
+    __slots__ = ("as_dict", "deserialized", "message", "proxy")
+
+    def __init__(self, message: object, as_dict: dict[str, Any]) -> None:
+        self.message = message  # a strong reference: its id cannot be reused while this lives
+        self.as_dict = as_dict
+        self.deserialized: dict[str, Any] | None = None
+        self.proxy: Any = None
+
+
+class _Request(threading.local):
+    entries: list[_Entry] | None = None
+
+
+_REQUEST = _Request()
+_message_to_dict = json_format.MessageToDict
+_deserialize_properties = sdk_deserialize.deserialize_properties
+_unknown_checking_proxy = sdk_proxy.unknown_checking_proxy
+
+
+class _JsonFormat:
+    """`json_format` as pulumi_policy.policy sees it: MessageToDict shared within one Analyze call."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(json_format, name)
+
+    @staticmethod
+    def MessageToDict(message: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (the SDK's name)
+        entries = _REQUEST.entries
+        if entries is None or args or kwargs:
+            return _message_to_dict(message, *args, **kwargs)
+        for entry in entries:
+            if entry.message is message:
+                return entry.as_dict
+        as_dict = _message_to_dict(message)
+        entries.append(_Entry(message, as_dict))
+        return as_dict
+
+
+_JSON_FORMAT = _JsonFormat()
+
+
+def _shared_deserialize_properties(props: dict[str, Any], proxy_secrets: bool = False) -> dict[str, Any]:
+    entries = _REQUEST.entries
+    if entries is not None and not proxy_secrets:
+        for entry in entries:
+            if entry.as_dict is props:
+                if entry.deserialized is None:
+                    entry.deserialized = _deserialize_properties(props)
+                return entry.deserialized
+    return _deserialize_properties(props, proxy_secrets)
+
+
+def _shared_unknown_checking_proxy(props: dict[str, Any]) -> Any:
+    entries = _REQUEST.entries
+    if entries is not None:
+        for entry in entries:
+            if entry.deserialized is not None and entry.deserialized is props:
+                if entry.proxy is None:
+                    entry.proxy = _freeze(_unknown_checking_proxy(props))
+                return entry.proxy
+    return _unknown_checking_proxy(props)
+
+
+class _SharedDictProxy(sdk_proxy._DictProxy):
+    """A `_DictProxy` every policy of the request sees: writing to it would leak into the next one."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise TypeError(
+            f"a policy assigned resource property {key!r}: policies must not modify their args "
+            "(the deserialised properties are shared by every policy analysing this resource)"
+        )
+
+
+def _freeze(value: Any) -> Any:
+    kind = type(value)
+    if kind is sdk_proxy._DictProxy:
+        for child in vars(value)[_DICT_TARGET_ATTR].values():
+            _freeze(child)
+        value.__class__ = _SharedDictProxy
+    elif kind is sdk_proxy._ListProxy:
+        for child in vars(value)[_LIST_TARGET_ATTR]:
+            _freeze(child)
+    return value
+
+
+def install(type_filters: Mapping[str, Callable[[str], bool]]) -> bool:
+    """Patch the SDK (after check_sdk); call before PolicyPack(). False when disabled by DISABLE_ENV,
+    or when the SDK is not the one this was written against: then the pack runs on the SDK's own path,
+    slower but with the same verdicts, and says so on stderr. (Refusing to start would block every
+    update of every stack the organisation enforces the pack on, for a speed-up.)
+
+    `type_filters` maps a policy name to the predicate its validate checks first (pack_support)."""
+    try:
+        check_sdk()
+    except SdkMismatchError as err:
+        print(f"warning: {err}; the pack runs on the SDK's own (slower) path", file=sys.stderr)
+        return False
+    if os.environ.get(DISABLE_ENV, "").strip().lower() in ("off", "0", "false"):
+        return False
+
+    sdk_analyze = cast(Callable[[Any, Any, Any], Any], _SERVICER.Analyze)
+    by_type: dict[str, list[sdk.Policy]] = {}
+
+    def applicable(policies: list[sdk.Policy], resource_type: str) -> list[sdk.Policy]:
+        found = by_type.get(resource_type)
+        if found is None:
+            found = [p for p in policies if p.name not in type_filters or type_filters[p.name](resource_type)]
+            by_type[resource_type] = found
+        return found
+
+    def reaches_deserialization(servicer: Any, policies: list[sdk.Policy]) -> bool:
+        """Whether the SDK's loop would deserialise the request for at least one policy."""
+        return any(
+            isinstance(p, sdk.ResourceValidationPolicy)
+            and servicer._get_enforcement_level(p) != sdk.EnforcementLevel.DISABLED
+            and p.has_validation()
+            for p in policies
+        )
+
+    def analyze(self: Any, request: Any, context: Any) -> Any:
+        policies: list[sdk.Policy] = vars(self)[_POLICIES_ATTR]
+        view = copy.copy(self)
+        vars(view)[_POLICIES_ATTR] = applicable(policies, request.type)
+        _REQUEST.entries = []
+        try:
+            response = sdk_analyze(view, request, context)
+            if reaches_deserialization(self, policies):
+                # What the SDK's loop does first for a policy: a no-op (shared) unless no policy
+                # matched, and then it fails where the SDK would have failed.
+                _shared_unknown_checking_proxy(
+                    _shared_deserialize_properties(_JSON_FORMAT.MessageToDict(request.properties))
+                )
+                self._get_resource_options(request)
+                self._get_provider_resource(request)
+            return response
+        finally:
+            _REQUEST.entries = None
+
+    globals_ = vars(sdk)
+    globals_["json_format"] = _JSON_FORMAT
+    globals_["deserialize_properties"] = _shared_deserialize_properties
+    globals_["unknown_checking_proxy"] = _shared_unknown_checking_proxy
+    cast(Any, _SERVICER).Analyze = analyze
+    return True

@@ -1,0 +1,239 @@
+"""policies/shared_analysis.py: the pack answers exactly as the plain SDK does, only faster.
+
+The pack is started twice, as the CLI starts it: once as shipped and once with
+POUW_POLICY_SHARED_ANALYSIS=off (the SDK's own per-policy deserialisation). Every request the three
+stacks' plans, the policy fixtures, their unknown-valued variants and the bench's generated stack
+produce is sent to both, under each stack's policy config and under `all: mandatory`, and the full
+responses (GetAnalyzerInfo, every AnalyzeResponse, AnalyzeStack) must be byte-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2
+
+from preflight.analyzer import (
+    PolicyPackProcess,
+    _described,
+    _open,
+    build_configure_request,
+    load_policy_config,
+)
+from preflight.engine import Registration, run_program
+from preflight.stackconfig import load_stack_config
+from tests.conftest import ROOT, STACKS
+from tests.test_policies import FIXTURES, UNKNOWN_BOOL, UNKNOWN_STRING, build
+
+sys.path.insert(0, str(ROOT / "policies"))
+import shared_analysis
+
+
+def _bench_stack(size: int) -> list[Registration]:
+    spec = importlib.util.spec_from_file_location("bench_policies", ROOT / "bench" / "policies.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    resources: list[Registration] = module.stack(size)
+    return resources
+
+
+def _unknown(value: Any, flip: list[int]) -> Any:
+    """Every other leaf unknown (strings as unknown strings, booleans as unknown booleans)."""
+    if isinstance(value, dict):
+        return {k: _unknown(v, flip) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unknown(v, flip) for v in value]
+    flip[0] += 1
+    if flip[0] % 2:
+        return value
+    if isinstance(value, bool):
+        return UNKNOWN_BOOL
+    return UNKNOWN_STRING if isinstance(value, str) else value
+
+
+def _fixture_resources() -> list[Registration]:
+    out: list[Registration] = []
+    for name, fixture in sorted(FIXTURES.items()):
+        for i, group in enumerate([fixture["pass"], fixture["fail"]["resources"]]):
+            for r in build(group):
+                r.urn, r.name = f"{r.urn}-{name}-{i}", f"{r.name}-{name}-{i}"
+                out.append(r)
+                unknown = copy.deepcopy(r)
+                unknown.urn, unknown.name = f"{r.urn}-unknown", f"{r.name}-unknown"
+                unknown.inputs = _unknown(r.inputs, [0])
+                out.append(unknown)
+    return out
+
+
+@pytest.fixture(scope="module")
+def packs() -> Iterator[tuple[PolicyPackProcess, PolicyPackProcess]]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(shared_analysis.DISABLE_ENV, "off")
+        plain = PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="plain")
+        plain.__enter__()
+    try:
+        with PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="shared") as shared:
+            yield plain, shared
+    finally:
+        plain.close()
+
+
+def _round(
+    pack: PolicyPackProcess, resources: list[Registration], config: dict[str, Any]
+) -> tuple[bytes, list[bytes], bytes]:
+    """GetAnalyzerInfo, each Analyze and AnalyzeStack, serialised (what the engine would receive)."""
+    _open(pack, "organization")
+    info = pack.call("GetAnalyzerInfo", empty_pb2.Empty())
+    pack.call("Configure", build_configure_request(info, config))
+    by_urn = {r.urn: r for r in resources}
+    described = [_described(r, by_urn) for r in resources]
+    calls = [pack.stub.Analyze.future(analyzer_pb2.AnalyzeRequest(**f), timeout=120) for f in described]
+    analyzed = [c.result().SerializeToString(deterministic=True) for c in calls]
+    stack = pack.stub.AnalyzeStack(
+        analyzer_pb2.AnalyzeStackRequest(
+            resources=[
+                analyzer_pb2.AnalyzerResource(**f, parent=r.parent, dependencies=r.dependencies)
+                for r, f in zip(resources, described, strict=True)
+            ]
+        ),
+        timeout=120,
+    )
+    return (
+        info.SerializeToString(deterministic=True),
+        analyzed,
+        stack.SerializeToString(deterministic=True),
+    )
+
+
+def _diagnostics(responses: list[bytes]) -> list[analyzer_pb2.AnalyzeDiagnostic]:
+    found = []
+    for raw in responses:
+        response = analyzer_pb2.AnalyzeResponse()
+        response.ParseFromString(raw)
+        found += list(response.diagnostics)
+    return found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_plans_get_identical_responses(
+    packs: tuple[PolicyPackProcess, PolicyPackProcess], stack: str
+) -> None:
+    plain, shared = packs
+    run = run_program(ROOT, load_stack_config(ROOT, stack))
+    assert any(r.provider for r in run.resources)  # explicit providers: their properties are shared too
+    for config in (load_policy_config(ROOT / "policies" / "config" / f"{stack}.json"), {"all": "mandatory"}):
+        expected = _round(plain, run.resources, config)
+        assert _round(shared, run.resources, config) == expected
+        assert _diagnostics(expected[1])  # the plans do produce verdicts to compare
+
+
+def test_fixtures_and_unknowns_get_identical_responses(
+    packs: tuple[PolicyPackProcess, PolicyPackProcess],
+) -> None:
+    plain, shared = packs
+    resources = _fixture_resources()
+    config = {"all": "mandatory", **{p: f["config"] for p, f in FIXTURES.items() if "config" in f}}
+    expected = _round(plain, resources, config)
+    assert _round(shared, resources, config) == expected
+    messages = [d.message for d in _diagnostics(expected[1])]
+    assert sum("during preview" in m for m in messages) > 20  # the unknown-value diagnostics
+    assert sum("during preview" not in m for m in messages) > 80  # and real violations
+
+
+def test_bench_stack_gets_identical_responses(packs: tuple[PolicyPackProcess, PolicyPackProcess]) -> None:
+    plain, shared = packs
+    resources = _bench_stack(1000)
+    config = load_policy_config(ROOT / "policies" / "config" / "prod.json")
+    expected = _round(plain, resources, config)
+    assert _round(shared, resources, config) == expected
+    assert len(_diagnostics(expected[1])) >= 500  # (the rest of the bench's 1,001 are AnalyzeStack's)
+
+
+def test_pinned_to_the_locked_sdk() -> None:
+    lock = (ROOT / "policies" / "requirements-lock.txt").read_text()
+    locked = re.search(r"^pulumi-policy==(\S+)", lock, re.M)
+    assert locked is not None and locked.group(1) == shared_analysis.PINNED_SDK
+    assert shared_analysis.fingerprints() == shared_analysis.FINGERPRINTS
+    shared_analysis.check_sdk()
+
+
+def test_another_sdk_falls_back_to_the_sdks_own_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never a wrong verdict and never a pack that will not start: another SDK runs unpatched, and says so."""
+    monkeypatch.setattr(shared_analysis, "VERSION", "1.22.0")
+    with pytest.raises(shared_analysis.SdkMismatchError, match=r"1\.21\.0 internals but .*1\.22\.0"):
+        shared_analysis.check_sdk()
+    assert shared_analysis.install({}) is False
+    assert "the pack runs on the SDK's own (slower) path" in capsys.readouterr().err
+
+
+def test_changed_sdk_source_falls_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changed = {**shared_analysis.FINGERPRINTS, "_PolicyAnalyzerServicer.Analyze": "0" * 32}
+    monkeypatch.setattr(shared_analysis, "FINGERPRINTS", changed)
+    with pytest.raises(shared_analysis.SdkMismatchError, match=r"_PolicyAnalyzerServicer\.Analyze .*differs"):
+        shared_analysis.check_sdk()
+    assert shared_analysis.install({}) is False
+    assert "_PolicyAnalyzerServicer.Analyze" in capsys.readouterr().err
+
+
+# In-process: the SDK's servicer, patched for the test only (monkeypatch restores it).
+@pytest.fixture
+def sdk(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import pulumi_policy.policy as sdk
+
+    servicer = sdk._PolicyAnalyzerServicer
+    monkeypatch.setattr(servicer, "Analyze", servicer.Analyze)
+    for name in ("json_format", "deserialize_properties", "unknown_checking_proxy"):
+        monkeypatch.setattr(sdk, name, getattr(sdk, name))
+    monkeypatch.delenv(shared_analysis.DISABLE_ENV, raising=False)
+    return sdk
+
+
+def _request(type_: str, props: dict[str, Any]) -> analyzer_pb2.AnalyzeRequest:
+    struct = struct_pb2.Struct()
+    struct.update(props)
+    return analyzer_pb2.AnalyzeRequest(type=type_, properties=struct, urn=f"urn:x::{type_}::r", name="r")
+
+
+def test_one_deserialisation_per_request(sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    def validate(args: Any, report: Any) -> None:
+        seen.append(args.props)
+        report(f"image {args.props['image']}", None)
+
+    rvp = sdk.ResourceValidationPolicy
+    policies = [rvp(name=f"p{i}", description="d", validate=validate) for i in range(5)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({"p4": lambda t: t == "other"})
+    calls: list[Any] = []
+    real = shared_analysis._deserialize_properties
+    monkeypatch.setattr(shared_analysis, "_deserialize_properties", lambda *a: calls.append(a) or real(*a))
+    for _ in range(2):
+        response = servicer.Analyze(_request("t", {"image": "web"}), None)
+        assert [d.policyName for d in response.diagnostics] == ["p0", "p1", "p2", "p3"]
+    assert len(calls) == 2  # once per request, not once per policy
+    assert all(p is seen[0] for p in seen[:4]) and seen[4] is not seen[0]  # cleared between requests
+    assert shared_analysis._REQUEST.entries is None
+
+
+def test_a_policy_cannot_change_what_the_next_one_sees(sdk: Any) -> None:
+    def mutate(args: Any, report: Any) -> None:
+        args.props["spec"]["image"] = "evil"
+
+    policies = [sdk.ResourceValidationPolicy(name="writer", description="d", validate=mutate)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({})
+    with pytest.raises(TypeError, match="policies must not modify their args"):
+        servicer.Analyze(_request("t", {"spec": {"image": "web"}}), None)
