@@ -46,12 +46,16 @@ from components.settings import (
 )
 from components.targets.aci import ACR_PULL_ROLE
 from components.targets.eks import EksCluster
+from components.targets.kubernetes import egress_only_policies
 
 ARC_CHARTS = "oci://ghcr.io/actions/actions-runner-controller-charts"
 ARC_SYSTEM, ARC_RUNNERS, ARC_SERVICE_ACCOUNT = "arc-systems", "arc-runners", "arc-runner"
 ARC_SECRET = "github-app"
 # Jenkins: every build's agents, the deploy job's agents, and the controller's account in each namespace.
 JENKINS_AGENT, JENKINS_DEPLOY, JENKINS_CONTROLLER = "jenkins-agent", "jenkins-deploy", "jenkins-controller"
+# The Jenkins controller's TCP port for inbound agents (Manage Jenkins > Security > Agents); WebSocket
+# agents use 443 instead.
+JENKINS_AGENT_PORT = 50000
 # The deploy and preview roles' session limit; pipelines ask for this much (tests/test_pipelines.py).
 MAX_SESSION_SECONDS = 7200
 GITHUB_OIDC = "token.actions.githubusercontent.com"
@@ -369,11 +373,17 @@ class CiRunners(pulumi.ComponentResource):
             self._jenkins(name, args.settings.jenkins)
         self.register_outputs({"pushRoles": self.push_roles})
 
-    def _namespace(self, name: str, namespace: str, enforce: str = "restricted") -> core.Namespace:
-        """A namespace under Pod Security admission; audit and warn always report against restricted."""
+    def _namespace(
+        self, name: str, namespace: str, enforce: str = "restricted", egress_ports: Sequence[int] = (443,)
+    ) -> core.Namespace:
+        """A namespace under Pod Security admission (audit and warn always report against restricted)
+        whose pods only call out: default-deny NetworkPolicies, then DNS and `egress_ports` out (GitHub,
+        registries, cloud APIs and the cluster's API are all HTTPS)."""
         pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("audit", "warn")}
         pss["pod-security.kubernetes.io/enforce"] = enforce
-        return core.Namespace(name, metadata={"name": namespace, "labels": pss}, opts=self.k8s)
+        created = core.Namespace(name, metadata={"name": namespace, "labels": pss}, opts=self.k8s)
+        egress_only_policies(name, created.metadata.name, self.k8s, egress_ports)
+        return created
 
     def _push_role(self, name: str, namespace: str, service_account: str) -> pulumi.Output[str]:
         """An IRSA role for one service account: push to the project's ECR repositories, nothing more."""
@@ -515,7 +525,8 @@ class CiRunners(pulumi.ComponentResource):
         # The agent pod (ci/jenkins-agent.yaml) carries a rootless BuildKit daemon, which needs seccomp and
         # AppArmor Unconfined (moby/buildkit docs/rootless.md): allowed only where enforce is privileged.
         # It runs as uid 1000, no capability added, never privileged; audit and warn still say restricted.
-        namespace = self._namespace(prefix, namespace_name, "privileged")
+        # Inbound agents dial the controller: HTTPS (WebSocket) or its TCP agent port.
+        namespace = self._namespace(prefix, namespace_name, "privileged", (443, JENKINS_AGENT_PORT))
         ns = namespace.metadata.name
         controller = core.ServiceAccount(
             f"{prefix}-controller",
@@ -604,6 +615,10 @@ def scale_set_values(
         }
     else:
         values["containerMode"] = {"type": "dind"}  # the chart adds a privileged docker sidecar
+        # A dind runner runs its jobs on the sidecar's Docker, not as pods: no Kubernetes API token.
+        template = values["template"]
+        assert isinstance(template, dict)
+        template["spec"]["automountServiceAccountToken"] = False
     return values
 
 
@@ -615,6 +630,9 @@ def jenkins_pod_template(jenkins: JenkinsSettings, service_account: str) -> str:
             "kind": "Pod",
             "spec": {
                 "serviceAccountName": service_account,
+                # The agent talks to its controller, never to the Kubernetes API; IRSA's projected token
+                # is mounted separately by the pod identity webhook.
+                "automountServiceAccountToken": False,
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
                 "containers": [restricted_container("jnlp", jenkins.agent_image, "1", "2Gi")],
             },

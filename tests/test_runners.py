@@ -565,3 +565,44 @@ def test_gcp_grants_are_scoped_to_the_resources_the_stack_manages(stack_runs: di
     assert all(a.inputs["disableOnDestroy"] is False for a in apis.values())
     pool = run.get("gcp:iam/workloadIdentityPool:WorkloadIdentityPool", "pipeline-pool")
     assert {a.urn for a in apis.values()} <= set(pool.dependencies)  # the APIs first
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_ci_namespaces_deny_by_default_and_only_call_out(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    """Runner and agent pods take no connections and reach only DNS and HTTPS (Jenkins: its agent port)."""
+    run = stack_runs[stack].run
+    namespaces = {
+        r.name: r.inputs["metadata"]["name"]
+        for r in run.by_type("kubernetes:core/v1:Namespace")
+        if r.name.startswith("ci-runners-")
+    }
+    assert namespaces  # every stack here runs runners or agents
+    policies = {r.name: r.inputs for r in run.by_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")}
+    for resource_name, namespace in namespaces.items():
+        deny = policies[f"{resource_name}-default-deny"]
+        assert deny["metadata"]["namespace"] == namespace
+        assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        egress = policies[f"{resource_name}-allow-egress"]["spec"]
+        assert egress["policyTypes"] == ["Egress"] and "ingress" not in egress
+        dns, out = egress["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53}
+        assert out["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+        ports = {p["port"] for p in out["ports"]}
+        assert ports == ({443, 50000} if namespace.startswith("jenkins") else {443}), namespace
+
+
+def test_pods_that_never_call_the_kubernetes_api_mount_no_token(stack_runs: dict[str, Preflight]) -> None:
+    """Jenkins agents and dind runners (jobs on the sidecar's Docker) get no API token; kubernetes-mode
+    runners keep theirs (the runner creates the job pods)."""
+    prod, dev = stack_runs["prod"].run, stack_runs["dev"].run
+    dind = prod.get(RELEASE, "ci-runners-pouw-prod").inputs["values"]["template"]["spec"]
+    assert dind["automountServiceAccountToken"] is False
+    kube = dev.get(RELEASE, "ci-runners-pouw-linux").inputs["values"]["template"]["spec"]
+    assert "automountServiceAccountToken" not in kube
+    for run in (prod, dev):
+        for config_map in run.by_type("kubernetes:core/v1:ConfigMap"):
+            if config_map.name.endswith("pod-template"):
+                template = json.loads(config_map.inputs["data"]["pod-template.yaml"])
+                assert template["spec"]["automountServiceAccountToken"] is False, config_map.name

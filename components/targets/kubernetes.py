@@ -302,6 +302,43 @@ def network_policies(
     )
 
 
+def egress_only_policies(
+    name: str,
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+    ports: Sequence[int] = (443,),
+    pod_labels: dict[str, str] | None = None,
+) -> None:
+    """For namespaces whose pods only call out (CI runners and agents, controllers): deny all traffic in
+    and out of every pod, then allow DNS to the cluster DNS and TCP `ports` anywhere. Nothing may
+    connect to these pods."""
+    everything: meta.LabelSelectorArgsDict = {}
+    deny: networking.NetworkPolicySpecArgsDict = {
+        "pod_selector": everything,
+        "policy_types": ["Ingress", "Egress"],
+    }
+    networking.NetworkPolicy(
+        f"{name}-default-deny", metadata=metadata("default-deny", ns, pod_labels or {}), spec=deny, opts=k8s
+    )
+    egress: networking.NetworkPolicySpecArgsDict = {
+        "pod_selector": everything,
+        "policy_types": ["Egress"],
+        "egress": [
+            {
+                "to": [CLUSTER_DNS],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            },
+            {
+                "to": [{"ip_block": {"cidr": "0.0.0.0/0"}}],
+                "ports": [{"protocol": "TCP", "port": port} for port in ports],
+            },
+        ],
+    }
+    networking.NetworkPolicy(
+        f"{name}-allow-egress", metadata=metadata("allow-egress", ns, pod_labels or {}), spec=egress, opts=k8s
+    )
+
+
 def route_backends(svc: ServiceSettings, plan: RolloutPlan) -> list[dict[str, Any]]:
     """The HTTPRoute's backends: with weights, one per slot Service at the plan's weight; otherwise the
     stable Service (blue-green switches its selector, so the route itself never changes)."""
