@@ -89,6 +89,8 @@ class StackContext:
                     cluster_name=self.cluster_name if eks else None,
                     tags=settings.tags(),
                     protect=self.protect,
+                    flow_log_retention_days=settings.flow_log_retention_days,
+                    encrypt_logs=settings.is_prod,
                     permissions_boundary=self.boundary,
                 ),
             )
@@ -103,6 +105,7 @@ class StackContext:
                     network_access=settings.acr_network_access,
                     egress_ips=self.network.nat_public_ips if self.network is not None else [],
                     trusted_services="aci" in settings.targets(),
+                    zone_redundant=settings.acr_zone_redundant,
                     tags=settings.tags(),
                     protect=self.protect,
                 ),

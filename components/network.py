@@ -31,9 +31,10 @@ class AwsNetworkArgs:
     cluster_name: str | None = None  # tags subnets for EKS load balancer discovery
     tags: dict[str, str] = field(default_factory=dict)
     # prod: the VPC, its subnets and the flow-log group (deleting them takes every workload down or
-    # loses the network's audit trail) are protected. A protected network is prod's: its flow logs are
-    # kept 365 days unless settings say otherwise, and encrypted with a customer-managed key.
+    # loses the network's audit trail) are protected.
     protect: bool = False
+    flow_log_retention_days: int = 30
+    encrypt_logs: bool = False  # the flow logs under a customer-managed key (prod)
     # The stack's permissions boundary (components/iam.py): every role made here carries it.
     permissions_boundary: pulumi.Input[str] | None = None
 
@@ -263,10 +264,10 @@ class AwsNetwork(pulumi.ComponentResource):
         group_name = f"/pouw/{name}/flow-logs"
         key = (
             log_key(f"{name}-logs", f"VPC flow logs of {name}", group_name, args.tags, self, args.protect)
-            if args.protect
+            if args.encrypt_logs
             else None
         )
-        retention = args.settings.flow_log_retention_days or (365 if args.protect else 30)
+        retention = args.flow_log_retention_days
         group = cloudwatch.LogGroup(
             f"{name}-flow-logs",
             name=group_name,

@@ -378,6 +378,7 @@ class AcrRegistryArgs:
     # ACI container groups pull with a managed identity: as a trusted Azure service they bypass the
     # registry's network rules, which otherwise refuse them (their addresses are Azure's, not ours).
     trusted_services: bool = False
+    zone_redundant: bool = False  # Premium only; create-only (see the registry's ignore_changes)
     tags: dict[str, str] = field(default_factory=dict)
     protect: bool = False
 
@@ -403,12 +404,6 @@ def acr_network(args: AcrRegistryArgs) -> dict[str, Any]:
         "network_rule_set": rules,
         "network_rule_bypass_options": "AzureServices" if args.trusted_services else "None",
     }
-
-
-def acr_zone_redundant(args: AcrRegistryArgs) -> bool:
-    """Explicit, or on for a Premium registry in prod (the context protects prod's registries)."""
-    explicit = args.settings.zone_redundant
-    return (args.protect and args.settings.sku == "Premium") if explicit is None else explicit
 
 
 class AcrRegistry(_RemoteRegistry):
@@ -442,7 +437,7 @@ class AcrRegistry(_RemoteRegistry):
             admin_user_enabled=False,
             anonymous_pull_enabled=False,
             policies=policies,
-            zone_redundancy="Enabled" if acr_zone_redundant(args) else "Disabled",
+            zone_redundancy="Enabled" if args.zone_redundant else "Disabled",
             **acr_network(args),
             tags=args.tags,
             # zoneRedundancy is set when a registry is created (ARM cannot convert a registry in place), and

@@ -831,6 +831,31 @@ class Settings(_Model):
         return explicit or ("internal-and-cloud-load-balancing" if self.is_prod else "all")
 
     @property
+    def eks_waf(self) -> bool:
+        explicit = self.eks.waf if self.eks else None
+        return self.is_prod if explicit is None else explicit
+
+    @property
+    def ecs_waf(self) -> bool:
+        explicit = self.ecs.waf if self.ecs else None
+        return self.is_prod if explicit is None else explicit
+
+    @property
+    def acr_zone_redundant(self) -> bool:
+        """Explicit, or on for a Premium registry in prod."""
+        acr = self.registries.acr
+        if acr is None:
+            return False
+        explicit = acr.zone_redundant
+        return (self.is_prod and acr.sku == "Premium") if explicit is None else explicit
+
+    @property
+    def flow_log_retention_days(self) -> int:
+        """Explicit, or a year in prod (an audit trail), 30 days elsewhere."""
+        explicit = self.network.flow_log_retention_days if self.network else None
+        return explicit or (365 if self.is_prod else 30)
+
+    @property
     def eks_public_endpoint(self) -> bool:
         explicit = self.eks.endpoint_public_access if self.eks else None
         return (not self.is_prod) if explicit is None else explicit

@@ -735,7 +735,7 @@ class EcsTarget(Target):
                 tags=s.tags(),
                 protect=ctx.protect,
                 encrypt_logs=s.is_prod,
-                waf=s.is_prod if s.ecs.waf is None else s.ecs.waf,
+                waf=s.ecs_waf,
                 permissions_boundary=ctx.boundary,
             ),
         )

@@ -487,7 +487,7 @@ class EksTarget(Target):
                 tags=s.tags(),
                 protect=ctx.protect,
                 encrypt_logs=s.is_prod,
-                waf=s.is_prod if s.eks.waf is None else s.eks.waf,
+                waf=s.eks_waf,
                 permissions_boundary=ctx.boundary,
             ),
         )
