@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import re
 import subprocess
@@ -51,30 +52,31 @@ PROGRAM_TIMEOUT = 300.0  # seconds for each program run (base and head run at th
 # ---------------------------------------------------------------------------------------------
 # Classification: the one place that says what a workload is and which inputs restart it.
 # `preflight rollout` and `preflight diff` share it.
+# From the target registry (`Target.workload_types`): the one list of what a workload is.
 # ---------------------------------------------------------------------------------------------
 
 CLOUD_RUN = "gcp:cloudrunv2/service:Service"
-# Workload types, each with the input paths whose change starts new pods, tasks, revisions or
-# containers (None: any input). Everything else these resources have (replica counts, scaling
-# bounds, tags) changes capacity or metadata, not the running containers.
-WORKLOAD_RESTART_INPUTS: Mapping[str, tuple[str, ...] | None] = {
-    "kubernetes:apps/v1:Deployment": ("spec.template",),
-    # Immutable: every change registers a new revision, and the service rolls its tasks onto it.
-    "aws:ecs/taskDefinition:TaskDefinition": None,
-    "aws:ecs/service:Service": (
-        "taskDefinition",
-        "networkConfiguration",
-        "loadBalancers",
-        "platformVersion",
-        "capacityProviderStrategies",
-        "forceNewDeployment",
-    ),
-    # Azure restarts every container of a group on any update of the group.
-    "azure-native:containerinstance:ContainerGroup": None,
-    # The template is the revision this update creates; `traffics` only moves traffic.
-    CLOUD_RUN: ("template",),
-}
-WORKLOAD_TYPES = frozenset(WORKLOAD_RESTART_INPUTS)
+
+
+@functools.cache
+def workload_restart_inputs() -> Mapping[str, tuple[str, ...] | None]:
+    """Every target's workload types, each with the input paths whose change starts new pods, tasks,
+    revisions or containers (None: any input). From the target registry, the one list of what a
+    workload is (`Target.workload_types`); imported on first use, as only a plan diff needs it."""
+    from components.targets import TARGETS
+
+    merged: dict[str, tuple[str, ...] | None] = {}
+    for target in TARGETS.values():
+        for type_, inputs in target.workload_types.items():
+            if merged.setdefault(type_, inputs) != inputs:
+                raise ValueError(f"targets disagree on what restarts a {type_}")
+    return merged
+
+
+def is_workload(type_: str) -> bool:
+    return type_ in workload_restart_inputs()
+
+
 # Not a running workload, but a rebuilt image: never a pure traffic step.
 BUILD_TYPES = frozenset({"docker-build:index:Image", "docker-build:index:Index"})
 
@@ -280,10 +282,11 @@ def matches(path: str, rule: str) -> bool:
 
 def restarts(type_: str, paths: Iterable[str]) -> bool:
     """Whether changing these inputs of a resource of this type starts new containers."""
-    if type_ not in WORKLOAD_RESTART_INPUTS:
+    restart_inputs = workload_restart_inputs()
+    if type_ not in restart_inputs:
         return False
     inputs = [p for p in paths if not p.startswith("(")]  # "(options)", "(protect)": not inputs
-    rules = WORKLOAD_RESTART_INPUTS[type_]
+    rules = restart_inputs[type_]
     if rules is None:
         return bool(inputs)
     return any(matches(p, r) for p in inputs for r in rules)
@@ -675,7 +678,7 @@ class _Serving:
         if not found:  # an ECS service runs its task definition's image
             for dep in r.dependencies:
                 other = self.by_urn[side].get(dep)
-                if other is not None and other.type in WORKLOAD_TYPES and other.urn != r.urn:
+                if other is not None and is_workload(other.type) and other.urn != r.urn:
                     other_text = json.dumps(other.inputs)
                     found |= {image for image in self.weights[side] if image in other_text}
         return found
@@ -722,7 +725,7 @@ def _flag(change: Change, old: Registration, new: Registration | None, serving: 
         retained = change.action == "delete" and old.retain_on_delete
         if change.type in STATEFUL_TYPES and not retained:
             change.flags.append(Flag("stateful", f"{verb}: loses {STATEFUL_TYPES[change.type]}"))
-    if change.type not in WORKLOAD_TYPES:
+    if not is_workload(change.type):
         return
     if change.action == "update" and not restarts(change.type, change.paths):
         return
@@ -731,7 +734,7 @@ def _flag(change: Change, old: Registration, new: Registration | None, serving: 
         return  # an idle slot (blue-green preview, a canary at 0): restarting it is the point
     share = "its slot is not in the stack outputs: assumed serving" if weight is None else f"weight {weight}"
     if change.action == "update":
-        rules = WORKLOAD_RESTART_INPUTS[change.type]
+        rules = workload_restart_inputs()[change.type]
         inputs = [p for p in change.paths if not p.startswith("(")]
         inputs = [p for p in inputs if rules is None or any(matches(p, r) for r in rules)]
         what = f"restarts ({', '.join(_short(inputs))} changed)"

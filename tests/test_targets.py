@@ -20,7 +20,7 @@ from components.context import StackContext
 from components.settings import TARGET_REGISTRY, ServiceSettings, Target
 from components.targets import TARGETS
 from components.targets.base import RUN_AS_UID, ContainerSpec
-from preflight.diff import WORKLOAD_TYPES
+from preflight.diff import restarts, workload_restart_inputs
 from preflight.engine import ProgramRun, run_function
 from preflight.stackconfig import load_stack_config
 from tests.conftest import project_copy, stack_file
@@ -51,7 +51,7 @@ def build(
         targets = {k: TARGETS[k](ctx) for k in keys}
         for service in settings.services:
             image = ctx.build(service)
-            plan = service.rollout.spec().plan(service.version, service.replicas.min, service.replicas.max)
+            plan = service.rollout.plan(service.version, service.replicas.min, service.replicas.max)
             for key in service.targets:
                 if key in targets:
                     images = ctx.slot_images(service, plan, image, targets[key].registry)
@@ -98,9 +98,13 @@ def test_the_target_list_exists_once() -> None:
 
 
 def test_preflight_classifies_exactly_the_targets_workloads() -> None:
-    """The plan diff's restart rules cover every target's workload types, and nothing else."""
-    declared = frozenset().union(*(t.workload_types for t in TARGETS.values()))
-    assert declared == WORKLOAD_TYPES
+    """The plan diff's restart rules are the targets' own declarations, and nothing else."""
+    declared = {k: v for t in TARGETS.values() for k, v in t.workload_types.items()}
+    assert workload_restart_inputs() == declared
+    assert restarts("kubernetes:apps/v1:Deployment", ["spec.template.spec.containers[0].image"])
+    assert not restarts("kubernetes:apps/v1:Deployment", ["spec.replicas"])
+    assert restarts("aws:ecs/taskDefinition:TaskDefinition", ["tags"])  # immutable: any input
+    assert not restarts("aws:lb/listenerRule:ListenerRule", ["actions[0].forward"])
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])
@@ -132,7 +136,7 @@ def test_a_target_is_built_alone(tmp_path: Path) -> None:
 def test_the_container_contract() -> None:
     raw = stack_file("prod")["config"]["pouw-cicd:services"]
     worker = ServiceSettings.model_validate(next(s for s in raw if s["name"] == "worker"))
-    plan = worker.rollout.spec().plan(worker.version, worker.replicas.min, worker.replicas.max)
+    plan = worker.rollout.plan(worker.version, worker.replicas.min, worker.replicas.max)
     spec = ContainerSpec.of(worker, plan.slots[0])
     assert spec.environment == {
         "LOG_LEVEL": "info",

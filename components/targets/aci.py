@@ -287,7 +287,8 @@ class AciTarget(Target):
     key = "aci"
     settings_key = "aci"
     registry = "acr"
-    workload_types = frozenset({"azure-native:containerinstance:ContainerGroup"})
+    # Azure restarts every container of a group on any update of the group.
+    workload_types = {"azure-native:containerinstance:ContainerGroup": None}
     routing_types = frozenset({"azure-native:cdn:AFDOrigin"})
 
     def __init__(self, ctx: StackContext) -> None:

@@ -104,7 +104,11 @@ class Target(ABC):
     settings_key: ClassVar[str]  # pouw-cicd:<settings_key>
     registry: ClassVar[str]  # the registry kind its workloads pull from (components/registry.py)
     needs_network: ClassVar[bool] = False  # runs in the stack's AWS VPC
-    workload_types: ClassVar[frozenset[str]]  # resource types that run the containers
+    # The resource types that run the containers, each with the input paths whose change starts new
+    # pods, tasks, revisions or containers (None: any input does). Everything else they have (replica
+    # counts, scaling bounds, tags) changes capacity or metadata. Preflight's plan diff and rollout
+    # helper classify changes from this (preflight/diff.py `workload_restart_inputs`).
+    workload_types: ClassVar[Mapping[str, tuple[str, ...] | None]]
     routing_types: ClassVar[frozenset[str]]  # resource types that split traffic between slots
 
     def __init__(self, ctx: StackContext) -> None:

@@ -289,7 +289,8 @@ class CloudRunTarget(Target):
     key = "cloudrun"
     settings_key = "cloudRun"
     registry = "artifactRegistry"
-    workload_types = frozenset({CLOUD_RUN_SERVICE})
+    # The template is the revision an update creates; `traffics` only moves traffic.
+    workload_types = {CLOUD_RUN_SERVICE: ("template",)}
     routing_types = frozenset({CLOUD_RUN_SERVICE})  # the same resource: `traffics` only moves traffic
 
     def __init__(self, ctx: StackContext) -> None:

@@ -716,7 +716,18 @@ class EcsTarget(Target):
     settings_key = "ecs"
     registry = "ecr"
     needs_network = True
-    workload_types = frozenset({"aws:ecs/service:Service", "aws:ecs/taskDefinition:TaskDefinition"})
+    workload_types = {
+        # Immutable: every change registers a new revision, and the service rolls its tasks onto it.
+        "aws:ecs/taskDefinition:TaskDefinition": None,
+        "aws:ecs/service:Service": (
+            "taskDefinition",
+            "networkConfiguration",
+            "loadBalancers",
+            "platformVersion",
+            "capacityProviderStrategies",
+            "forceNewDeployment",
+        ),
+    }
     routing_types = frozenset({"aws:lb/listenerRule:ListenerRule"})
 
     def __init__(self, ctx: StackContext) -> None:

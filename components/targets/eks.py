@@ -40,6 +40,7 @@ from components.rollout import RolloutPlan
 from components.settings import EksSettings, ServiceSettings
 from components.targets.base import TLS_POLICY, Target, TargetEndpoints
 from components.targets.kubernetes import (
+    WORKLOAD_TYPES,
     labels,
     metadata,
     network_policies,
@@ -469,7 +470,7 @@ class EksTarget(Target):
     settings_key = "eks"
     registry = "ecr"
     needs_network = True
-    workload_types = frozenset({"kubernetes:apps/v1:Deployment"})
+    workload_types = WORKLOAD_TYPES
     routing_types = frozenset({"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress"})
 
     def __init__(self, ctx: StackContext) -> None:

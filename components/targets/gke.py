@@ -38,6 +38,7 @@ from components.rollout import RolloutPlan
 from components.settings import GcpSettings, GkeSettings, ServiceSettings
 from components.targets.base import Target, TargetEndpoints
 from components.targets.kubernetes import (
+    WORKLOAD_TYPES,
     backend_services,
     gateway,
     http_route,
@@ -370,7 +371,7 @@ class GkeTarget(Target):
     key = "gke"
     settings_key = "gke"
     registry = "artifactRegistry"
-    workload_types = frozenset({"kubernetes:apps/v1:Deployment"})
+    workload_types = WORKLOAD_TYPES
     routing_types = frozenset(
         {"kubernetes:core/v1:Service", "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"}
     )
