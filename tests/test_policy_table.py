@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf import empty_pb2
 
 from preflight.analyzer import PolicyPackProcess
-from preflight.policy_table import END, START, render, splice
+from preflight.policy_table import END, START, exceptions, levels_of, render, splice
 from tests.conftest import ROOT
 
 
@@ -32,3 +32,16 @@ def test_markers_are_required() -> None:
         assert START in str(err) and END in str(err)
     else:
         raise AssertionError("splice accepted a README without markers")
+
+
+def test_every_exception_in_an_enforced_stack_says_why(pack: PolicyPackProcess) -> None:
+    """A policy below mandatory in staging or prod carries its reason (`note`), shown once in the README."""
+    info = pack.stub.GetAnalyzerInfo(empty_pb2.Empty())
+    policies_dir = ROOT / "policies"
+    found = exceptions(levels_of(info, policies_dir), policies_dir)
+    assert found, "staging and prod set no policy below mandatory: drop this section"
+    unexplained = {
+        name: stacks for name, reasons in found.items() for note, stacks in reasons.items() if not note
+    }
+    assert not unexplained, f"no note says why these are below mandatory: {unexplained}"
+    assert "ci-runner-image-digest" not in found  # runner and agent images are pinned by digest

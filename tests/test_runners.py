@@ -44,7 +44,8 @@ def test_arc_releases_and_secret(stack_runs: dict[str, Preflight]) -> None:
     assert values["runnerScaleSetName"] == "pouw-linux" and values["runnerGroup"] == "default"
     assert values["containerMode"]["type"] == "kubernetes"
     (runner,) = values["template"]["spec"]["containers"]
-    assert runner["image"] == "ghcr.io/actions/actions-runner:2.328.0"
+    assert runner["image"] == stack_file("dev")["config"]["pouw-cicd:ciRunners"]["arc"]["runnerImage"]
+    assert runner["image"].startswith("ghcr.io/actions/actions-runner:2.328.0@sha256:")
     assert runner["securityContext"]["allowPrivilegeEscalation"] is False
     assert values["template"]["spec"]["serviceAccountName"] == "arc-runner"
     secret = run.get("kubernetes:core/v1:Secret", "ci-runners-github-app").inputs
