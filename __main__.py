@@ -27,7 +27,7 @@ targets = {key: TARGETS[key](ctx) for key in used}
 
 for service in settings.services:
     image = ctx.build(service)
-    plan = service.rollout.spec().plan(service.version, service.replicas.min, service.replicas.max)
+    plan = service.rollout.plan(service.version, service.replicas.min, service.replicas.max)
     outputs: dict[str, object] = {"version": service.version, "digest": image.digest, "images": image.refs}
     for key in service.targets:
         target = targets[key]

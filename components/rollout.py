@@ -1,10 +1,17 @@
-"""The traffic model: strategies, slots, weights, steps. Pure Python, no cloud calls.
+"""The traffic model: a discriminated union of strategies, slots, weights, steps. Pure Python, no cloud calls.
 
-One rollout spec per service drives every platform. A service runs in named slots (`blue`/`green`
+One rollout block per service drives every platform. A service runs in named slots (`blue`/`green`
 or `stable`/`canary`, or one `main` slot for rolling and recreate), each with its own release
 version and workload. Weights are integers 0..100 that sum to 100. Targets translate a `RolloutPlan`
 into their native routing; a weight change or a blue-green switch changes routing (and, for canary,
 scaling bounds), never a workload's template.
+
+`RolloutSettings` is the union of one frozen model per strategy, picked by `strategy` (absent:
+rolling). Each model carries only its own keys and checks itself, so a stack file is refused with
+the key path and the fix before anything is registered. Each also holds the rules of the steps a
+person takes: `promote`, `rollback` and `set_weight` return the next model (or raise `RolloutError`
+saying why the step does not apply); the rollout helper (`python -m preflight rollout`) writes the
+difference back to the stack file, so every step is a reviewed config edit.
 
 Vocabulary follows Argo Rollouts: `setWeight`, `pause`, preview, stable/canary, active/preview.
 """
@@ -13,8 +20,22 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Any, Literal, NoReturn, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel, to_snake
 
 Strategy = Literal["rolling", "recreate", "blue-green", "canary"]
 SLOT_NAMES: dict[str, tuple[str, ...]] = {
@@ -23,133 +44,344 @@ SLOT_NAMES: dict[str, tuple[str, ...]] = {
     "blue-green": ("blue", "green"),
     "canary": ("stable", "canary"),
 }
+# A workload name (Deployment, ECS service, container group); components/settings.py describes it.
+WORKLOAD_PATTERN = r"^[a-z][a-z0-9-]{0,19}$"
+# Docker tag grammar; `latest` is refused separately because it is valid but mutable.
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DURATION_RE = re.compile(r"^([0-9]+)(s|m|h)$")
+# Where a rolled-back canary re-enters when its steps name no weight below 100.
+_REENTRY_WEIGHT = 10
+_PER_SLOT_WORKLOAD = (
+    "is for rolling and recreate; {strategy} names a workload per slot (slots.<slot>.workload)"
+)
 
 
 class RolloutError(ValueError):
-    """An impossible rollout. `path` is relative to the service's `rollout` key."""
+    """An impossible rollout or step. `path` is relative to the service's `rollout` key."""
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path
         super().__init__(message)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One canary step for a driver (a person or a pipeline) to walk: set a weight, or pause."""
+class Model(BaseModel):
+    """Frozen, camelCase-keyed, and strict about unknown keys (a typo is an error, not a no-op).
+
+    The base of every settings model (components/settings.py imports it): it lives here because the
+    rollout models are settings too, and this module must not import the settings loader."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=True,
+    )
+
+
+def release_version(value: str) -> str:
+    """A release version is an image tag that never moves: valid tag grammar, never `latest`."""
+    if value.lower() == "latest":
+        raise ValueError("'latest' is a mutable tag; set the release version, e.g. 1.4.2")
+    if not _TAG_RE.match(value):
+        raise ValueError(
+            "is not a valid image tag (letters, digits, '_', '.', '-', at most 128); "
+            "use the release version, e.g. 1.4.2"
+        )
+    return value
+
+
+Workload = Annotated[str, Field(pattern=WORKLOAD_PATTERN)]
+
+
+# -- the stack file's rollout block -------------------------------------------------------------------
+
+
+class SlotSettings(Model):
+    """A slot: the release version it runs, in which workload. Blue-green slots take no weight."""
+
+    version: str
+    # The workload this slot runs in, when it carries on one that a strategy switch renamed (e.g.
+    # `stable: {version: 1.4.1, workload: main}` after rolling); default: the slot's name.
+    workload: Workload | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _release_version(cls, value: str) -> str:
+        return release_version(value)
+
+
+class CanarySlotSettings(SlotSettings):
+    """A canary slot: its share of traffic. The canary's is required (its setWeight); stable's may be
+    left out and is then the remainder."""
+
+    weight: int | None = None
+
+
+class PauseSettings(Model):
+    # "30s", "10m", "1h"; absent: pause until a person promotes.
+    duration: str | None = None
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not _DURATION_RE.match(value):
+            raise ValueError("must be a duration like 30s, 10m or 1h")
+        return value
+
+
+class StepSettings(Model):
+    """An Argo-style canary step for a driver (a person or a pipeline) to walk: `{setWeight: 20}`, or
+    `{pause: {duration: 10m}}` / `{pause: {}}` (until promoted)."""
 
     set_weight: int | None = None
-    pause_seconds: int | None = None  # None with set_weight None: pause until promoted
+    pause: PauseSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> StepSettings:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError("a step is either {setWeight: N} or {pause: {...}}")
+        return self
 
 
-@dataclass(frozen=True)
-class SlotSpec:
-    name: str
-    version: str
-    weight: int | None = None  # canary only; blue-green derives weights from the active slot
-    # The workload (Deployment, ECS service, container group) the slot runs in; default its name.
-    # A strategy switch names the live workload here so it carries on untouched (no restart).
-    workload: str | None = None
-
-    @property
-    def workload_name(self) -> str:
-        return self.workload or self.name
+def _refuse(data: Any, keys: Mapping[str, tuple[str, str]]) -> None:
+    """Keys of another strategy: each refused with its own fix (path, message), not as a mere unknown key.
+    A key counts however the file spells it (`activeSlot` or `active_slot`)."""
+    if not isinstance(data, Mapping):
+        return
+    for key, (path, message) in keys.items():
+        if key in data or to_snake(key) in data:
+            raise RolloutError(path, message)
 
 
-@dataclass(frozen=True)
-class RolloutSpec:
-    """What the stack file says. `validate()` checks it against the service's built version."""
+class _OneSlot(Model):
+    """Rolling and recreate: one `main` slot running the built version, full capacity, no steps."""
 
-    strategy: Strategy = "rolling"
-    slots: tuple[SlotSpec, ...] = ()
-    active_slot: str | None = None  # blue-green
-    steps: tuple[Step, ...] = ()  # canary
-    # rolling/recreate: the workload the one slot runs in (default `main`); see SlotSpec.workload.
-    workload: str | None = None
+    strategy: Literal["rolling", "recreate"]
+    # The workload the service runs in (default `main`), e.g. `stable` after a canary.
+    workload: Workload | None = None
 
-    def validate(self, built_version: str) -> None:
+    @model_validator(mode="before")
+    @classmethod
+    def _own_keys(cls, data: Any) -> Any:
+        strategy = cls.model_fields["strategy"].default
+        fix = ("strategy", f"{strategy} runs one slot; remove slots, activeSlot and steps")
+        _refuse(data, {"slots": fix, "activeSlot": fix, "steps": fix})
+        return data
+
+    def check(self, built_version: str) -> None:
+        """Nothing to check: the one slot runs whatever this update builds."""
+
+    def plan(self, built_version: str, min_replicas: int, max_replicas: int) -> RolloutPlan:
+        """One slot with the built version, all the traffic and the service's whole capacity."""
+        main = SlotPlan(
+            "main", built_version, 100, False, min_replicas, max_replicas, self.workload or "main"
+        )
+        return RolloutPlan(self.strategy, (main,), stable_slot="main", preview_slot=None)
+
+    def promote(self) -> NoReturn:
+        raise self._no_steps()
+
+    def rollback(self) -> NoReturn:
+        raise self._no_steps()
+
+    def set_weight(self, weight: int) -> NoReturn:
+        raise self._no_steps()
+
+    def _no_steps(self) -> RolloutError:
+        return RolloutError("strategy", f"rolls out with {self.strategy}: nothing to promote or shift")
+
+
+class RollingRollout(_OneSlot):
+    """The default: the one workload is updated in place, a few pods at a time."""
+
+    strategy: Literal["rolling"] = "rolling"
+
+
+class RecreateRollout(_OneSlot):
+    """The one workload's pods all go before the new ones start (for what cannot run two versions)."""
+
+    strategy: Literal["recreate"] = "recreate"
+
+
+class _TwoSlots(Model):
+    """What blue-green and canary share: named slots, each in its own workload, one running the build."""
+
+    strategy: Literal["blue-green", "canary"]
+    slots: Mapping[str, SlotSettings]
+
+    def _check_slots(self) -> None:
         names = SLOT_NAMES[self.strategy]
-        if self.strategy in ("rolling", "recreate"):
-            if self.slots or self.active_slot or self.steps:
+        for name in self.slots:
+            if name not in names:
                 raise RolloutError(
-                    "strategy", f"{self.strategy} runs one slot; remove slots, activeSlot and steps"
+                    f"slots.{name}", f"unknown slot; {self.strategy} slots are {', '.join(names)}"
                 )
-            return
-        if self.workload is not None:
-            raise RolloutError(
-                "workload",
-                f"is for rolling and recreate; {self.strategy} names a workload per slot "
-                "(slots.<slot>.workload)",
-            )
-        seen: set[str] = set()
-        for slot in self.slots:
-            if slot.name not in names:
+        workloads = [s.workload or n for n, s in self.slots.items()]
+        for name, slot in self.slots.items():
+            workload = slot.workload or name
+            if workloads.count(workload) > 1:
                 raise RolloutError(
-                    f"slots.{slot.name}", f"unknown slot; {self.strategy} slots are {', '.join(names)}"
+                    f"slots.{name}.workload", f"{workload!r} runs two slots; each slot needs its own workload"
                 )
-            if slot.name in seen:
-                raise RolloutError(f"slots.{slot.name}", "is defined twice")
-            seen.add(slot.name)
-        workloads = [s.workload_name for s in self.slots]
-        for slot in self.slots:
-            if workloads.count(slot.workload_name) > 1:
-                raise RolloutError(
-                    f"slots.{slot.name}.workload",
-                    f"{slot.workload_name!r} runs two slots; each slot needs its own workload",
-                )
-        if self.strategy == "blue-green":
-            self._validate_blue_green(names, built_version)
-        else:
-            self._validate_canary(built_version)
 
-    def _validate_blue_green(self, names: tuple[str, ...], built_version: str) -> None:
-        if self.steps:
-            raise RolloutError("steps", "steps are for canary; blue-green promotes by switching activeSlot")
-        if any(s.weight is not None for s in self.slots):
+    def check(self, built_version: str) -> None:
+        """Some slot must run the version this update builds (else the build would deploy nowhere)."""
+        if built_version not in {s.version for s in self.slots.values()}:
             raise RolloutError(
-                "slots", "blue-green slots take no weight: the active slot gets 100; set activeSlot"
+                "slots",
+                f"no slot runs the version this update builds ({built_version}); "
+                "set the new slot's version to it",
             )
-        if self.active_slot is None:
-            raise RolloutError("activeSlot", f"is required for blue-green; one of {', '.join(names)}")
+
+    def _with(self, changes: Mapping[str, Any]) -> Self:
+        """A copy with `changes` (top-level keys, camelCase) made and validated again: a step's result
+        is a rollout the stack file may hold. Only the keys the original sets are carried over, so
+        the difference between the two is exactly the step."""
+        data = self.model_dump(by_alias=True, exclude_unset=True)
+        data.update(changes)
+        return self.model_validate(data)
+
+
+class BlueGreenRollout(_TwoSlots):
+    """Two full-size slots; `activeSlot` gets all the traffic, the other one is previewed."""
+
+    strategy: Literal["blue-green"] = "blue-green"
+    active_slot: str
+    slots: dict[str, SlotSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_keys(cls, data: Any) -> Any:
+        _refuse(
+            data,
+            {
+                "workload": ("workload", _PER_SLOT_WORKLOAD.format(strategy="blue-green")),
+                "steps": ("steps", "steps are for canary; blue-green promotes by switching activeSlot"),
+            },
+        )
+        slots = data.get("slots") if isinstance(data, Mapping) else None
+        weightless = "blue-green slots take no weight: the active slot gets 100; set activeSlot"
+        for slot in slots.values() if isinstance(slots, Mapping) else ():
+            _refuse(slot, {"weight": ("slots", weightless)})
+        if isinstance(data, Mapping) and "activeSlot" not in data and "active_slot" not in data:
+            raise RolloutError("activeSlot", "is required for blue-green; one of blue, green")
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self) -> BlueGreenRollout:
+        self._check_slots()
+        names = SLOT_NAMES["blue-green"]
         if self.active_slot not in names:
             raise RolloutError(
                 "activeSlot", f"{self.active_slot!r} is not a slot; use one of {', '.join(names)}"
             )
-        if self.active_slot not in {s.name for s in self.slots}:
+        if self.active_slot not in self.slots:
             raise RolloutError(
                 "activeSlot",
                 f"slot {self.active_slot!r} is not defined under slots; define it or switch back",
             )
-        _require_built(self.slots, built_version)
+        return self
 
-    def _validate_canary(self, built_version: str) -> None:
-        if self.active_slot is not None:
-            raise RolloutError("activeSlot", "is for blue-green; a canary routes by slot weights")
-        by_name = {s.name: s for s in self.slots}
-        if "stable" not in by_name:
+    def plan(self, built_version: str, min_replicas: int, max_replicas: int) -> RolloutPlan:
+        """Both colours keep full capacity: the switch (and a switch back) must be instant."""
+        self.check(built_version)
+        slots = tuple(
+            SlotPlan(
+                name,
+                slot.version,
+                100 if name == self.active_slot else 0,
+                name != self.active_slot,
+                min_replicas,
+                max_replicas,
+                slot.workload or name,
+            )
+            for name, slot in sorted(self.slots.items())
+        )
+        idle = next((s.name for s in slots if s.preview), None)
+        return RolloutPlan("blue-green", slots, stable_slot=self.active_slot, preview_slot=idle)
+
+    def promote(self, service_version: str) -> BlueGreenRollout:
+        """activeSlot to the slot running the service's version (the one this update built)."""
+        running = [n for n, s in self.slots.items() if s.version == service_version]
+        if not running:
+            raise RolloutError(
+                "slots",
+                f"no slot to promote to: no slot runs {service_version} ({self._shown()}); "
+                "set one slot's version",
+            )
+        return self._switch(running[0])
+
+    def rollback(self, service_version: str) -> BlueGreenRollout:
+        """activeSlot to the slot not running the service's version; both stay at full size, so
+        promoting again is the same one-line switch."""
+        others = [n for n, s in self.slots.items() if s.version != service_version]
+        if not others:
+            raise RolloutError(
+                "slots", f"no slot to roll back to: every slot runs {service_version} ({self._shown()})"
+            )
+        return self._switch(others[0])
+
+    def set_weight(self, weight: int) -> NoReturn:
+        raise RolloutError("strategy", "blue-green has no weights: use promote (switch) or rollback")
+
+    def _switch(self, target: str) -> BlueGreenRollout:
+        if self.active_slot == target:
+            raise RolloutError("activeSlot", f"activeSlot is already {target}")
+        return self._with({"activeSlot": target})
+
+    def _shown(self) -> str:
+        return ", ".join(f"{name} {slot.version}" for name, slot in self.slots.items())
+
+
+class CanaryRollout(_TwoSlots):
+    """A stable slot and, while a release is under test, a canary slot; traffic splits by weight,
+    capacity follows it, and `steps` are the plan a driver walks from 0 to 100."""
+
+    strategy: Literal["canary"] = "canary"
+    slots: dict[str, CanarySlotSettings] = Field(default_factory=dict)
+    steps: tuple[StepSettings, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_keys(cls, data: Any) -> Any:
+        _refuse(
+            data,
+            {
+                "workload": ("workload", _PER_SLOT_WORKLOAD.format(strategy="canary")),
+                "activeSlot": ("activeSlot", "is for blue-green; a canary routes by slot weights"),
+            },
+        )
+        return data
+
+    @model_validator(mode="after")
+    def _valid(self) -> CanaryRollout:
+        self._check_slots()
+        stable, canary = self.slots.get("stable"), self.canary
+        if stable is None:
             raise RolloutError("slots.stable", "is required for canary (the version serving today)")
-        for slot in self.slots:
+        for name, slot in self.slots.items():
             if slot.weight is not None and not 0 <= slot.weight <= 100:
-                raise RolloutError(f"slots.{slot.name}.weight", f"{slot.weight} is not within 0..100")
-        if "canary" in by_name and by_name["canary"].weight is None:
+                raise RolloutError(f"slots.{name}.weight", f"{slot.weight} is not within 0..100")
+        if canary is not None and canary.weight is None:
             raise RolloutError(
                 "slots.canary.weight", "is required for canary (its setWeight): an integer 0..100"
             )
-        weights = self.canary_weights()
+        weights = self.weights
         total = sum(weights.values())
         if total != 100:
             shown = "/".join(str(weights[name]) for name in SLOT_NAMES["canary"] if name in weights)
             raise RolloutError("slots", f"weights {shown} sum to {total}; they must sum to 100")
-        canary = by_name.get("canary")
-        if canary is not None and canary.version == by_name["stable"].version:
+        if canary is not None and canary.version == stable.version:
             raise RolloutError(
                 "slots.canary.version",
                 f"equals the stable version {canary.version}; a canary needs a different version "
                 "(to promote, set slots.stable.version and remove slots.canary)",
             )
-        self._validate_steps()
-        _require_built(self.slots, built_version)
+        self._check_steps()
+        return self
 
-    def _validate_steps(self) -> None:
+    def _check_steps(self) -> None:
         """The steps are the plan a driver walks from the stable version to the new one: each
         setWeight within 0..100, never below an earlier one, the last at 100 (full promotion).
         Pauses go anywhere. No steps at all is fine: weights are then set by hand.
@@ -178,70 +410,128 @@ class RolloutSpec:
                 "add `- setWeight: 100`",
             )
 
-    def canary_weights(self) -> dict[str, int]:
-        """Each canary slot's weight; stable's may be left out and is then the remainder."""
-        by_name = {s.name: s for s in self.slots}
-        weights = {name: s.weight for name, s in by_name.items() if s.weight is not None}
-        if "stable" in by_name and by_name["stable"].weight is None:
+    @property
+    def canary(self) -> CanarySlotSettings | None:
+        """The release under test; None once promoted (or removed)."""
+        return self.slots.get("canary")
+
+    @property
+    def weights(self) -> dict[str, int]:
+        """Each slot's weight; stable's, when left out, is the remainder."""
+        weights = {name: s.weight for name, s in self.slots.items() if s.weight is not None}
+        if "stable" in self.slots and self.slots["stable"].weight is None:
             weights["stable"] = 100 - sum(w for name, w in weights.items() if name != "stable")
         return weights
 
     def plan(self, built_version: str, min_replicas: int, max_replicas: int) -> RolloutPlan:
-        """Which slots run, with which version, at which weight and capacity; which is previewed."""
-        self.validate(built_version)
-        if self.strategy in ("rolling", "recreate"):
-            slots: tuple[SlotPlan, ...] = (
-                SlotPlan(
-                    "main", built_version, 100, False, min_replicas, max_replicas, self.workload or "main"
-                ),
-            )
-            return RolloutPlan(self.strategy, slots, stable_slot="main", preview_slot=None)
-        if self.strategy == "blue-green":
-            # Both colours keep full capacity: the switch (and a switch back) must be instant.
-            ordered = sorted(self.slots, key=lambda s: s.name)
-            slots = tuple(
-                SlotPlan(
-                    s.name,
-                    s.version,
-                    100 if s.name == self.active_slot else 0,
-                    s.name != self.active_slot,
-                    min_replicas,
-                    max_replicas,
-                    s.workload_name,
-                )
-                for s in ordered
-            )
-            idle = next((s.name for s in slots if s.preview), None)
-            assert self.active_slot is not None
-            return RolloutPlan(self.strategy, slots, stable_slot=self.active_slot, preview_slot=idle)
-        # Canary: capacity follows weight, with a floor of one replica per running slot.
-        ordered = sorted(self.slots, key=lambda s: ("stable", "canary").index(s.name))
-        weights = self.canary_weights()
+        """Capacity follows weight, with a floor of one replica per running slot."""
+        self.check(built_version)
+        weights = self.weights
         slots = tuple(
             SlotPlan(
-                s.name,
-                s.version,
-                weights[s.name],
-                s.name == "canary",
-                scaled(min_replicas, weights[s.name]),
-                max(scaled(max_replicas, weights[s.name]), scaled(min_replicas, weights[s.name])),
-                s.workload_name,
+                name,
+                self.slots[name].version,
+                weights[name],
+                name == "canary",
+                scaled(min_replicas, weights[name]),
+                max(scaled(max_replicas, weights[name]), scaled(min_replicas, weights[name])),
+                self.slots[name].workload or name,
             )
-            for s in ordered
+            for name in SLOT_NAMES["canary"]
+            if name in self.slots
         )
-        has_canary = any(s.name == "canary" for s in slots)
-        return RolloutPlan(
-            self.strategy, slots, stable_slot="stable", preview_slot="canary" if has_canary else None
-        )
+        preview = "canary" if self.canary is not None else None
+        return RolloutPlan("canary", slots, stable_slot="stable", preview_slot=preview)
+
+    def set_weight(self, weight: int) -> CanaryRollout:
+        """The canary gets `weight`, stable the rest (its weight follows when the file sets one)."""
+        self._under_test()
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise RolloutError("slots.canary.weight", "--weight must be an integer 0..100")
+        return self._weighted(weight)
+
+    def rollback(self) -> CanaryRollout:
+        """All traffic back to stable; the canary's pods stay (weight 0) for inspection."""
+        self._under_test()
+        return self._weighted(0)
+
+    def promote(self) -> CanaryRollout:
+        """The canary's version becomes stable's and the canary slot goes. Refused after a rollback
+        (weight 0): that would send the version from 0% straight to 100%, skipping the steps."""
+        canary = self._under_test()
+        if canary.weight == 0:
+            raise RolloutError(
+                "slots.canary.weight",
+                f"the canary {canary.version} was rolled back (weight 0); promote would send it to "
+                f"100%. Set a weight first (`rollout set-weight --weight {self.reentry_weight}`) to "
+                "re-enter the steps, or remove the canary slot",
+            )
+        slots = self.model_dump(by_alias=True, exclude_unset=True)["slots"]
+        del slots["canary"]
+        slots["stable"]["version"] = canary.version
+        if slots["stable"].get("weight") is not None:
+            slots["stable"]["weight"] = 100
+        return self._with({"slots": slots})
+
+    @property
+    def reentry_weight(self) -> int:
+        """The weight the steps start with (10 without steps): where a rolled-back canary re-enters."""
+        first = (s.set_weight for s in self.steps if s.set_weight is not None and 0 < s.set_weight < 100)
+        return next(first, _REENTRY_WEIGHT)
+
+    def _under_test(self) -> CanarySlotSettings:
+        if self.canary is None:
+            raise RolloutError(
+                "slots.canary", "there is no canary slot: the last canary was promoted or removed"
+            )
+        return self.canary
+
+    def _weighted(self, weight: int) -> CanaryRollout:
+        slots = self.model_dump(by_alias=True, exclude_unset=True)["slots"]
+        slots["canary"]["weight"] = weight
+        if slots["stable"].get("weight") is not None:
+            slots["stable"]["weight"] = 100 - weight
+        return self._with({"slots": slots})
 
 
-def _require_built(slots: tuple[SlotSpec, ...], built_version: str) -> None:
-    if built_version not in {s.version for s in slots}:
-        raise RolloutError(
-            "slots",
-            f"no slot runs the version this update builds ({built_version}); "
-            "set the new slot's version to it",
-        )
+def _strategy_of(value: Any) -> str:
+    """Which model a rollout block is: its `strategy`, and rolling when it names none (the default)."""
+    strategy = (
+        value.get("strategy", "rolling")
+        if isinstance(value, Mapping)
+        else getattr(value, "strategy", "rolling")
+    )
+    return strategy if isinstance(strategy, str) else repr(strategy)
+
+
+# A `strategy` that names no model is the `strategy` key's error (`tag_invalid` carries the key and the
+# choices, so the settings formatter words it like any other choice of values).
+RolloutSettings = Annotated[
+    Annotated[RollingRollout, Tag("rolling")]
+    | Annotated[RecreateRollout, Tag("recreate")]
+    | Annotated[BlueGreenRollout, Tag("blue-green")]
+    | Annotated[CanaryRollout, Tag("canary")],
+    Discriminator(
+        _strategy_of,
+        custom_error_type="tag_invalid",
+        custom_error_message="must be one of {expected}",
+        custom_error_context={
+            "key": "strategy",
+            "expected": "'rolling', 'recreate', 'blue-green' or 'canary'",
+        },
+    ),
+]
+_ROLLOUT: TypeAdapter[RolloutSettings] = TypeAdapter(RolloutSettings)
+
+
+def parse_rollout(block: Any) -> RolloutSettings:
+    """A service's `rollout` block as the stack file spells it (camelCase keys), validated.
+
+    Raises pydantic's `ValidationError`; its first location part is the strategy (the union's tag)."""
+    return _ROLLOUT.validate_python(block)
+
+
+# -- what the targets deploy --------------------------------------------------------------------------
 
 
 def scaled(replicas: int, weight: int) -> int:

@@ -28,23 +28,27 @@ from pulumi.runtime import config as runtime_config
 from pulumi_docker_build import Platform
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
-from components.rollout import RolloutError, RolloutSpec, SlotSpec, Step, Strategy
+from components.rollout import (
+    WORKLOAD_PATTERN,
+    RollingRollout,
+    RolloutError,
+    RolloutSettings,
+    release_version,
+)
+from components.rollout import Model as _Model
 
 NAMESPACE = "pouw-cicd"
 
 Environment = Literal["dev", "staging", "prod"]
 
-# Docker tag grammar; `latest` is refused separately because it is valid but mutable.
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 _PLATFORMS = frozenset(p.value for p in Platform)
 # regex -> what a matching value looks like, for messages (`_matching` fills it).
@@ -58,8 +62,9 @@ def _matching(regex: str, hint: str) -> Any:
 
 
 # What each text pattern means to a person: messages show the hint, never the regex.
-_WORKLOAD = _matching(
-    r"^[a-z][a-z0-9-]{0,19}$",
+# The rollout models' workload names (components/rollout.py).
+_matching(
+    WORKLOAD_PATTERN,
     "must be a workload name: a lowercase letter, then up to 19 lowercase letters, digits or '-'",
 )
 _CPU = _matching(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", "must be a CPU quantity such as 250m or 1")
@@ -131,18 +136,6 @@ class SettingsError(pulumi.RunError):
         super().__init__(f"invalid stack config ({len(problems)} {noun}):\n{body}")
 
 
-class _Model(BaseModel):
-    """Frozen, camelCase-keyed, and strict about unknown keys (a typo is an error, not a no-op)."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        str_strip_whitespace=True,
-    )
-
-
 class BuildSettings(_Model):
     """How a service's image is built (BuildKit through pulumi-docker-build)."""
 
@@ -170,19 +163,6 @@ class BuildSettings(_Model):
         return value
 
 
-def release_version(value: str) -> str:
-    """A release version is an image tag that never moves: valid tag grammar, never `latest`."""
-    if value.lower() == "latest":
-        raise ValueError("'latest' is a mutable tag; set the release version, e.g. 1.4.2")
-    if not _TAG_RE.match(value):
-        raise ValueError(
-            "is not a valid image tag (letters, digits, '_', '.', '-', at most 128); "
-            "use the release version, e.g. 1.4.2"
-        )
-    return value
-
-
-_DURATION_RE = re.compile(r"^([0-9]+)(s|m|h)$")
 Target = Literal["eks", "ecs", "aci", "cloudrun", "gke"]
 # Which registry each target pulls from.
 TARGET_REGISTRY: dict[str, str] = {
@@ -192,74 +172,6 @@ TARGET_REGISTRY: dict[str, str] = {
     "cloudrun": "artifactRegistry",
     "gke": "artifactRegistry",
 }
-
-
-class SlotSettings(_Model):
-    version: str
-    weight: int | None = None
-    # The workload this slot runs in, when it carries on one that a strategy switch renamed (e.g.
-    # `stable: {version: 1.4.1, workload: main}` after rolling); default: the slot's name.
-    workload: Annotated[str, _WORKLOAD] | None = None
-
-    @field_validator("version")
-    @classmethod
-    def _release_version(cls, value: str) -> str:
-        return release_version(value)
-
-
-class PauseSettings(_Model):
-    # "30s", "10m", "1h"; absent: pause until a person promotes.
-    duration: str | None = None
-
-    @field_validator("duration")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        if value is not None and not _DURATION_RE.match(value):
-            raise ValueError("must be a duration like 30s, 10m or 1h")
-        return value
-
-
-class StepSettings(_Model):
-    """An Argo-style canary step: `{setWeight: 20}` or `{pause: {duration: 10m}}` / `{pause: {}}`."""
-
-    set_weight: int | None = None
-    pause: PauseSettings | None = None
-
-    @model_validator(mode="after")
-    def _one_action(self) -> StepSettings:
-        if (self.set_weight is None) == (self.pause is None):
-            raise ValueError("a step is either {setWeight: N} or {pause: {...}}")
-        return self
-
-    def step(self) -> Step:
-        if self.pause is None:
-            return Step(set_weight=self.set_weight)
-        if self.pause.duration is None:
-            return Step()
-        match = _DURATION_RE.match(self.pause.duration)
-        assert match is not None
-        unit = {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-        return Step(pause_seconds=int(match.group(1)) * unit)
-
-
-class RolloutSettings(_Model):
-    """How a new version reaches users; checked against the service version by `RolloutSpec`."""
-
-    strategy: Strategy = "rolling"
-    active_slot: str | None = None
-    slots: dict[str, SlotSettings] = Field(default_factory=dict)
-    steps: tuple[StepSettings, ...] = ()
-    # rolling/recreate: the workload the service runs in (default `main`), e.g. `stable` after canary.
-    workload: Annotated[str, _WORKLOAD] | None = None
-
-    def spec(self) -> RolloutSpec:
-        return RolloutSpec(
-            strategy=self.strategy,
-            slots=tuple(SlotSpec(n, s.version, s.weight, s.workload) for n, s in self.slots.items()),
-            active_slot=self.active_slot,
-            steps=tuple(s.step() for s in self.steps),
-            workload=self.workload,
-        )
 
 
 class ReplicaSettings(_Model):
@@ -319,7 +231,7 @@ class ServiceSettings(_Model):
     targets: tuple[Target, ...] = ()
     replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
-    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    rollout: RolloutSettings = Field(default_factory=RollingRollout)
     fargate: FargateSettings = Field(default_factory=FargateSettings)
     # Plain runtime configuration; never secrets (a policy checks the names).
     environment: dict[str, str] = Field(default_factory=dict)
@@ -799,7 +711,7 @@ class Settings(_Model):
                     )
                 )
             try:
-                service.rollout.spec().validate(service.version)
+                service.rollout.check(service.version)
             except RolloutError as err:
                 problems.append((f"services[{i}].rollout.{err.path}", str(err)))
         return problems
@@ -1162,10 +1074,13 @@ def _describe(error: Any, stack: str) -> str:
     """One line per validation error, in the stack file's words (keys, lists, mappings; never the
     Python types behind them): `<key path>: <what is wrong>, got <value>; <how to fix>`."""
     loc = tuple(error["loc"])
-    path = _key_path(loc)
     kind = error["type"]
     value = error.get("input")
     ctx = error.get("ctx") or {}
+    if kind == "tag_invalid":  # a tagged union's key (a rollout's strategy) names none of its models
+        loc, kind = (*loc, ctx["key"]), "literal_error"
+        value = value.get(ctx["key"]) if isinstance(value, Mapping) else value
+    path = _key_path(_walk(loc)[0])
     got = f", got {_shown(value)}"
     if kind == "missing":
         return f"{path}: is required; add it to Pulumi.{stack}.yaml"
@@ -1207,7 +1122,10 @@ def _describe(error: Any, stack: str) -> str:
         return f"{path}: {need} {bound} {entries}, got {ctx.get('actual_length', '?')}"
     message = str(error["msg"])
     if message.startswith("Value error, "):
-        return f"{path}: {message[len('Value error, ') :]}"
+        below = ctx.get("error")
+        # A rollout model checks itself as a whole and names the key below it (`steps[2].setWeight`).
+        where = f"{path}.{below.path}" if isinstance(below, RolloutError) else path
+        return f"{where}: {message[len('Value error, ') :]}"
     return f"{path}: is not valid here{got}"
 
 
@@ -1252,21 +1170,46 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 
 
 def _field_at(loc: tuple[Any, ...]) -> tuple[type[BaseModel] | None, FieldInfo | None]:
-    """Walk the model tree along a pydantic error location (aliases, list indexes, dict keys)."""
+    _, model, info = _walk(loc)
+    return model, info
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], type[BaseModel] | None, FieldInfo | None]:
+    """Walk the model tree along a pydantic error location (aliases, list indexes, dict keys, union
+    tags): the location as the stack file spells it, and the model and field it ends at. A tagged
+    union (a rollout's strategies) adds its tag to pydantic's location (`rollout.canary.steps`): the
+    tag picks the model and is not a key in the file."""
     model: Any = Settings
     info: FieldInfo | None = None
+    tags: dict[Any, Any] = {}
+    keys: list[Any] = []
+    lost = False
     for part in loc:
-        if isinstance(part, int):
+        if part in tags:
+            model, tags = tags[part], {}
             continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            # inside a dict[str, X]: the key itself
-            continue
+        keys.append(part)
+        if lost or isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue  # a list index, or a key inside a dict[str, X]: the key itself
         by_alias = {(f.alias or n): f for n, f in model.model_fields.items()}
         info = by_alias.get(str(part))
         if info is None:
-            return model, None
+            lost = True  # the error is about this key: the model is where it is not a field
+            continue
+        tags = _tags(info.annotation)
         model = _inner_model(info.annotation)
-    return (model if isinstance(model, type) and issubclass(model, BaseModel) else None), info
+    return tuple(keys), (model if isinstance(model, type) and issubclass(model, BaseModel) else None), info
+
+
+def _tags(annotation: Any) -> dict[str, Any]:
+    """A tagged union's models by tag (`Annotated[CanaryRollout, Tag("canary")] | ...`), else none."""
+    members = getattr(annotation, "__args__", ()) or ()
+    return {
+        meta.tag: member.__origin__
+        for member in members
+        for meta in getattr(member, "__metadata__", ())
+        if isinstance(meta, Tag)
+    }
 
 
 def _inner_model(annotation: Any) -> Any:

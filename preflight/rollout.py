@@ -11,12 +11,16 @@ workload.
     python -m preflight rollout rollback --stack staging --service web
 
 The stack file is the user's: the helper never loses or corrupts it.
-- Only the step's own lines change. The step is decided on the parsed file (ruamel.yaml round-trip)
-  and applied to the original text at the nodes' exact character spans (a value token replaced, the
-  canary entry's lines deleted), so indentation, sequence style, CRLF, a BOM, `---`, comments and
+- Only the step's own lines change. The step is decided by the typed rollout model
+  (components/rollout.py): the service's block, parsed (ruamel.yaml round-trip), is validated into
+  it, the model's `promote`, `rollback` or `set_weight` holds the rules and returns the next model,
+  and the difference between the two (the values changed, the keys removed, spelt as the file spells
+  them) is applied to the original text at the nodes' exact character spans (a value token replaced,
+  the canary entry's lines deleted), so indentation, sequence style, CRLF, a BOM, `---`, comments and
   quoting stay byte for byte. The result is parsed again and must equal the intended data.
 - A file it cannot edit (invalid YAML, duplicate keys, empty, a rollout block missing what the step
-  needs, read-only, not UTF-8) is an exit 2 with one line naming the file, the key and the fix.
+  needs or one the rollout model refuses, read-only, not UTF-8) is an exit 2 with one line naming the
+  file, the key and the fix.
 - The whole read-edit-write holds an advisory lock (see `stack_lock`); the file is replaced atomically
   (see `write_stack_file`) and only if its content is still what was read.
 
@@ -47,11 +51,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic.alias_generators import to_snake
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 
+from components.rollout import BlueGreenRollout, RolloutError, RolloutSettings, parse_rollout
 from preflight.diff import classify  # the one routing-vs-workload classification
 from preflight.engine import plan_diff, run_program
 from preflight.stackconfig import StackConfigError, load_stack_config
@@ -102,18 +109,22 @@ def edit(
     try:
         root = _parse(text)
         svc = _find_service(root, service)
-        rollout, strategy, slots_block, slots = _rollout_block(svc)
+        rollout = _rollout_block(svc)
+        before = _typed(rollout)
+        after = _stepped(before, svc, action, weight)
+        assert rollout is not None  # only a canary or blue-green rollout (a block in the file) steps
         change = _Edit(text, root.data)
-        if strategy == "canary":
-            _canary(change, svc, rollout, slots_block, slots, action, weight)
-        elif action == "set-weight":
-            raise _EditError("blue-green has no weights: use promote (switch) or rollback")
-        else:
-            _blue_green(change, svc, rollout, slots, action)
+        _difference(
+            change, rollout, rollout, before.model_dump(**_AS_WRITTEN), after.model_dump(**_AS_WRITTEN)
+        )
         return change.apply()
     except _EditError as problem:
         where = f"{source} line {problem.line}" if problem.line else source
         raise RolloutEditError(f"{where}: {problem}") from None
+
+
+# A model as the stack file holds it: its keys spelt as in the file (camelCase), only those it sets.
+_AS_WRITTEN: dict[str, Any] = {"by_alias": True, "exclude_unset": True}
 
 
 @dataclass(frozen=True)
@@ -212,18 +223,20 @@ def _find_service(root: _At, name: str) -> _At:
     raise _EditError(f"no service {name!r} in {NAMESPACE}:services; services are {names}")
 
 
-def _rollout_block(svc: _At) -> tuple[_At, str, _At, dict[str, _At]]:
-    """The service's rollout, its strategy and its slots, each slot checked to be a mapping with a version."""
+def _rollout_block(svc: _At) -> _At | None:
+    """The service's rollout block (None: the default, rolling), checked to have what a canary or
+    blue-green step needs, each problem at its line: a version, slots that are mappings with a
+    version, integer weights (a canary's stable slot first), an activeSlot naming a slot."""
     rollout = svc.get("rollout")
     if rollout is None:
-        raise _EditError(f"{svc.data['name']} rolls out with rolling: nothing to promote or shift")
+        return None
     if not isinstance(rollout.data, dict):
         raise _EditError(
             f"{rollout.path} must be a mapping with a strategy (canary or blue-green)", rollout.line
         )
     strategy = rollout.data.get("strategy", "rolling")
     if strategy not in ("canary", "blue-green"):
-        raise _EditError(f"{svc.data['name']} rolls out with {strategy}: nothing to promote or shift")
+        return rollout  # the model says what (nothing) the step does
     version = svc.get("version")
     if version is None or not _is_scalar(version.data):
         raise _EditError(f"{svc.path}.version is missing; set the version this update builds", svc.line)
@@ -243,36 +256,18 @@ def _rollout_block(svc: _At) -> tuple[_At, str, _At, dict[str, _At]]:
         if slot_version is None or not _is_scalar(slot_version.data):
             raise _EditError(f"{slot.path}.version is missing; set the version this slot runs", slot.line)
         by_name[str(name)] = slot
-    return rollout, strategy, slots, by_name
+    if strategy == "canary":
+        _check_canary_slots(rollout, by_name)
+    else:
+        _check_active_slot(rollout, by_name)
+    return rollout
 
 
 def _is_scalar(value: Any) -> bool:
     return value is not None and not isinstance(value, (dict, list))
 
 
-def _weight(slot: _At, required: bool) -> _At | None:
-    """The slot's weight, checked: an integer 0..100 (required for the canary, optional for stable)."""
-    weight = slot.get("weight")
-    if weight is None:
-        if required:
-            raise _EditError(f"{slot.path}.weight is missing; set an integer 0..100", slot.line)
-        return None
-    value = weight.data
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-        shown = repr(str(value)) if isinstance(value, str) else str(value)
-        raise _EditError(f"{weight.path} is {shown}; set an integer 0..100", weight.line)
-    return weight
-
-
-def _canary(
-    change: _Edit,
-    svc: _At,
-    rollout: _At,
-    slots_block: _At,
-    slots: dict[str, _At],
-    action: str,
-    weight: int | None,
-) -> None:
+def _check_canary_slots(rollout: _At, slots: dict[str, _At]) -> None:
     stable = slots.get("stable")
     if stable is None:
         raise _EditError(
@@ -281,51 +276,27 @@ def _canary(
             rollout.line,
         )
     canary = slots.get("canary")
-    if canary is None:
-        raise _EditError("there is no canary slot: the last canary was promoted or removed")
-    canary_weight = _weight(canary, required=True)
-    stable_weight = _weight(stable, required=False)
-    assert canary_weight is not None
-    if action == "promote":  # the canary's version becomes stable, the canary slot goes
-        canary_version = canary.get("version")
-        stable_version = stable.get("version")
-        assert canary_version is not None and stable_version is not None
-        if canary_weight.data == 0:
-            raise _EditError(
-                f"{svc.data['name']}'s canary {canary_version.data} was rolled back (weight 0); promote "
-                f"would send it to 100%. Set a weight first (`rollout set-weight --weight "
-                f"{_first_step_weight(rollout)}`) to re-enter the steps, or remove the canary slot"
-            )
-        change.replace(stable_version, canary_version.data, change.token(canary_version))
-        change.delete(slots_block, "canary")
-        if stable_weight is not None:
-            change.replace(stable_weight, 100, "100")
+    if canary is not None:
+        _check_weight(canary, required=True)
+    _check_weight(stable, required=False)
+
+
+def _check_weight(slot: _At, required: bool) -> None:
+    """The slot's weight: an integer 0..100 (required for the canary, optional for stable)."""
+    weight = slot.get("weight")
+    if weight is None:
+        if required:
+            raise _EditError(f"{slot.path}.weight is missing; set an integer 0..100", slot.line)
         return
-    if action == "set-weight":
-        if weight is None or not 0 <= weight <= 100:
-            raise _EditError("--weight must be an integer 0..100")
-        new = weight
-    else:  # rollback: all traffic back to stable; the canary's pods stay for inspection
-        new = 0
-    change.replace(canary_weight, new, str(new))
-    if stable_weight is not None:
-        change.replace(stable_weight, 100 - new, str(100 - new))
+    value = weight.data
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        shown = repr(str(value)) if isinstance(value, str) else str(value)
+        raise _EditError(f"{weight.path} is {shown}; set an integer 0..100", weight.line)
 
 
-def _first_step_weight(rollout: _At) -> int:
-    """The weight the steps start with (10 without steps): where a rolled-back canary re-enters."""
-    steps = rollout.data.get("steps")
-    for step in steps if isinstance(steps, list) else ():
-        value = step.get("setWeight") if isinstance(step, dict) else None
-        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 100:
-            return value
-    return 10
-
-
-def _blue_green(change: _Edit, svc: _At, rollout: _At, slots: dict[str, _At], action: str) -> None:
-    """promote: activeSlot to the slot running the service's version; rollback: to the other one."""
+def _check_active_slot(rollout: _At, slots: dict[str, _At]) -> None:
     names = " or ".join(slots)
-    active = rollout.get("activeSlot")
+    active = rollout.get(_spelt(rollout, "activeSlot"))
     if active is None:
         raise _EditError(
             f"{rollout.path}.activeSlot is missing; set it to the slot serving traffic now ({names})",
@@ -333,20 +304,119 @@ def _blue_green(change: _Edit, svc: _At, rollout: _At, slots: dict[str, _At], ac
         )
     if not isinstance(active.data, str) or active.data not in slots:
         raise _EditError(f"{active.path} is {active.data!r}, not a slot; set it to {names}", active.line)
-    version = str(svc.data["version"])
-    running = [name for name, slot in slots.items() if str(slot.data["version"]) == version]
-    others = [name for name in slots if name not in running]
-    shown = ", ".join(f"{name} {slot.data['version']}" for name, slot in slots.items())
-    if action == "promote" and not running:
-        raise _EditError(f"no slot to promote to: no slot runs {version} ({shown}); set one slot's version")
-    if action == "rollback" and not others:
-        raise _EditError(f"no slot to roll back to: every slot runs {version} ({shown})")
-    target = (running if action == "promote" else others)[0]
-    if active.data == target:
-        raise _EditError(f"activeSlot is already {target}")
-    style = active.node.style if isinstance(active.node, ScalarNode) else None
+
+
+def _typed(rollout: _At | None) -> RolloutSettings:
+    """The block as the typed rollout model, or its first problem in the settings' words, at its line."""
+    try:
+        return parse_rollout(_plain(rollout.data) if rollout is not None else {})
+    except ValidationError as err:
+        assert rollout is not None  # the default (no block) is valid
+        error = err.errors()[0]
+        below = error.get("ctx", {}).get("error")
+        if error["type"] == "tag_invalid":  # the strategy names no model
+            keys: list[str | int] = [error["ctx"]["key"]]
+        else:  # the first location part is the union's tag (the strategy), not a key of the file
+            keys = [*error["loc"][1:], *(_path_keys(below.path) if isinstance(below, RolloutError) else [])]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        at = _deepest(rollout, keys)
+        path = rollout.path + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys)
+        raise _EditError(f"{path}: {message}", at.line) from None
+
+
+def _path_keys(path: str) -> list[str | int]:
+    """`steps[2].setWeight` -> ["steps", 2, "setWeight"]."""
+    return [int(index) if index else key for key, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path)]
+
+
+def _deepest(at: _At, keys: list[str | int]) -> _At:
+    """The innermost value of the file along `keys` (for the line of a problem)."""
+    for key in keys:
+        child: _At | None = None
+        with contextlib.suppress(_EditError):  # a merge key or an alias: stop at the parent
+            if isinstance(key, int) and isinstance(at.data, list) and isinstance(at.node, SequenceNode):
+                if key < len(at.node.value):
+                    child = _At(at.data[key], at.node.value[key], (*at.keys, key), f"{at.path}[{key}]")
+            elif isinstance(key, str):
+                child = at.get(_spelt(at, key))
+        if child is None:
+            return at
+        at = child
+    return at
+
+
+def _spelt(at: _At, key: str) -> str:
+    """How the file spells a model key: camelCase (`activeSlot`), or the snake_case a model accepts too."""
+    if isinstance(at.data, dict) and key not in at.data and to_snake(key) in at.data:
+        return to_snake(key)
+    return key
+
+
+def _stepped(model: RolloutSettings, svc: _At, action: str, weight: int | None) -> RolloutSettings:
+    """The model after the step: the rules are the model's (components/rollout.py)."""
+    try:
+        if action == "set-weight":
+            if weight is None:
+                raise _EditError("set-weight needs --weight, an integer 0..100")
+            return model.set_weight(weight)
+        if isinstance(model, BlueGreenRollout):
+            version = str(svc.data["version"])
+            return model.promote(version) if action == "promote" else model.rollback(version)
+        return model.promote() if action == "promote" else model.rollback()
+    except RolloutError as refused:
+        raise _EditError(f"{svc.data['name']}: {refused}") from None
+
+
+def _difference(change: _Edit, block: _At, at: _At, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """The step as edits of the file under `at`: each value the step changes replaced, each key it
+    removes deleted. A key it adds has no place in the file's text: refused (none of the steps adds)."""
+    added = sorted(set(new) - set(old))
+    if added:
+        raise _EditError(f"cannot make this edit in place: the step adds {', '.join(added)}; make it by hand")
+    for key, value in old.items():
+        spelt = _spelt(at, key)
+        if key not in new:
+            change.delete(at, spelt)
+            continue
+        here = at.get(spelt)
+        assert here is not None
+        if isinstance(value, dict) and isinstance(new[key], dict):
+            _difference(change, block, here, value, new[key])
+        elif value != new[key]:
+            if isinstance(new[key], (dict, list)):
+                raise _EditError(f"cannot make this edit in place: {here.path} changes as a whole", here.line)
+            change.replace(here, new[key], _token(change, block, here, new[key]))
+
+
+def _token(change: _Edit, block: _At, at: _At, value: Any) -> str:
+    """How the new value is written. An integer (a weight) plainly. Text the rollout block already
+    holds is copied as written there (a promoted version keeps the canary's quotes, so it parses to
+    the same text); other text keeps the replaced value's quotes."""
+    if not isinstance(value, str):
+        return str(value)
+    for scalar in _scalars(block):
+        token = change.token(scalar)
+        if scalar.data == value and isinstance(scalar.data, str) and token[:1] not in ("&", "!", "*"):
+            return token
+    style = at.node.style if isinstance(at.node, ScalarNode) else None
     quote = style if style in ("'", '"') else ""
-    change.replace(active, target, f"{quote}{target}{quote}")
+    return f"{quote}{value}{quote}"
+
+
+def _scalars(at: _At) -> Iterator[_At]:
+    """The block's scalar values (not its keys), in the order the file has them."""
+    if not isinstance(at.node, MappingNode) or not isinstance(at.data, dict):
+        return
+    for key_node, value_node in at.node.value:
+        if not isinstance(key_node, ScalarNode) or key_node.value not in at.data:
+            continue  # a merge key (`<<`) or a key that is not text
+        child = _At(
+            at.data[key_node.value], value_node, (*at.keys, key_node.value), f"{at.path}.{key_node.value}"
+        )
+        if isinstance(value_node, ScalarNode):
+            yield child
+        else:
+            yield from _scalars(child)
 
 
 # -- minimal textual edits ----------------------------------------------------------------------------

@@ -339,6 +339,18 @@ INVALID: dict[str, tuple[str | bytes, list[str], str]] = {
         ["promote", "--stack", "prod", "--service", "web"],
         "pouw-cicd:services[0].rollout.slots.canary.weight is 'ten'; set an integer 0..100",
     ),
+    "a key of another strategy": (
+        PROD.replace("        strategy: canary\n", "        strategy: canary\n        activeSlot: blue\n"),
+        WEIGHT_50,
+        f"Pulumi.prod.yaml line {line_of('strategy: canary') + 1}: pouw-cicd:services[0].rollout.activeSlot: "
+        "is for blue-green; a canary routes by slot weights",
+    ),
+    "steps the model refuses": (
+        PROD.replace("- setWeight: 50", "- setWeight: 5"),
+        ["rollback", "--stack", "prod", "--service", "web"],
+        f"Pulumi.prod.yaml line {line_of('- setWeight: 50')}: "
+        "pouw-cicd:services[0].rollout.steps[2].setWeight: 5 goes down from setWeight 10 (steps[0])",
+    ),
     "rollout not a mapping": (
         PROD.replace("      rollout:\n        strategy: canary\n", "      rollout: canary\n      x:\n"),
         WEIGHT_50,
@@ -669,7 +681,7 @@ def test_promote_after_a_canary_rollback_is_refused() -> None:
     with pytest.raises(RolloutEditError) as refused:
         edit(rolled_back, "web", "promote")
     assert str(refused.value) == (
-        "the stack file: web's canary 1.4.2 was rolled back (weight 0); promote would send it to 100%. "
+        "the stack file: web: the canary 1.4.2 was rolled back (weight 0); promote would send it to 100%. "
         "Set a weight first (`rollout set-weight --weight 10`) to re-enter the steps, or remove the "
         "canary slot"
     )
@@ -687,7 +699,7 @@ def test_promote_after_a_rollback_exits_2_through_the_cli(
     before = path.read_bytes()
     code, out = run(project, ["promote", "--stack", "prod", "--service", "web"], capsys)
     assert code == 2
-    assert one_error_line(out).startswith(f"error: {path}: web's canary 1.4.2 was rolled back (weight 0)")
+    assert one_error_line(out).startswith(f"error: {path}: web: the canary 1.4.2 was rolled back (weight 0)")
     assert path.read_bytes() == before
 
 

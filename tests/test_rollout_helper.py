@@ -64,12 +64,21 @@ def test_promote_and_rollback() -> None:
         edit(prod, "worker", "rollback")
 
 
+def test_the_file_keeps_its_own_key_spelling() -> None:
+    """The model accepts snake_case keys too: the step edits the key the file has."""
+    old = (ROOT / "Pulumi.prod.yaml").read_text().replace("activeSlot: blue", "active_slot: 'blue'")
+    assert changed_lines(old, edit(old, "worker", "promote")) == [
+        "-        active_slot: 'blue'",
+        "+        active_slot: 'green'",
+    ]
+
+
 @pytest.mark.parametrize(
     ("service", "action", "message"),
     [
         ("api", "promote", "no service 'api'"),
-        ("worker", "set-weight", "blue-green has no weights"),
-        ("web", "set-weight", "--weight must be an integer 0..100"),
+        ("worker", "set-weight", "worker: blue-green has no weights"),
+        ("web", "set-weight", "web: --weight must be an integer 0..100"),
     ],
 )
 def test_edit_errors(service: str, action: str, message: str) -> None:
@@ -77,6 +86,14 @@ def test_edit_errors(service: str, action: str, message: str) -> None:
         edit(
             (ROOT / "Pulumi.prod.yaml").read_text(), service, action, 120 if action == "set-weight" else None
         )
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback", "set-weight"])
+def test_a_rolling_service_has_no_step(action: str) -> None:
+    dev = (ROOT / "Pulumi.dev.yaml").read_text()
+    with pytest.raises(RolloutEditError) as refused:
+        edit(dev, "web", action, 50)
+    assert str(refused.value) == "the stack file: web: rolls out with rolling: nothing to promote or shift"
 
 
 def test_cli_reports_routing_only_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

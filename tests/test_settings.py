@@ -278,6 +278,46 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
             lambda r: r["services"][0]["rollout"]["steps"].append({"setWeight": 100, "pause": {}}),
             "pouw-cicd:services[0].rollout.steps[5]: a step is either {setWeight: N} or {pause: {...}}",
         ),
+        # A key of another strategy: the key path (never the union's tag) and what to do instead.
+        (
+            lambda r: r["services"][0]["rollout"].update(activeSlot="blue"),
+            "pouw-cicd:services[0].rollout.activeSlot: is for blue-green; a canary routes by slot weights",
+        ),
+        (
+            lambda r: r["services"][1]["rollout"].update(steps=[{"setWeight": 100}]),
+            "pouw-cicd:services[1].rollout.steps: steps are for canary; blue-green promotes by switching "
+            "activeSlot",
+        ),
+        (
+            lambda r: r["services"][0]["rollout"].update(strategy="rolling"),
+            "pouw-cicd:services[0].rollout.strategy: rolling runs one slot; remove slots, activeSlot and "
+            "steps",
+        ),
+        (
+            lambda r: r["services"][1]["rollout"]["slots"]["green"].update(weight=0),
+            "pouw-cicd:services[1].rollout.slots: blue-green slots take no weight: the active slot gets 100; "
+            "set activeSlot",
+        ),
+        (
+            lambda r: r["services"][0]["rollout"].update(strategy="blue_green"),
+            "pouw-cicd:services[0].rollout.strategy: must be one of rolling, recreate, blue-green, canary, "
+            "got 'blue_green' (did you mean blue-green?)",
+        ),
+        (
+            lambda r: r["services"][0]["rollout"]["slots"]["canary"].update(version="latest"),
+            "pouw-cicd:services[0].rollout.slots.canary.version: 'latest' is a mutable tag; set the release "
+            "version, e.g. 1.4.2",
+        ),
+        # ...and a typo inside a strategy's model gets that model's keys.
+        (
+            lambda r: r["services"][0]["rollout"].update(stpes=[]),
+            "pouw-cicd:services[0].rollout.stpes: unknown key (did you mean steps?); allowed keys here are "
+            "slots, steps, strategy",
+        ),
+        (
+            lambda r: r["services"][0]["rollout"]["slots"]["canary"].update(weight="ten"),
+            "pouw-cicd:services[0].rollout.slots.canary.weight: must be a whole number, got 'ten'",
+        ),
     ],
 )
 def test_messages_use_the_users_words(mutate: Any, expected: str) -> None:
