@@ -134,6 +134,7 @@ def _identities(
             azure_resource_group=group.name if group else None,
             azure_resource_group_id=group.id if group else None,
             azure_location=settings.azure.location if settings.azure else None,
+            aks="aks" in targets,  # the Azure identities reach the AKS API (components/targets/aks.py)
             jenkins=jenkins_trust,
             cluster=cluster,
             permissions_boundary=ctx.boundary,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 
 import pulumi
+import pulumi_azure_native.network as azure_network
 import pulumi_azure_native.resources as azure_resources
 
 from components.iam import permissions_boundary
@@ -30,6 +31,7 @@ from components.registry import (
 )
 from components.rollout import RolloutPlan
 from components.settings import ServiceSettings, Settings
+from components.targets.aks import address_of, egress_address
 
 
 class StackContext:
@@ -94,7 +96,20 @@ class StackContext:
                     permissions_boundary=self.boundary,
                 ),
             )
-        # The ACR admits this stack's NAT egress (the in-network runners that push) and ACI's identity.
+        # AKS nodes' one outbound address, made before the registry whose firewall admits it (the AKS
+        # target puts it on the cluster's NAT gateway).
+        self.aks_egress: azure_network.PublicIPAddress | None = None
+        if "aks" in settings.targets() and self.resource_group is not None and settings.azure is not None:
+            self.aks_egress = egress_address(
+                "aks-egress", self.resource_group.name, settings.azure.location, settings.tags(), self.protect
+            )
+        # The ACR admits this stack's NAT egress (the in-network runners that push), AKS's egress (its
+        # kubelets pull) and ACI's identity.
+        egress: list[pulumi.Input[str]] = (
+            list(self.network.nat_public_ips) if self.network is not None else []
+        )
+        if self.aks_egress is not None:
+            egress.append(address_of(self.aks_egress))
         if registries.acr is not None and self.resource_group is not None and settings.azure is not None:
             self.registries["acr"] = AcrRegistry(
                 "acr",
@@ -103,7 +118,7 @@ class StackContext:
                     azure=settings.azure,
                     resource_group_name=self.resource_group.name,
                     network_access=settings.acr_network_access,
-                    egress_ips=self.network.nat_public_ips if self.network is not None else [],
+                    egress_ips=egress,
                     trusted_services="aci" in settings.targets(),
                     zone_redundant=settings.acr_zone_redundant,
                     tags=settings.tags(),

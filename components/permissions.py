@@ -562,7 +562,8 @@ PERMISSIONS: dict[str, Row] = {
         ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write",),
         ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/delete",),
         ("Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/read",),
-        bootstrap=("create", "update", "delete"),
+        note="the pipeline identities' credentials are the bootstrap identity's (their parent); the deploy "
+        "identity manages the ALB Controller's (AksCluster)",
     ),
     "azure-native:authorization:RoleAssignment": Row(
         "azure",
@@ -633,7 +634,8 @@ PERMISSIONS: dict[str, Row] = {
         ("* */*",),
         ("* */*",),
         ("get secrets", "list secrets"),  # Helm keeps each release's record in a Secret
-        note="AWS Load Balancer Controller and ARC charts install cluster-scoped objects: cluster-admin",
+        note="the AWS Load Balancer Controller, ALB Controller and ARC charts install cluster-scoped "
+        "objects: cluster-admin",
         preview_gap="the release record is a Secret, which view cannot read: a preview shows the chart "
         "change from state and does not see drift made outside Pulumi",
     ),
@@ -657,7 +659,9 @@ PERMISSIONS: dict[str, Row] = {
             "PipelineIdentities",
         )
     },
-    "pulumi:providers:kubernetes": _program("a provider instance (kubeconfig with `aws eks get-token`)"),
+    "pulumi:providers:kubernetes": _program(
+        "a provider instance (kubeconfig with `aws eks get-token`, gke-gcloud-auth-plugin or kubelogin)"
+    ),
     "pulumi:providers:docker": _program("a provider instance (registry credentials of the rows above)"),
     "pulumi:providers:docker-build": _program("a provider instance (registry credentials of the rows above)"),
 }
@@ -748,8 +752,80 @@ _WAF_ROWS: list[tuple[str, Row]] = [
     ),
 ]
 
+
+def _azure(page: str, prefix: str, create: str = "", read: str = "", **extra: object) -> Row:
+    """An Azure row for `prefix` (`Microsoft.Network/natGateways`): write creates and updates, delete
+    deletes, read reads; `create` names the further actions a create or update calls (a `join` on what
+    the resource attaches to), `read` the further actions a preview calls."""
+    also = tuple(create.split())
+    return Row(
+        "azure",
+        AZURE_PERMISSIONS.format(page),
+        (f"{prefix}/write", *also),
+        (f"{prefix}/write", *also),
+        (f"{prefix}/delete",),
+        (f"{prefix}/read", *read.split()),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+# AKS (components/targets/aks.py): the cluster, its VNet and NAT egress, Application Gateway for Containers.
+# Every action is Contributor's at the resource group; reads are Reader's, except the user kubeconfig the
+# Kubernetes provider's kubeconfig is built from, which the preview identity reads with the Azure
+# Kubernetes Service Cluster User Role (AZURE_AKS_CLUSTER_USER_ACTIONS).
+_AKS_ROWS: list[tuple[str, Row]] = [
+    ("pouw:index:AksCluster", _program("a component: its children have their rows")),
+    ("pouw:index:AksService", _program("a component: its children have their rows")),
+    (
+        "azure-native:containerservice:ManagedCluster",
+        _azure(
+            "containers",
+            "Microsoft.ContainerService/managedClusters",
+            create="Microsoft.Network/virtualNetworks/subnets/join/action",  # the node pools' subnet
+            read="Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+            note="the deploy identity's Kubernetes rights are Azure RBAC data actions (AKS_PIPELINE_ROLES)",
+        ),
+    ),
+    ("azure-native:network:PublicIPAddress", _azure("networking", "Microsoft.Network/publicIPAddresses")),
+    (
+        "azure-native:network:NatGateway",
+        _azure(
+            "networking",
+            "Microsoft.Network/natGateways",
+            create="Microsoft.Network/publicIPAddresses/join/action",
+        ),
+    ),
+    (
+        "azure-native:network:VirtualNetwork",
+        _azure(
+            "networking",
+            "Microsoft.Network/virtualNetworks",
+            # inline subnets, the node subnet's NAT gateway
+            create="Microsoft.Network/virtualNetworks/subnets/write "
+            "Microsoft.Network/natGateways/join/action",
+        ),
+    ),
+    (
+        "azure-native:servicenetworking:TrafficControllerInterface",
+        _azure("networking", "Microsoft.ServiceNetworking/trafficControllers"),
+    ),
+    (
+        "azure-native:servicenetworking:FrontendsInterface",
+        _azure("networking", "Microsoft.ServiceNetworking/trafficControllers/frontends"),
+    ),
+    (
+        "azure-native:servicenetworking:AssociationsInterface",
+        _azure(
+            "networking",
+            "Microsoft.ServiceNetworking/trafficControllers/associations",
+            create="Microsoft.Network/virtualNetworks/subnets/join/action",
+        ),
+    ),
+]
+
 PERMISSIONS.update(_GKE_AND_KUBERNETES_ROWS)
 PERMISSIONS.update(_WAF_ROWS)
+PERMISSIONS.update(_AKS_ROWS)
 
 
 def row(resource_type: str) -> Row:
@@ -843,6 +919,12 @@ AZURE_CONTRIBUTOR_NOT_ACTIONS = (
     "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
 )
 AZURE_READER_ACTIONS = ("*/read",)
+# Azure Kubernetes Service Cluster User Role (AZURE_PERMISSIONS "containers"; built-in roles, Containers):
+# the preview identity holds it where the stack runs AKS (components/runners.py AKS_PIPELINE_ROLES).
+AZURE_AKS_CLUSTER_USER_ACTIONS = (
+    "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+    "Microsoft.ContainerService/managedClusters/read",
+)
 AZURE_RBAC_ADMIN_ACTIONS = (
     "*/read",
     "Microsoft.Authorization/roleAssignments/write",

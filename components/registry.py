@@ -373,7 +373,9 @@ class AcrRegistryArgs:
     azure: AzureSettings
     resource_group_name: pulumi.Input[str]
     network_access: AcrNetworkAccess
-    # selectedNetworks: the public addresses this stack's in-network builds push from (its NAT gateways).
+    # selectedNetworks: the public addresses of this stack's own egress: its NAT gateways (the in-network
+    # builds push from there) and AKS's outbound address (its kubelets pull from there). Each is an IP rule,
+    # counted against ACR_MAX_IP_RULES (Settings.acr_egress_rules).
     egress_ips: Sequence[pulumi.Input[str]] = ()
     # ACI container groups pull with a managed identity: as a trusted Azure service they bypass the
     # registry's network rules, which otherwise refuse them (their addresses are Azure's, not ours).

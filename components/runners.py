@@ -45,6 +45,7 @@ from components.settings import (
     ScaleSetSettings,
 )
 from components.targets.aci import ACR_PULL_ROLE
+from components.targets.aks import AGC_CONFIGURATION_MANAGER, NETWORK_CONTRIBUTOR
 from components.targets.eks import EksCluster
 from components.targets.kubernetes import egress_only_policies
 
@@ -85,7 +86,25 @@ AZURE_RBAC_ADMIN = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"  # built-in Role Based
 # The role assignments the stack itself makes (the pipeline's own are the bootstrap identity's): each
 # role definition it assigns and the principal types it assigns them to. Contributor cannot write role
 # assignments; the deploy identity may write and delete these, and no other (PipelineIdentities._azure).
-AZURE_ASSIGNED_ROLES = {ACR_PULL_ROLE: "ServicePrincipal"}  # AciService: its managed identity pulls
+AZURE_ASSIGNED_ROLES = {
+    ACR_PULL_ROLE: "ServicePrincipal",  # AciService's managed identity and AKS's kubelet identity pull
+    # AksCluster: its control plane joins the node subnet, the ALB Controller's identity the AGC subnet...
+    NETWORK_CONTRIBUTOR: "ServicePrincipal",
+    AGC_CONFIGURATION_MANAGER: "ServicePrincipal",  # ...and configures the AGC resource
+}
+# The AKS API authorizes with Azure RBAC (components/targets/aks.py): the data-plane roles each pipeline
+# identity holds at the resource group, so on the environment's cluster (built-in roles, Containers:
+# learn.microsoft.com/azure/role-based-access-control/built-in-roles/containers). As CLUSTER_ACCESS_POLICIES
+# for EKS: deploy manages cluster-scoped objects (the ALB Controller chart's CRDs and RBAC, namespaces),
+# so Azure Kubernetes Service RBAC Cluster Admin; preview reads (RBAC Reader: no Secrets) and lists the
+# cluster's user kubeconfig (Cluster User Role), from which its kubeconfig takes the server and CA.
+AKS_PIPELINE_ROLES: dict[str, dict[str, str]] = {
+    "deploy": {"aks-admin": "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"},  # AKS RBAC Cluster Admin
+    "preview": {
+        "aks-reader": "7f6c6a51-bcf8-42ba-9220-52d62157d7db",  # Azure Kubernetes Service RBAC Reader
+        "aks-user": "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",  # Azure Kubernetes Service Cluster User Role
+    },
+}
 ECR_PUSH_ACTIONS = [
     "ecr:BatchCheckLayerAvailability",
     "ecr:BatchGetImage",
@@ -663,6 +682,8 @@ class PipelineIdentitiesArgs:
     azure_resource_group: pulumi.Input[str] | None = None
     azure_resource_group_id: pulumi.Input[str] | None = None
     azure_location: str | None = None
+    # The stack runs AKS: the Azure identities get AKS_PIPELINE_ROLES on the resource group.
+    aks: bool = False
     jenkins: KubernetesTrust | None = None  # Jenkins agents that also deploy (AWS roles)
     # This environment's EKS cluster: the deploy and preview roles get access entries on it.
     cluster: EksCluster | None = None
@@ -682,7 +703,9 @@ class PipelineIdentities(pulumi.ComponentResource):
 
     1. Bootstrap identity (a person or an admin role, never the pipeline): AWS AdministratorAccess in the
        account; Azure Owner (or Contributor + Role Based Access Control Administrator) on the
-       subscription, to create the resource group; GCP Owner on the project (or Project IAM Admin,
+       subscription, to create the resource group, and where the stack runs AKS also Azure Kubernetes
+       Service RBAC Cluster Admin on the resource group (under Azure RBAC a cluster's creator holds no
+       Kubernetes rights, unlike EKS's); GCP Owner on the project (or Project IAM Admin,
        Service Account Admin, Workload Identity Pool Admin, Service Usage Admin, Cloud Run Admin and
        Artifact Registry Admin). It runs the first `pulumi up`, in the program's order:
        a. the permissions boundary (pouw-<env>-boundary), before any role, so every role is born under it;
@@ -976,6 +999,15 @@ class PipelineIdentities(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["azureClientId" if kind == "deploy" else "azurePreviewClientId"] = identity.client_id
+            for suffix, aks_role in (AKS_PIPELINE_ROLES[kind] if args.aks else {}).items():
+                authorization.RoleAssignment(
+                    f"{name}-{kind}-{suffix}",
+                    scope=args.azure_resource_group_id,
+                    principal_id=identity.principal_id,
+                    principal_type="ServicePrincipal",
+                    role_definition_id=client.subscription_id.apply(functools.partial(_azure_role, aks_role)),
+                    opts=child,
+                )
             if kind == "deploy":
                 # Delegated role assignment with a condition (Azure RBAC docs, "Delegate Azure role
                 # assignment management to others with conditions"): only the stack's own assignments.

@@ -163,7 +163,7 @@ class BuildSettings(_Model):
         return value
 
 
-Target = Literal["eks", "ecs", "aci", "cloudrun", "gke"]
+Target = Literal["eks", "ecs", "aci", "cloudrun", "gke", "aks"]
 # Which registry each target pulls from.
 TARGET_REGISTRY: dict[str, str] = {
     "eks": "ecr",
@@ -171,6 +171,7 @@ TARGET_REGISTRY: dict[str, str] = {
     "aci": "acr",
     "cloudrun": "artifactRegistry",
     "gke": "artifactRegistry",
+    "aks": "acr",
 }
 
 
@@ -239,7 +240,8 @@ class ServiceSettings(_Model):
     runtime_secrets: dict[str, Annotated[str, _SECRET_ARN]] = Field(default_factory=dict)
     # Cloud Run: variable name -> Secret Manager secret as "secret-id:version".
     gcp_secrets: dict[str, Annotated[str, _GCP_SECRET]] = Field(default_factory=dict)
-    # ACI: variable name -> secure config key (in this namespace), passed as a secure environment value.
+    # ACI and AKS: variable name -> secure config key (in this namespace): a secure environment value on
+    # ACI, a Kubernetes Secret the pods read by reference on AKS.
     azure_secure_environment: dict[str, str] = Field(default_factory=dict)
     # The container's own health check; default: Python's urllib against healthPath (the sample app).
     health_command: tuple[str, ...] | None = None
@@ -496,6 +498,80 @@ class GkeSettings(_Model):
     certificate: str | None = None
 
 
+_AKS_VM_SIZE = _matching(r"^Standard_[A-Za-z0-9_]+$", "must be an Azure VM size such as Standard_D4ds_v5")
+_AKS_ZONE = _matching(r"^[1-3]$", 'must be an availability zone number: "1", "2" or "3" (quoted)')
+_K8S_SECRET_NAME = _matching(
+    r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+    "must be a Kubernetes Secret name: lowercase letters, digits, '-' or '.', e.g. web-tls",
+)
+
+
+class AksNodePoolSettings(_Model):
+    """An AKS node pool: autoscaled between minCount and maxCount nodes, spread over the cluster's zones."""
+
+    vm_size: Annotated[str, _AKS_VM_SIZE] = "Standard_D4ds_v5"
+    min_count: Annotated[int, Field(ge=1, le=100)] = 2
+    max_count: Annotated[int, Field(ge=1, le=100)] = 4
+    # Ephemeral: the OS disk lives on the VM's local storage (nothing persisted to Azure Storage, faster
+    # reimages); it needs a size with local storage of at least osDiskSizeGb (the `d` of Dds_v5).
+    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
+    os_disk_size_gb: Annotated[int, Field(ge=30, le=2048)] = 64
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AksNodePoolSettings:
+        if self.max_count < self.min_count:
+            raise ValueError(
+                f"maxCount ({self.max_count}) is below minCount ({self.min_count}); raise maxCount"
+            )
+        return self
+
+
+def _system_pool() -> AksNodePoolSettings:
+    return AksNodePoolSettings(vm_size="Standard_D2ds_v5", min_count=1, max_count=3)
+
+
+class AksSettings(_Model):
+    """A hardened AKS cluster per environment (components/targets/aks.py).
+
+    Entra ID only (no local accounts; Azure RBAC authorizes Kubernetes calls), nodes without public
+    addresses behind a NAT gateway, Cilium enforcing NetworkPolicy. The API server's public endpoint
+    admits only this stack's AWS NAT egress (the in-network CI runners), the cluster's own egress and
+    `authorizedCidrs`; `privateCluster: true` turns it off (then only callers inside the AKS VNet reach
+    the API: the AWS runners cannot)."""
+
+    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
+    # AKS auto-upgrade channel. Unset: stable in prod (one minor behind the latest), patch elsewhere.
+    # stable and rapid move the minor themselves: raise kubernetesVersion when AKS has (a cluster update
+    # that names an older minor is refused as a downgrade).
+    upgrade_channel: Literal["patch", "stable", "rapid"] | None = None
+    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
+    private_cluster: bool = False
+    zones: Annotated[tuple[Annotated[str, _AKS_ZONE], ...], Field(min_length=1, max_length=3)] = (
+        "1",
+        "2",
+        "3",
+    )
+    # The system pool runs only the cluster's critical add-ons (CriticalAddonsOnly taint); services run
+    # on `nodes`.
+    system_nodes: AksNodePoolSettings = Field(default_factory=_system_pool)
+    nodes: AksNodePoolSettings = Field(default_factory=AksNodePoolSettings)
+    # The cluster's VNet: the nodes' subnet, the subnet delegated to Application Gateway for Containers
+    # (at least a /24; Gateway traffic reaches pods from it), and the overlay's pod and service ranges.
+    vnet_cidr: Annotated[str, _CIDR] = "10.70.0.0/16"
+    nodes_cidr: Annotated[str, _CIDR] = "10.70.0.0/22"
+    gateway_cidr: Annotated[str, _CIDR] = "10.70.8.0/24"
+    pods_cidr: Annotated[str, _CIDR] = "10.244.0.0/16"
+    services_cidr: Annotated[str, _CIDR] = "10.72.0.0/16"
+    # A kubernetes.io/tls Secret in each service's namespace (cert-manager, or synced from Key Vault): the
+    # Gateway then listens on HTTPS 443 only. Unset: HTTP 80.
+    certificate_secret: Annotated[str, _K8S_SECRET_NAME] | None = None
+    # Unset: Standard (the financially backed API server SLA) in prod, Free elsewhere.
+    tier: Literal["Free", "Standard"] | None = None
+    # The ALB Controller chart that programs Application Gateway for Containers (its release notes:
+    # learn.microsoft.com/azure/application-gateway/for-containers/alb-controller-release-notes).
+    alb_controller_version: Annotated[str, _CHART_VERSION] = "1.13.0"
+
+
 class ScaleSetSettings(_Model):
     """One ARC runner scale set; workflows select it with `runs-on: <name>`."""
 
@@ -642,6 +718,7 @@ class Settings(_Model):
     cloud_run: CloudRunSettings | None = None
     aci: AciSettings | None = None
     gke: GkeSettings | None = None
+    aks: AksSettings | None = None
     ci_runners: CiRunnersSettings | None = None
     pipeline_identities: PipelineIdentitySettings | None = None
     services: tuple[ServiceSettings, ...]
@@ -667,6 +744,8 @@ class Settings(_Model):
             problems.append(("registries.artifactRegistry", "needs pouw-cicd:gcp (project, region); add it"))
         if self.gke is not None and self.gcp is None:
             problems.append(("gke", "needs pouw-cicd:gcp (project, region); add it"))
+        if self.aks is not None and self.azure is None:
+            problems.append(("aks", "needs pouw-cicd:azure (location, resourceGroup); add it"))
         problems += self._api_access_problems()
         for name, block in (("eks", self.eks), ("ecs", self.ecs)):
             if block is not None and self.network is None:
@@ -793,26 +872,56 @@ class Settings(_Model):
         )
 
     def _api_access_problems(self) -> list[tuple[str, str]]:
-        """A GKE API that admits no one: no NAT egress to allow, no authorized ranges, not private."""
+        """A GKE or AKS API that admits no one who runs pulumi: no NAT egress to allow, no authorized
+        ranges, not private."""
         problems = []
         used = self.targets()
-        gke = self.gke
-        unlisted = gke is not None and not (gke.private_endpoint or gke.authorized_cidrs)
-        if unlisted and "gke" in used and not self.nat_egress:
-            problems.append(
-                (
-                    "gke.authorizedCidrs",
-                    "the GKE control plane would admit no one: this stack has no NAT egress to allow "
-                    "(no EKS or ECS target, or natGateways: none); list the ranges that run pulumi "
-                    "and kubectl, e.g. authorizedCidrs: [203.0.113.0/24]",
+        gke, aks = self.gke, self.aks
+        clusters = (
+            (
+                "gke",
+                "GKE control plane",
+                gke is not None and not (gke.private_endpoint or gke.authorized_cidrs),
+            ),
+            ("aks", "AKS API server", aks is not None and not (aks.private_cluster or aks.authorized_cidrs)),
+        )
+        for key, api, unlisted in clusters:
+            if unlisted and key in used and not self.nat_egress:
+                problems.append(
+                    (
+                        f"{key}.authorizedCidrs",
+                        f"the {api} would admit no one: this stack has no NAT egress to allow "
+                        "(no EKS or ECS target, or natGateways: none); list the ranges that run pulumi "
+                        "and kubectl, e.g. authorizedCidrs: [203.0.113.0/24]",
+                    )
                 )
-            )
         return problems
 
     @property
     def gke_release_channel(self) -> str:
         explicit = self.gke.release_channel if self.gke else None
         return explicit or ("STABLE" if self.is_prod else "REGULAR")
+
+    @property
+    def aks_upgrade_channel(self) -> str:
+        """Explicit, or stable in prod (one minor behind the newest, its latest patch), patch elsewhere
+        (the newest patch of the pinned minor: staging meets a minor upgrade only when it is chosen)."""
+        explicit = self.aks.upgrade_channel if self.aks else None
+        return explicit or ("stable" if self.is_prod else "patch")
+
+    @property
+    def aks_tier(self) -> str:
+        """Explicit, or Standard in prod (the uptime SLA), Free elsewhere."""
+        explicit = self.aks.tier if self.aks else None
+        return explicit or ("Standard" if self.is_prod else "Free")
+
+    def acr_egress_rules(self) -> int:
+        """The ACR IP rules this stack's own egress takes (`components/context.py` adds them): one per
+        NAT gateway of the AWS network where the program builds one, and AKS's outbound address."""
+        nat = 0
+        if self.nat_egress and self.network is not None:
+            nat = len(self.network.availability_zones) if self.network.nat_gateways == "perAz" else 1
+        return nat + (1 if "aks" in self.targets() else 0)
 
     def _acr_problems(self) -> list[tuple[str, str]]:
         acr = self.registries.acr
@@ -848,6 +957,25 @@ class Settings(_Model):
                     "networkAccess: selectedNetworks admits no one: this stack has no NAT egress to allow "
                     "(no EKS or ECS target, or natGateways: none); list the ranges builds push from here, "
                     "or set networkAccess: privateEndpoints",
+                )
+            )
+        egress = self.acr_egress_rules()
+        if access == "selectedNetworks" and len(acr.allowed_cidrs) + egress > ACR_MAX_IP_RULES:
+            problems.append(
+                (
+                    "registries.acr.allowedCidrs",
+                    f"lists {len(acr.allowed_cidrs)} ranges, and this stack's own egress takes {egress} more "
+                    f"rules (NAT gateways, AKS): ACR allows at most {ACR_MAX_IP_RULES} IP rules; merge "
+                    "ranges into wider ones or remove some",
+                )
+            )
+        if access == "privateEndpoints" and "aks" in self.targets():
+            problems.append(
+                (
+                    "registries.acr.networkAccess",
+                    "aks nodes pull through the registry's public endpoint from the cluster's NAT "
+                    "address, which networkAccess: privateEndpoints refuses; set networkAccess: "
+                    "selectedNetworks (the NAT address is admitted) or remove aks from the services",
                 )
             )
         return problems
@@ -1016,7 +1144,7 @@ def _secret_setting(key: str, value: Any, stack: str) -> str:
         f"{path}: holds a secret value (set with `pulumi config set --secret --path`), but settings are "
         "plain data: it would reach task definitions and container environments in clear. Remove the "
         f"`secure:` entry under {path} in Pulumi.{stack}.yaml and name a top-level secret key instead: "
-        "services[].azureSecureEnvironment (ACI), services[].build.secrets (builds), "
+        "services[].azureSecureEnvironment (ACI, AKS), services[].build.secrets (builds), "
         "registries.ghcr.tokenKey; or for ECS services[].runtimeSecrets (Secrets Manager or SSM ARNs), "
         "for Cloud Run services[].gcpSecrets (Secret Manager)"
     )

@@ -158,6 +158,7 @@ def is_gcp_iam(resource_type: str) -> bool:
 # --- Azure -------------------------------------------------------------------------------------------
 CONTAINER_GROUP = "azure-native:containerinstance:ContainerGroup"
 AKS_CLUSTER = "azure-native:containerservice:ManagedCluster"
+AKS_AGENT_POOL = "azure-native:containerservice:AgentPool"
 FRONT_DOOR_ROUTE = "azure-native:cdn:Route"
 AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"

@@ -96,13 +96,17 @@ def test_weight_change_alters_only_the_listener_rule_and_scaling_bounds(tmp_path
     after = run_config(tmp_path / "b", "staging", config_with("staging", half))
     change = diff(before, after)
     assert change["added"] == change["removed"] == set()
-    # The same rollout drives ACI: its Front Door origins change too (weights only, test_aci.py).
+    # The same rollout drives ACI and AKS: the Front Door origins' weights, the HTTPRoute's backend
+    # weights and the AKS slots' autoscaling bounds change too (test_serverless.py, test_aks.py).
     assert change["changed"] == {
         (RULE, "worker-ecs-traffic"),
         (TARGET, "worker-ecs-stable"),
         (TARGET, "worker-ecs-canary"),
         ("azure-native:cdn:AFDOrigin", "worker-aci-stable"),
         ("azure-native:cdn:AFDOrigin", "worker-aci-canary"),
+        ("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "worker-aks-route"),
+        ("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "worker-aks-stable"),
+        ("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "worker-aks-canary"),
     }
     for slot in ("stable", "canary"):  # no task definition, no service's task definition reference
         assert before.get(TASK, f"worker-ecs-{slot}").inputs == after.get(TASK, f"worker-ecs-{slot}").inputs
@@ -124,6 +128,9 @@ def test_blue_green_switch_alters_only_listener_rules(tmp_path: Path) -> None:
             (RULE, "worker-ecs-preview"),
             ("azure-native:cdn:AFDOrigin", "worker-aci-blue"),
             ("azure-native:cdn:AFDOrigin", "worker-aci-green"),
+            # prod's worker is on AKS too: the same selector switch there (test_aks.py)
+            ("kubernetes:core/v1:Service", "worker-aks-svc-worker"),
+            ("kubernetes:core/v1:Service", "worker-aks-svc-worker-preview"),
         },
     }
     assert rule_weights(after, "worker-ecs-traffic") == {"blue": 0, "green": 100}

@@ -23,17 +23,17 @@ INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
 CLUSTER = "aws:eks/cluster:Cluster"
 
 
+def on_eks(run: ProgramRun, type_: str) -> list[Registration]:
+    """The EKS services' objects of a type (GKE and AKS make the same kinds, under the same names)."""
+    return [r for r in run.by_type(type_) if "pouw:index:EksService" in r.parent]
+
+
 def names(run: ProgramRun, type_: str) -> set[str]:
-    return {r.inputs["metadata"]["name"] for r in run.by_type(type_)}
+    return {r.inputs["metadata"]["name"] for r in on_eks(run, type_)}
 
 
 def k8s(run: ProgramRun, type_: str, name: str) -> Registration:
-    """The EKS object of that name (staging's and prod's web runs on GKE too, under the same names)."""
-    return next(
-        r
-        for r in run.by_type(type_)
-        if r.inputs["metadata"]["name"] == name and "pouw:index:GkeService" not in r.parent
-    )
+    return next(r for r in on_eks(run, type_) if r.inputs["metadata"]["name"] == name)
 
 
 def selector_slot(run: ProgramRun, service: str) -> str:
@@ -196,8 +196,9 @@ def test_unknown_target_and_missing_registry(tmp_path: Path) -> None:
     config = stack_file("dev")["config"]
     config["pouw-cicd:services"][0]["targets"] = ["nomad"]
     run = run_config(tmp_path / "a", "dev", config)
-    assert "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, gke, got 'nomad'" in (
-        run.error_text
+    assert (
+        "pouw-cicd:services[0].targets[0]: must be one of eks, ecs, aci, cloudrun, gke, aks, got 'nomad'"
+        in (run.error_text)
     )
     config = stack_file("dev")["config"]
     config["pouw-cicd:registries"]["ecr"] = None
@@ -230,11 +231,14 @@ def test_pods_meet_pod_security_restricted(stack_runs: dict[str, Preflight]) -> 
 def test_every_kubernetes_resource_uses_the_cluster_provider(stack_runs: dict[str, Preflight]) -> None:
     run = stack_runs["prod"].run
     provider = run.get("pulumi:providers:kubernetes", "eks-k8s")
-    gke = run.get("pulumi:providers:kubernetes", "gke-k8s")  # GKE's own cluster (test_gke.py)
+    # GKE's and AKS's own clusters (test_gke.py, test_aks.py).
+    gke = run.get("pulumi:providers:kubernetes", "gke-k8s")
+    aks = run.get("pulumi:providers:kubernetes", "aks-k8s")
     kube = [r for r in run.resources if r.type.startswith("kubernetes:")]
     assert kube
     for r in kube:
-        expected = gke if "pouw:index:GkeService" in r.parent else provider
+        on_aks = "pouw:index:AksService" in r.parent or "pouw:index:AksCluster" in r.parent
+        expected = gke if "pouw:index:GkeService" in r.parent else aks if on_aks else provider
         assert r.provider.rsplit("::", 1)[0] == expected.urn, r.urn
     assert (
         provider.inputs["kubeconfig"]["4dabf18193072939515e22adb298388d"]

@@ -16,7 +16,7 @@ import pytest
 
 from components import permissions as table
 from components import pipeline_policies
-from components.runners import AZURE_ASSIGNED_ROLES, CLUSTER_ACCESS_POLICIES, STACK_ROLES
+from components.runners import AKS_PIPELINE_ROLES, AZURE_ASSIGNED_ROLES, CLUSTER_ACCESS_POLICIES, STACK_ROLES
 from components.targets.gke import PROJECT_SCOPED_TYPES
 from preflight.engine import ProgramRun, Registration
 from preflight.report import Preflight
@@ -257,6 +257,23 @@ def test_the_pipeline_roles_reach_the_cluster_as_the_table_needs(
             assert view or row.preview_gap, f"{resource.type}: preview cannot {verb_resource}; say why"
 
 
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_azure_identities_reach_the_aks_api_as_the_table_needs(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    """Where the stack runs AKS, the deploy identity holds AKS RBAC Cluster Admin (every verb: the ALB
+    Controller chart's cluster-scoped objects) and the preview identity RBAC Reader (no Secrets) and the
+    Cluster User Role (the user kubeconfig), at the resource group; a stack without AKS grants neither."""
+    run = stack_runs[stack].run
+    uses_aks = bool(run.by_type("azure-native:containerservice:ManagedCluster"))
+    for kind in ("deploy", "preview"):
+        held = azure_pipeline_roles(run, kind) & {
+            r for roles in AKS_PIPELINE_ROLES.values() for r in roles.values()
+        }
+        assert held == (set(AKS_PIPELINE_ROLES[kind].values()) if uses_aks else set()), (stack, kind)
+    assert uses_aks == (stack != "dev")
+
+
 def role_permissions(run: ProgramRun, role: str) -> frozenset[str]:
     """A predefined role's permissions (the table's copy of its page), or a custom role's own list."""
     custom = {
@@ -373,15 +390,34 @@ def azure_allows(action: str, resource: Registration) -> bool:
     )
 
 
+def azure_pipeline_roles(run: ProgramRun, kind: str) -> set[str]:
+    """The role definitions the pipeline identity of `kind` holds (its assignments in the plan)."""
+    return {
+        r.inputs["roleDefinitionId"].rsplit("/", 1)[1]
+        for r in run.by_type("azure-native:authorization:RoleAssignment")
+        if r.name.startswith(f"pipeline-{kind}-")
+    }
+
+
+def azure_preview_actions(run: ProgramRun) -> tuple[str, ...]:
+    """Reader's actions, and the AKS Cluster User Role's where the preview identity holds it."""
+    cluster_user = AKS_PIPELINE_ROLES["preview"]["aks-user"]
+    extra = (
+        table.AZURE_AKS_CLUSTER_USER_ACTIONS if cluster_user in azure_pipeline_roles(run, "preview") else ()
+    )
+    return (*table.AZURE_READER_ACTIONS, *extra)
+
+
 @pytest.mark.parametrize("stack", ["staging", "prod"])
 def test_the_deploy_identity_can_deploy_its_azure_resources(
     stack_runs: dict[str, Preflight], stack: str
 ) -> None:
     run = stack_runs[stack].run
     missing = []
+    preview = azure_preview_actions(run)
     for resource, row in managed(run, "azure"):
         for action in row.read:
-            if not any(fnmatch.fnmatchcase(action.lower(), a) for a in table.AZURE_READER_ACTIONS):
+            if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in preview):
                 missing.append(f"preview: {resource.type} {resource.name} read: {action}")
         if bootstrap_only(run, resource):
             continue

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stack_file
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 BIN = Path(sys.executable).parent
@@ -450,6 +450,7 @@ CURRENT_MAJORS = {
     "actions/download-artifact": 8,
     "astral-sh/setup-uv": 10,
     "aws-actions/configure-aws-credentials": 6,
+    "azure/use-kubelogin": 1,
     "docker/setup-buildx-action": 4,
     "docker/setup-qemu-action": 4,
     "docker/login-action": 4,
@@ -673,3 +674,32 @@ def test_a_rollback_commit_is_announced_as_a_rollback(stack: str, action: str, e
     assert done.stdout.strip() == event
     groovy = jenkins_function("deployEvent")
     assert "subject.startsWith(\"rollout(${stack}/\") && subject.contains('): rollback')" in groovy
+
+
+def test_kubelogin_signs_in_wherever_pulumi_reaches_aks() -> None:
+    """The AKS kubeconfig execs kubelogin (components/targets/aks.py): every job that runs pulumi against a
+    stack with AKS installs it (one pinned version, the CI image's too) and signs it in with the job's
+    OIDC token (workload identity, a token file renewed in the background), before pulumi runs."""
+    dockerfile = (ROOT / "ci" / "Dockerfile").read_text()
+    (image,) = re.findall(r"^FROM ghcr\.io/azure/kubelogin:(v[0-9.]+) AS kubelogin$", dockerfile, re.M)
+    assert "COPY --from=kubelogin /usr/local/bin/kubelogin /usr/local/bin/kubelogin" in dockerfile
+    preview = workflow("pull-request.yml")["jobs"]["preview"]
+    jobs = [*workflow("deploy-stack.yml")["jobs"].values(), preview]
+    for job in jobs:
+        steps = job["steps"]
+        (install,) = [i for i, s in enumerate(steps) if action(s) == "azure/use-kubelogin"]
+        (sign_in,) = [
+            i for i, s in enumerate(steps) if "AAD_LOGIN_METHOD=workloadidentity" in str(s.get("run"))
+        ]
+        pulumi = next(i for i, s in enumerate(steps) if action(s) == "pulumi/actions")
+        assert install < sign_in < pulumi, job["name"]
+        assert steps[install]["with"]["kubelogin-version"] == image
+        run = steps[sign_in]["run"]
+        assert "AZURE_FEDERATED_TOKEN_FILE=" in run and "audience=api://AzureADTokenExchange" in run
+        assert job["permissions"]["id-token"] == "write"
+    # Pull requests install it only for the stacks that run AKS.
+    aks = {m["stack"]: m["aks"] for m in preview["strategy"]["matrix"]["include"]}
+    assert aks == {stack: "pouw-cicd:aks" in stack_file(stack)["config"] for stack in STACKS}
+    for step in preview["steps"]:
+        if action(step) == "azure/use-kubelogin" or "AAD_LOGIN_METHOD" in str(step.get("run")):
+            assert str(step["if"]).startswith("matrix.aks") or "(matrix.aks)" in str(step["if"]), step

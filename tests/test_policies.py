@@ -322,3 +322,22 @@ def test_gke_authorized_network_unknown_during_preview_is_an_address(pack: Polic
     cluster = resource("gcp:container/cluster:Cluster", "gke", {"masterAuthorizedNetworksConfig": networks})
     result = analyze(pack, [cluster], {"all": "mandatory"})
     assert [v for v in result.violations if v.policy == "gke-control-plane-access"] == []
+
+
+def test_aks_authorized_range_unknown_during_preview_is_an_address(pack: PolicyPackProcess) -> None:
+    """AKS's own egress address and the runners' NAT addresses are unknown until they exist: single
+    addresses, never a wildcard; a known open range still fails next to them."""
+    access = {"authorizedIPRanges": [UNKNOWN_STRING, "203.0.113.0/24"]}
+    cluster = resource(
+        "azure-native:containerservice:ManagedCluster", "aks", {"apiServerAccessProfile": access}
+    )
+    result = analyze(pack, [cluster], {"all": "mandatory"})
+    assert [v for v in result.violations if v.policy == "aks-api-access"] == []
+    access = {"authorizedIPRanges": [UNKNOWN_STRING, "0.0.0.0/0"]}
+    cluster = resource(
+        "azure-native:containerservice:ManagedCluster", "aks", {"apiServerAccessProfile": access}
+    )
+    result = analyze(pack, [cluster], {"all": "mandatory"})
+    assert [v.detail for v in result.violations if v.policy == "aks-api-access"] == [
+        "AKS authorized IP ranges admit 0.0.0.0/0: the whole internet"
+    ]

@@ -56,10 +56,12 @@ def test_acr_admits_only_the_stacks_nat_egress(
     rules = acr.inputs["networkRuleSet"]
     assert rules["defaultAction"] == "Deny"
     assert {r["action"] for r in rules["ipRules"]} == {"Allow"}
-    # The NAT gateways' Elastic IPs, which only `pulumi up` knows, then the stack's extra ranges.
+    # The NAT gateways' Elastic IPs and AKS's egress address, which only `pulumi up` knows, then the
+    # stack's extra ranges.
     extra = stack_file(stack)["config"]["pouw-cicd:registries"]["acr"].get("allowedCidrs", [])
-    assert [r["iPAddressOrRange"] for r in rules["ipRules"]] == [UNKNOWN_STRING] * nat_gateways + extra
-    assert sorted(acr.property_dependencies["networkRuleSet"]) == sorted(eips)
+    assert [r["iPAddressOrRange"] for r in rules["ipRules"]] == [UNKNOWN_STRING] * (nat_gateways + 1) + extra
+    aks_egress = run.get("azure-native:network:PublicIPAddress", "aks-egress").urn
+    assert sorted(acr.property_dependencies["networkRuleSet"]) == sorted([*eips, aks_egress])
     # ACI pulls with its managed identity: a trusted service, let through the network rules.
     assert acr.inputs["networkRuleBypassOptions"] == "AzureServices"
 
@@ -69,11 +71,14 @@ def test_acr_network_access_modes(tmp_path: Path) -> None:
         config = stack_file("staging")["config"]
         config["pouw-cicd:registries"]["acr"].pop("allowedCidrs", None)
         config["pouw-cicd:registries"]["acr"].update(acr)
+        if acr.get("networkAccess") == "privateEndpoints":  # AKS pulls through the public endpoint
+            config["pouw-cicd:services"][1]["targets"] = ["ecs", "aci"]
         return run_config(tmp_path / name, "staging", config).get(ACR, "acr").inputs
 
     vpn = registry("vpn", allowedCidrs=["203.0.113.0/24"])
     assert [r["iPAddressOrRange"] for r in vpn["networkRuleSet"]["ipRules"]] == [
-        UNKNOWN_STRING,
+        UNKNOWN_STRING,  # the NAT gateway
+        UNKNOWN_STRING,  # AKS's egress
         "203.0.113.0/24",
     ]
     # Private endpoints managed outside the stack: the public endpoint is off, no rules to keep.

@@ -204,11 +204,17 @@ def test_gcp_and_azure_identities(stack_runs: dict[str, Preflight]) -> None:
     rbac = run.get("azure-native:authorization:RoleAssignment", "pipeline-deploy-rbac").inputs
     assert rbac["roleDefinitionId"].endswith("f58310d9-a9f6-439a-9e8d-f62e7b41a168")  # RBAC Administrator...
     assert rbac["scope"].endswith("/resourceGroups/rg-pouw-prod") and rbac["conditionVersion"] == "2.0"
-    condition = rbac["condition"]  # ...that may write and delete only AcrPull, only for service principals
+    # ...that may write and delete only Network Contributor, AcrPull and AppGw for Containers
+    # Configuration Manager assignments (ACI, AKS), only for service principals
+    condition = rbac["condition"]
+    roles = (
+        "4d97b98b-1d4f-4787-a291-c67834d212e7, 7f951dda-4ed3-4680-a7ca-43fe172d538d, "
+        "fbc52c3f-28ad-4303-a892-8a056630b8f1"
+    )
     for source in ("Request", "Resource"):
         assert (
             f"@{source}[Microsoft.Authorization/roleAssignments:RoleDefinitionId] "
-            "ForAnyOfAnyValues:GuidEquals {7f951dda-4ed3-4680-a7ca-43fe172d538d}" in condition
+            f"ForAnyOfAnyValues:GuidEquals {{{roles}}}" in condition
         )
         assert (
             f"@{source}[Microsoft.Authorization/roleAssignments:PrincipalType] "
@@ -219,9 +225,7 @@ def test_gcp_and_azure_identities(stack_runs: dict[str, Preflight]) -> None:
         for r in run.by_type("azure-native:authorization:RoleAssignment")
         if not r.name.startswith("pipeline-")
     }
-    assert assigned == {
-        "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-    }  # what the stack assigns, all in the condition
+    assert assigned == set(roles.split(", "))  # what the stack assigns, all in the condition
     outputs = run.outputs["pipelineIdentities"]
     assert {"gcpWorkloadIdentityProvider", "gcpServiceAccount", "azureClientId", "azureTenantId"} <= set(
         outputs

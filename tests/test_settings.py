@@ -77,8 +77,8 @@ def bad(mutate: Any, secret: frozenset[str] = frozenset(), other: dict[str, str]
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key (did you mean environment?); known keys are aci, azure, "
-            "ciRunners, cloudRun, costCenter,",
+            "pouw-cicd:enviroment: unknown key (did you mean environment?); known keys are aci, aks, "
+            "azure, ciRunners, cloudRun, costCenter,",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (
@@ -217,7 +217,8 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
         ),
         (
             lambda r: r["services"][0].update(targets=["eks", "cloudrn"]),
-            "pouw-cicd:services[0].targets[1]: must be one of eks, ecs, aci, cloudrun, gke, got 'cloudrn' "
+            "pouw-cicd:services[0].targets[1]: must be one of eks, ecs, aci, cloudrun, gke, aks, got "
+            "'cloudrn' "
             "(did you mean cloudrun?)",
         ),
         (
@@ -486,7 +487,8 @@ def test_secret_inside_structured_settings_stops_before_any_registration(tmp_pat
         "pouw-cicd:services: holds a secret value (set with `pulumi config set --secret --path`), but "
         "settings are plain data: it would reach task definitions and container environments in clear. "
         "Remove the `secure:` entry under pouw-cicd:services in Pulumi.prod.yaml and name a top-level "
-        "secret key instead: services[].azureSecureEnvironment (ACI), services[].build.secrets (builds), "
+        "secret key instead: services[].azureSecureEnvironment (ACI, AKS), services[].build.secrets "
+        "(builds), "
         "registries.ghcr.tokenKey; or for ECS services[].runtimeSecrets (Secrets Manager or SSM ARNs), for "
         "Cloud Run services[].gcpSecrets (Secret Manager)"
     ]

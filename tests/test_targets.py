@@ -30,6 +30,7 @@ FEATURE = {"FEATURE_X": "on"}
 K8S_COMPONENTS = {
     "pouw:index:EksService": "eks",
     "pouw:index:GkeService": "gke",
+    "pouw:index:AksService": "aks",
 }
 
 
@@ -75,7 +76,7 @@ def workload_environments(run: ProgramRun) -> dict[str, list[dict[str, str]]]:
         # The shared Kubernetes layer: which target made it is its service component's type.
         component = r.parent.split("::")[-2].rsplit("$", 1)[-1]
         key = K8S_COMPONENTS[component]
-        found[key].append({e["name"]: e["value"] for e in container["env"]})
+        found[key].append({e["name"]: e["value"] for e in container["env"] if "value" in e})
     for r in run.by_type("aws:ecs/taskDefinition:TaskDefinition"):
         (container,) = json.loads(r.inputs["containerDefinitions"])
         found["ecs"].append({e["name"]: e["value"] for e in container["environment"]})

@@ -7,6 +7,7 @@ ones a stack uses, and the tests check every one against the policy pack and pre
 from __future__ import annotations
 
 from components.targets.aci import AciTarget
+from components.targets.aks import AksTarget
 from components.targets.base import Target
 from components.targets.cloudrun import CloudRunTarget
 from components.targets.ecs import EcsTarget
@@ -14,7 +15,7 @@ from components.targets.eks import EksTarget
 from components.targets.gke import GkeTarget
 
 TARGETS: dict[str, type[Target]] = {
-    t.key: t for t in (EksTarget, EcsTarget, CloudRunTarget, AciTarget, GkeTarget)
+    t.key: t for t in (EksTarget, EcsTarget, CloudRunTarget, AciTarget, GkeTarget, AksTarget)
 }
 
 __all__ = ["TARGETS", "Target"]

@@ -12,6 +12,7 @@ named as EKS always named them, so no URN moves.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -78,9 +79,17 @@ def probe(service: ServiceSettings, period: int, failures: int) -> core.ProbeArg
     }
 
 
-def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str]) -> core.PodSpecArgsDict:
+def pod_spec(
+    service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str], secret_env: SecretEnv | None = None
+) -> core.PodSpecArgsDict:
     """Pod Security Standards `restricted`, probes on the health path, requests and limits."""
     spec = ContainerSpec.of(service, slot)
+    env: list[core.EnvVarArgsDict] = [{"name": k, "value": v} for k, v in spec.ordered_environment()]
+    if secret_env is not None:  # by reference to the Secret: the pod template holds no value
+        env += [
+            {"name": var, "value_from": {"secret_key_ref": {"name": secret_env.secret, "key": var}}}
+            for var in secret_env.variables
+        ]
     return {
         "service_account_name": service.name,
         "automount_service_account_token": False,
@@ -103,8 +112,9 @@ def pod_spec(service: ServiceSettings, slot: SlotPlan, image: pulumi.Input[str])
                 "name": "app",
                 "image": image,
                 "ports": [{"name": "http", "container_port": service.port}],
-                # The one container contract: the service's `environment`, then the platform's.
-                "env": [{"name": k, "value": v} for k, v in spec.ordered_environment()],
+                # The one container contract: the service's `environment`, then the platform's, then
+                # the secret variables by reference.
+                "env": env,
                 "resources": {
                     "requests": {"cpu": service.resources.cpu, "memory": service.resources.memory},
                     "limits": {"cpu": service.resources.cpu_limit, "memory": service.resources.memory_limit},
@@ -154,6 +164,7 @@ def slot_workload(
     ns: pulumi.Input[str],
     k8s: pulumi.ResourceOptions,
     recreate: bool,
+    secret_env: SecretEnv | None = None,
 ) -> apps.Deployment:
     workload = slot.workload
     deployment_name = f"{svc.name}-{workload}"
@@ -170,7 +181,7 @@ def slot_workload(
         "progress_deadline_seconds": 600,
         "template": {
             "metadata": {"labels": labels(svc.name, workload, slot.version)},
-            "spec": pod_spec(svc, slot, image),
+            "spec": pod_spec(svc, slot, image, secret_env),
         },
     }
     created = apps.Deployment(
@@ -235,10 +246,44 @@ def slot_workloads(
     images: Mapping[str, pulumi.Input[str]],
     ns: pulumi.Input[str],
     k8s: pulumi.ResourceOptions,
+    secret_env: SecretEnv | None = None,
 ) -> list[apps.Deployment]:
     """One Deployment + HPA + PDB per slot of the plan."""
     recreate = plan.strategy == "recreate"
-    return [slot_workload(name, svc, slot, images[slot.name], ns, k8s, recreate) for slot in plan.slots]
+    return [
+        slot_workload(name, svc, slot, images[slot.name], ns, k8s, recreate, secret_env)
+        for slot in plan.slots
+    ]
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """Environment variables a service's pods read from a Kubernetes Secret (key = variable name)."""
+
+    secret: str
+    variables: tuple[str, ...]
+
+
+def secret_environment(
+    name: str,
+    svc: ServiceSettings,
+    values: Mapping[str, pulumi.Input[str]],
+    ns: pulumi.Input[str],
+    k8s: pulumi.ResourceOptions,
+) -> SecretEnv | None:
+    """The service's secret variables as one Secret in its namespace (values are secret Outputs of
+    the stack's `secure:` config, so the state keeps them encrypted), or None when it has none."""
+    if not values:
+        return None
+    secret_name = f"{svc.name}-secure-environment"
+    core.Secret(
+        f"{name}-secure-environment",
+        metadata=metadata(secret_name, ns, labels(svc.name)),
+        type="Opaque",
+        string_data=dict(values),
+        opts=k8s,
+    )
+    return SecretEnv(secret_name, tuple(sorted(values)))
 
 
 def slot_services(
