@@ -448,6 +448,8 @@ CURRENT_MAJORS = {
     "actions/setup-python": 7,
     "actions/upload-artifact": 7,
     "actions/download-artifact": 8,
+    "actions/attest": 4,
+    "anchore/sbom-action": 0,
     "astral-sh/setup-uv": 10,
     "aws-actions/configure-aws-credentials": 6,
     "azure/use-kubelogin": 1,
@@ -458,6 +460,7 @@ CURRENT_MAJORS = {
     "google-github-actions/auth": 3,
     "pulumi/actions": 7,
     "pulumi/auth-actions": 2,
+    "sigstore/cosign-installer": 4,
 }
 
 
@@ -486,7 +489,7 @@ def test_the_cli_version_comes_from_the_pin_file() -> None:
     version = (ROOT / ".pulumi-version").read_text().strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     pulumi = [step for _, _, step in all_steps() if action(step) == "pulumi/actions"]
-    assert len(pulumi) == 4  # CLI install for the analysis, PR preview, prod plan, up
+    assert len(pulumi) == 5  # CLI install for the analysis, PR preview, prod plan, up, pack publish
     for step in pulumi:
         assert step["with"].get("pulumi-version-file") == ".pulumi-version", step
         assert "pulumi-version" not in step["with"]
