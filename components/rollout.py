@@ -130,6 +130,14 @@ class PauseSettings(Model):
         return value
 
 
+def seconds(duration: str) -> int:
+    """A checked duration ("30s", "10m", "1h") in seconds: what a driver waits and measures by."""
+    found = _DURATION_RE.match(duration)
+    if found is None:
+        raise ValueError(f"{duration!r} is not a duration like 30s, 10m or 1h")
+    return int(found.group(1)) * {"s": 1, "m": 60, "h": 3600}[found.group(2)]
+
+
 class StepSettings(Model):
     """An Argo-style canary step for a driver (a person or a pipeline) to walk: `{setWeight: 20}`, or
     `{pause: {duration: 10m}}` / `{pause: {}}` (until promoted)."""
@@ -142,6 +150,200 @@ class StepSettings(Model):
         if (self.set_weight is None) == (self.pause is None):
             raise ValueError("a step is either {setWeight: N} or {pause: {...}}")
         return self
+
+
+# -- analysis: what a driver measures while the canary takes traffic ---------------------------------
+#
+# Argo Rollouts' AnalysisTemplate vocabulary (argoproj/argo-rollouts docs/features/analysis.md and
+# pkg/apis/rollouts/v1alpha1/analysis_types.go: `interval`, `count`, `failureLimit`,
+# `inconclusiveLimit`, `consecutiveErrorLimit`, `metrics[].name`, `provider.prometheus.{address,
+# query}`), but typed: a metric says what it measures and its threshold, not an expression string,
+# so the stack file is checked before anything runs and every platform can be asked the same question.
+
+_METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+# What a Prometheus query may name, filled in by the driver (the slot under test and the window).
+PROMETHEUS_PLACEHOLDERS = ("{{service}}", "{{version}}", "{{interval}}")
+_PLACEHOLDER_RE = re.compile(r"\{\{[^}]*\}\}")
+_METRIC_KINDS = ("errorRate", "successRate", "latencyP99", "prometheus")
+
+
+class MaxRatio(Model):
+    """A share of requests that must stay at or below `max` (errorRate: 0.01 is 1%)."""
+
+    max: float = Field(ge=0, le=1)
+
+
+class MinRatio(Model):
+    """A share of requests that must stay at or above `min` (successRate: 0.99 is 99%).
+
+    errorRate counts 5xx responses; successRate counts 2xx and 3xx, so a release that breaks its
+    routes (404s) or its input handling (400s) fails it too."""
+
+    min: float = Field(ge=0, le=1)
+
+
+class LatencyThreshold(Model):
+    """The 99th percentile of response time, in milliseconds, that must stay at or below `maxMs`."""
+
+    max_ms: float = Field(ge=1, le=600_000)
+
+
+class PrometheusMetric(Model):
+    """A PromQL query that returns one number (an instant vector of one sample, or a scalar), and the
+    bound it must keep. The query may name {{service}}, {{version}} (the release under test) and
+    {{interval}} (the window, e.g. 1m, for `rate(...[{{interval}}])`)."""
+
+    address: str
+    query: str
+    max: float | None = None
+    min: float | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(
+                "must be the Prometheus server's http(s) URL, e.g. http://prometheus.monitoring:9090"
+            )
+        return value.rstrip("/")
+
+    @field_validator("query")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        unknown = [p for p in _PLACEHOLDER_RE.findall(value) if p not in PROMETHEUS_PLACEHOLDERS]
+        if unknown:
+            raise ValueError(
+                f"names {unknown[0]}, which nothing fills in; a query may name "
+                f"{', '.join(PROMETHEUS_PLACEHOLDERS)}"
+            )
+        if not value.strip():
+            raise ValueError("is empty; write the PromQL query that returns one number")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PrometheusMetric:
+        if self.max is None and self.min is None:
+            raise ValueError("needs max or min (or both): the bound the query's value must keep")
+        return self
+
+
+class MetricSettings(Model):
+    """One thing to measure on the release under test, with its threshold: exactly one of
+    `errorRate: {max}`, `successRate: {min}`, `latencyP99: {maxMs}`, `prometheus: {...}`. The first
+    three are read from each target's own metrics (delivery/metrics.py)."""
+
+    name: str
+    error_rate: MaxRatio | None = None
+    success_rate: MinRatio | None = None
+    latency_p99: LatencyThreshold | None = None
+    prometheus: PrometheusMetric | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _metric_name(cls, value: str) -> str:
+        if not _METRIC_NAME_RE.match(value):
+            raise ValueError(
+                "must be a metric name: a lowercase letter, then up to 31 lowercase letters, digits or '-'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> MetricSettings:
+        set_ = [kind for kind in _METRIC_KINDS if getattr(self, to_snake(kind)) is not None]
+        if len(set_) != 1:
+            given = f" (this one sets {' and '.join(set_)})" if set_ else ""
+            raise ValueError(
+                f"a metric measures one thing{given}: set one of errorRate: {{max: 0.01}}, "
+                "successRate: {min: 0.99}, latencyP99: {maxMs: 500} or prometheus: {address, query, max}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """errorRate, successRate, latencyP99 or prometheus."""
+        return next(kind for kind in _METRIC_KINDS if getattr(self, to_snake(kind)) is not None)
+
+    def verdict(self, value: float) -> bool:
+        """Whether a measured value keeps the threshold."""
+        if self.error_rate is not None:
+            return value <= self.error_rate.max
+        if self.success_rate is not None:
+            return value >= self.success_rate.min
+        if self.latency_p99 is not None:
+            return value <= self.latency_p99.max_ms
+        assert self.prometheus is not None
+        low, high = self.prometheus.min, self.prometheus.max
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    @property
+    def threshold(self) -> str:
+        """The threshold as a person reads it (`<= 1%`, `<= 500 ms`)."""
+        if self.error_rate is not None:
+            return f"<= {self.error_rate.max:.2%}"
+        if self.success_rate is not None:
+            return f">= {self.success_rate.min:.2%}"
+        if self.latency_p99 is not None:
+            return f"<= {self.latency_p99.max_ms:g} ms"
+        assert self.prometheus is not None
+        low, high = self.prometheus.min, self.prometheus.max
+        return " and ".join(
+            part
+            for part in (f">= {low:g}" if low is not None else "", f"<= {high:g}" if high is not None else "")
+            if part
+        )
+
+
+class AnalysisSettings(Model):
+    """How the release under test is judged while it takes traffic (Argo's background analysis).
+
+    A canary is measured every `interval` during its timed pauses (`pause: {duration}`), over the
+    last `interval`; a blue-green service right after the switch, `count` times. Each metric is
+    measured on each target the service runs on, and each (metric, target) keeps its own counts, as
+    each of an Argo AnalysisRun's metrics does: more than `failureLimit` failed measurements, or
+    more than `consecutiveErrorLimit` reads in a row that error, and the release is rolled back;
+    more than `inconclusiveLimit` measurements without enough data to judge (no requests in the
+    window) and the rollout stops for a person, as an inconclusive AnalysisRun pauses a Rollout.
+    With `count`, at most that many measurements are made; the later pauses only wait."""
+
+    interval: str = "1m"
+    count: int | None = Field(default=None, ge=1, le=10_000)
+    failure_limit: int = Field(default=0, ge=0, le=10_000)
+    inconclusive_limit: int = Field(default=0, ge=0, le=10_000)
+    consecutive_error_limit: int = Field(default=4, ge=0, le=10_000)
+    metrics: tuple[MetricSettings, ...]
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not _DURATION_RE.match(value) or seconds(value) == 0:
+            raise ValueError("must be a duration like 30s, 1m or 5m")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _some(cls, value: tuple[MetricSettings, ...]) -> tuple[MetricSettings, ...]:
+        # Not `min_length`: pydantic would also report it when a listed metric is invalid.
+        if not value:
+            raise ValueError("needs at least one metric, e.g. - {name: errors, errorRate: {max: 0.01}}")
+        return value
+
+    @property
+    def interval_seconds(self) -> int:
+        return seconds(self.interval)
+
+
+def _check_analysis(analysis: AnalysisSettings | None) -> None:
+    """What one metric cannot see: two metrics of the same name (their counts would mix)."""
+    if analysis is None:
+        return
+    seen: dict[str, int] = {}
+    for i, metric in enumerate(analysis.metrics):
+        if metric.name in seen:
+            raise RolloutError(
+                f"analysis.metrics[{i}].name",
+                f"{metric.name!r} is also metrics[{seen[metric.name]}]'s name; give each metric its own",
+            )
+        seen[metric.name] = i
 
 
 def _refuse(data: Any, keys: Mapping[str, tuple[str, str]]) -> None:
@@ -249,6 +451,10 @@ class BlueGreenRollout(_TwoSlots):
     strategy: Literal["blue-green"] = "blue-green"
     active_slot: str
     slots: dict[str, SlotSettings] = Field(default_factory=dict)
+    # Measured on the newly active slot right after the switch, `count` times (Argo's
+    # postPromotionAnalysis): the idle slot takes no user traffic, so request metrics could say
+    # nothing about it before. A failure switches back.
+    analysis: AnalysisSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -280,6 +486,13 @@ class BlueGreenRollout(_TwoSlots):
             raise RolloutError(
                 "activeSlot",
                 f"slot {self.active_slot!r} is not defined under slots; define it or switch back",
+            )
+        _check_analysis(self.analysis)
+        if self.analysis is not None and self.analysis.count is None:
+            raise RolloutError(
+                "analysis.count",
+                "is required for blue-green: how many intervals the new active slot is measured after "
+                "the switch, e.g. count: 5",
             )
         return self
 
@@ -341,6 +554,8 @@ class CanaryRollout(_TwoSlots):
     strategy: Literal["canary"] = "canary"
     slots: dict[str, CanarySlotSettings] = Field(default_factory=dict)
     steps: tuple[StepSettings, ...] = ()
+    # Measured on the canary during the timed pauses of the steps; a failure rolls it back.
+    analysis: AnalysisSettings | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -379,6 +594,7 @@ class CanaryRollout(_TwoSlots):
                 "(to promote, set slots.stable.version and remove slots.canary)",
             )
         self._check_steps()
+        _check_analysis(self.analysis)
         return self
 
     def _check_steps(self) -> None:

@@ -60,7 +60,7 @@ from ruamel.yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, Seq
 
 from components.rollout import BlueGreenRollout, RolloutError, RolloutSettings, parse_rollout
 from preflight.diff import classify  # the one routing-vs-workload classification
-from preflight.engine import plan_diff, run_program
+from preflight.engine import ProgramRun, plan_diff, run_program
 from preflight.stackconfig import StackConfigError, load_stack_config
 
 NAMESPACE = "pouw-cicd"
@@ -744,21 +744,68 @@ def main(argv: list[str], project_dir: Path) -> int:
         return 2
 
 
+class ProgramRunError(Exception):
+    """One of the two configs a step compares does not run; `label` says which (current, edited)."""
+
+    def __init__(self, label: str, error_text: str) -> None:
+        super().__init__(f"the {label} config does not run:\n{error_text}")
+        self.label = label
+
+
+@dataclass(frozen=True)
+class StepChanges:
+    """What a step changes, from two program runs under mocks: routing lines, workload lines (the
+    plan diff's classification, preflight/diff.py), and the URNs of the routing resources, which is
+    exactly what a `pulumi up --target` of the step must update. `after` is the edited run."""
+
+    routing: tuple[str, ...]
+    workloads: tuple[str, ...]
+    routing_urns: tuple[str, ...]
+    after: ProgramRun
+
+    @property
+    def restarts(self) -> bool:
+        """Whether the step starts new pods, tasks, revisions or containers (or removes or adds one)."""
+        return bool(self.workloads)
+
+
+def compare(project_dir: Path, stack: str, old_text: str, new_text: str) -> StepChanges:
+    """The plan comparison of a step: the program run with the old and the new stack file text.
+
+    The one comparison the helper prints and the rollout driver (delivery/driver.py) checks before
+    it applies anything. Raises ProgramRunError when either config does not run, and
+    StackConfigError when either text is not a stack file."""
+    before = run_program(project_dir, load_stack_config(project_dir, stack, text=old_text))
+    after = run_program(project_dir, load_stack_config(project_dir, stack, text=new_text))
+    for run, label in ((before, "current"), (after, "edited")):
+        if run.error is not None:
+            raise ProgramRunError(label, run.error_text)
+    change = plan_diff(before, after)
+    routing, workloads = classify(change)
+    routed = {(type_, name) for type_, name in change.changed if _listed(routing, type_, name)}
+    urns = tuple(sorted(r.urn for r in after.resources if (r.type, r.name) in routed))
+    return StepChanges(tuple(routing), tuple(workloads), urns, after)
+
+
+def _listed(lines: list[str], type_: str, name: str) -> bool:
+    """Whether `classify` put the resource among these lines (`type name (fields)`)."""
+    return any(line.startswith(f"{type_} {name} (") for line in lines)
+
+
 def _step(args: argparse.Namespace, project_dir: Path, path: Path) -> int:
     """Read, edit, show, and (unless --dry-run) write: under the caller's lock."""
     old_text, digest = read_stack_file(path)
     new_text = edit(old_text, args.service, args.action, args.weight, source=str(path))
-    before = run_program(project_dir, load_stack_config(project_dir, args.stack, text=old_text))
-    after = run_program(project_dir, load_stack_config(project_dir, args.stack, text=new_text))
-    for run, label in ((before, "current"), (after, "edited")):
-        if run.error is not None:
-            print(f"error: the {label} config does not run:\n{run.error_text}")
-            return 2
+    try:
+        changes = compare(project_dir, args.stack, old_text, new_text)
+    except ProgramRunError as err:
+        print(f"error: {err}")
+        return 2
     diff = difflib.unified_diff(
         old_text.splitlines(), new_text.splitlines(), str(path), str(path), lineterm=""
     )
     print("\n".join(diff))
-    routing, workloads = classify(plan_diff(before, after))
+    routing, workloads = changes.routing, changes.workloads
     print(f"routing changes ({len(routing)}):")
     print("".join(f"  ~ {line}\n" for line in routing) or "  none\n", end="")
     print(f"workload changes ({len(workloads)}):")

@@ -489,7 +489,9 @@ def test_the_cli_version_comes_from_the_pin_file() -> None:
     version = (ROOT / ".pulumi-version").read_text().strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
     pulumi = [step for _, _, step in all_steps() if action(step) == "pulumi/actions"]
-    assert len(pulumi) == 5  # CLI install for the analysis, PR preview, prod plan, up, pack publish
+    # CLI install for the analysis, PR preview, prod plan, up, pack publish, and the rollout driver's
+    # two jobs (drive, approve)
+    assert len(pulumi) == 7
     for step in pulumi:
         assert step["with"].get("pulumi-version-file") == ".pulumi-version", step
         assert "pulumi-version" not in step["with"]
@@ -572,7 +574,7 @@ def test_credentials_outlive_the_job() -> None:
                 assert job["permissions"]["id-token"] == "write"
     text = "".join(p.read_text() for p in WORKFLOWS.glob("*.yml"))
     assert "azure/login" not in text.lower()  # no CLI token that can expire mid-update
-    assert text.count("ARM_USE_OIDC=true") == 3  # plan, up, preview
+    assert text.count("ARM_USE_OIDC=true") == 5  # plan, up, preview, the rollout driver's drive and approve
 
 
 def test_role_sessions_match_the_pipelines(stack_runs: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from components.rollout import (
     RolloutSettings,
     parse_rollout,
     scaled,
+    seconds,
 )
 
 versions = st.from_regex(r"[0-9]\.[0-9]{1,2}\.[0-9]{1,2}", fullmatch=True)
@@ -391,3 +392,65 @@ def test_blue_green_has_no_weights_and_needs_a_slot_to_switch_to() -> None:
     same = blue_green("blue", green="1.0.0")
     with pytest.raises(RolloutError, match=r"no slot to roll back to: every slot runs 1.0.0"):
         same.rollback("1.0.0")
+
+
+# --- Analysis: typed metrics with Argo's limits, checked with the rest of the block. ---
+
+ANALYSIS: dict[str, Any] = {
+    "interval": "2m",
+    "failureLimit": 1,
+    "metrics": [
+        {"name": "errors", "errorRate": {"max": 0.01}},
+        {"name": "latency", "latencyP99": {"maxMs": 500}},
+        {"name": "success", "successRate": {"min": 0.99}},
+        {
+            "name": "queue",
+            "prometheus": {"address": "http://prom:9090/", "query": "max(q)", "min": 1, "max": 9},
+        },
+    ],
+}
+
+
+def test_analysis_metrics_judge_their_thresholds() -> None:
+    model = parse_rollout({**canary_block(90, 10), "analysis": ANALYSIS})
+    assert isinstance(model, CanaryRollout) and model.analysis is not None
+    errors, latency, success, queue = model.analysis.metrics
+    assert (errors.verdict(0.01), errors.verdict(0.0101)) == (True, False)
+    assert (latency.verdict(500), latency.verdict(501)) == (True, False)
+    assert (success.verdict(0.99), success.verdict(0.98)) == (True, False)
+    assert (queue.verdict(1), queue.verdict(9), queue.verdict(0.5), queue.verdict(10)) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    assert [m.threshold for m in model.analysis.metrics] == [
+        "<= 1.00%",
+        "<= 500 ms",
+        ">= 99.00%",
+        ">= 1 and <= 9",
+    ]
+    assert model.analysis.interval_seconds == 120
+    assert queue.prometheus is not None and queue.prometheus.address == "http://prom:9090"
+    assert revalidated(model.set_weight(50)).analysis == model.analysis  # a step keeps the block
+
+
+def test_a_blue_green_analysis_counts_its_measurements() -> None:
+    block = {"strategy": "blue-green", "activeSlot": "blue", "slots": {"blue": {"version": "1.0.0"}}}
+    assert refusal({**block, "analysis": ANALYSIS}).path == "analysis.count"
+    model = parse_rollout({**block, "analysis": {**ANALYSIS, "count": 5}})
+    assert isinstance(model, BlueGreenRollout) and model.analysis is not None and model.analysis.count == 5
+
+
+def test_metric_names_are_unique() -> None:
+    twice = {**ANALYSIS, "metrics": [ANALYSIS["metrics"][0], ANALYSIS["metrics"][0]]}
+    err = refusal({**canary_block(90, 10), "analysis": twice})
+    assert (err.path, str(err)) == (
+        "analysis.metrics[1].name",
+        "'errors' is also metrics[0]'s name; give each metric its own",
+    )
+
+
+@pytest.mark.parametrize("duration", ["30s", "10m", "2h"])
+def test_durations_are_seconds(duration: str) -> None:
+    assert seconds(duration) == int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]

@@ -124,3 +124,18 @@ def test_cli_reports_workload_changes_on_promotion(
     assert "kubernetes:apps/v1:Deployment web-eks-canary ((removed))" in out
     assert "kubernetes:apps/v1:Deployment web-eks-stable (metadata, spec)" in out  # stable moves to 1.4.2
     assert (project / "Pulumi.prod.yaml").read_text() == before  # --dry-run wrote nothing
+
+
+def test_the_comparison_names_the_routing_resources_a_step_must_update(tmp_path: Path) -> None:
+    """`compare` is what the helper prints and what the rollout driver targets its `pulumi up` at."""
+    project = project_copy(tmp_path, "prod", stack_file("prod")["config"])
+    old = (ROOT / "Pulumi.prod.yaml").read_text()
+    changes = rollout.compare(project, "prod", old, edit(old, "web", "set-weight", 50))
+    assert not changes.restarts and len(changes.routing) == len(changes.routing_urns) == 7
+    names = {urn.rsplit("::", 1)[-1] for urn in changes.routing_urns}
+    assert {"web-eks-ingress", "web-cloudrun", "web-gke-route"} <= names
+    assert all(urn.startswith("urn:pulumi:prod::pouw-cicd::") for urn in changes.routing_urns)
+    promoted = rollout.compare(project, "prod", old, edit(old, "web", "promote"))
+    assert promoted.restarts and not set(promoted.routing_urns) & {
+        r.urn for r in promoted.after.resources if r.type == "kubernetes:apps/v1:Deployment"
+    }

@@ -313,7 +313,7 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
         (
             lambda r: r["services"][0]["rollout"].update(stpes=[]),
             "pouw-cicd:services[0].rollout.stpes: unknown key (did you mean steps?); allowed keys here are "
-            "slots, steps, strategy",
+            "analysis, slots, steps, strategy",
         ),
         (
             lambda r: r["services"][0]["rollout"]["slots"]["canary"].update(weight="ten"),
@@ -324,6 +324,122 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
 def test_messages_use_the_users_words(mutate: Any, expected: str) -> None:
     problems = bad(mutate)
     assert expected in problems, problems
+
+
+WEB = "pouw-cicd:services[0].rollout.analysis"
+WORKER = "pouw-cicd:services[1].rollout.analysis"
+
+
+def analysis(**changes: Any) -> dict[str, Any]:
+    """A valid analysis block (Argo's vocabulary, typed metrics), with `changes`."""
+    return {
+        "interval": "1m",
+        "failureLimit": 2,
+        "metrics": [{"name": "errors", "errorRate": {"max": 0.01}}],
+        **changes,
+    }
+
+
+def with_analysis(service: int, **changes: Any) -> Any:
+    return lambda r: r["services"][service]["rollout"].update(analysis=analysis(**changes))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            with_analysis(0, metrics=[]),
+            WEB + ".metrics: needs at least one metric, e.g. - {name: errors, errorRate: {max: 0.01}}",
+        ),
+        (
+            with_analysis(0, metrics=[{"name": "errors", "errorRate": {"max": 1.5}}]),
+            WEB + ".metrics[0].errorRate.max: must be 0..1, got 1.5",
+        ),
+        (
+            with_analysis(
+                0, metrics=[{"name": "errors", "errorRate": {"max": 0.01}, "latencyP99": {"maxMs": 500}}]
+            ),
+            WEB + ".metrics[0]: a metric measures one thing (this one sets "
+            "errorRate and latencyP99): set one of errorRate: {max: 0.01}, successRate: {min: 0.99}, "
+            "latencyP99: {maxMs: 500} or prometheus: {address, query, max}",
+        ),
+        (
+            with_analysis(0, interval="5 minutes"),
+            WEB + ".interval: must be a duration like 30s, 1m or 5m",
+        ),
+        (
+            with_analysis(0, failureLimit=-1),
+            WEB + ".failureLimit: must be 0..10000, got -1",
+        ),
+        (
+            with_analysis(
+                0,
+                metrics=[
+                    {"name": "errors", "errorRate": {"max": 0.01}},
+                    {"name": "errors", "successRate": {"min": 0.9}},
+                ],
+            ),
+            WEB + ".metrics[1].name: 'errors' is also metrics[0]'s name; give each metric its own",
+        ),
+        (
+            lambda r: r["services"][0]["rollout"].update(analysis={**analysis(), "failureLimt": 2}),
+            WEB + ".failureLimt: unknown key (did you mean failureLimit?); allowed keys here are "
+            "consecutiveErrorLimit, count, failureLimit, inconclusiveLimit, interval, metrics",
+        ),
+        (
+            with_analysis(
+                0,
+                metrics=[
+                    {
+                        "name": "p",
+                        "prometheus": {"address": "http://p:9090", "query": "x{{args.s}}", "max": 1},
+                    }
+                ],
+            ),
+            WEB + ".metrics[0].prometheus.query: names {{args.s}}, which nothing "
+            "fills in; a query may name {{service}}, {{version}}, {{interval}}",
+        ),
+        (
+            with_analysis(
+                0, metrics=[{"name": "p", "prometheus": {"address": "http://p:9090", "query": "up"}}]
+            ),
+            WEB + ".metrics[0].prometheus: needs max or min (or both): the bound the query's value must keep",
+        ),
+        (
+            with_analysis(0, metrics=[{"name": "latency", "latencyP99": {"maxMs": "fast"}}]),
+            WEB + ".metrics[0].latencyP99.maxMs: must be a number, got 'fast'",
+        ),
+        (
+            with_analysis(1),  # prod's worker is blue-green: measured after the switch, `count` times
+            WORKER + ".count: is required for blue-green: how many intervals the "
+            "new active slot is measured after the switch, e.g. count: 5",
+        ),
+    ],
+)
+def test_analysis_errors_name_the_key_and_the_fix(mutate: Any, expected: str) -> None:
+    problems = bad(mutate)
+    assert problems == [expected]
+
+
+def test_an_analysis_block_parses() -> None:
+    raw = copy.deepcopy(namespace("prod"))
+    raw["services"][0]["rollout"]["analysis"] = analysis(
+        metrics=[
+            {"name": "errors", "errorRate": {"max": 0.01}},
+            {"name": "latency", "latencyP99": {"maxMs": 500}},
+            {"name": "success", "successRate": {"min": 0.99}},
+        ]
+    )
+    raw["services"][1]["rollout"]["analysis"] = analysis(count=5)
+    parsed = parse(raw, "prod", secret_keys("prod"), others("prod"))
+    web = parsed.services[0].rollout.analysis  # type: ignore[union-attr]
+    assert web is not None and [m.kind for m in web.metrics] == ["errorRate", "latencyP99", "successRate"]
+    assert (web.interval_seconds, web.failure_limit, web.inconclusive_limit, web.consecutive_error_limit) == (
+        60,
+        2,
+        0,
+        4,
+    )  # Argo's defaults: no inconclusive measurement tolerated, 4 errors in a row
 
 
 JARGON = re.compile(
