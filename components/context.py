@@ -30,7 +30,8 @@ from components.registry import (
     ecr_enhanced_scanning,
 )
 from components.rollout import RolloutPlan
-from components.settings import ServiceSettings, Settings
+from components.schema import ServiceSettings
+from components.settings import Settings
 from components.targets.aks import address_of, egress_address
 
 

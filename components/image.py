@@ -11,7 +11,7 @@ import pulumi_docker_build as docker_build
 
 from components.registry import CACHE_TAG, PushTarget
 from components.rollout import RolloutPlan
-from components.settings import ServiceSettings
+from components.schema import ServiceSettings
 
 # BuildKit's Dockerfile frontend: "Opt into deterministic output regardless of multi-platform output
 # or not" (frontend/dockerfile/docs/reference.md). The build is then always an image index, even for

@@ -22,7 +22,7 @@ from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_aws.get_region import get_region_output
 
 from components.iam import document, service_role
-from components.settings import NetworkSettings
+from components.schema import NetworkSettings
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_aws.get_region import get_region_output
 
 from components.iam import document
-from components.settings import (
+from components.schema import (
     AcrNetworkAccess,
     AcrSettings,
     ArtifactRegistrySettings,

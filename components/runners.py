@@ -37,7 +37,7 @@ import pulumi_kubernetes.rbac.v1 as rbac
 
 from components.iam import document, irsa_statement, irsa_trust, pipeline_role_name
 from components.pipeline_policies import deploy_documents, placeholder_account, preview_documents
-from components.settings import (
+from components.schema import (
     ArcSettings,
     CiRunnersSettings,
     JenkinsSettings,

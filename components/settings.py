@@ -20,110 +20,42 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import pulumi
 import pulumi.runtime
 from pulumi.runtime import config as runtime_config
-from pulumi_docker_build import Platform
-from pydantic import (
-    BaseModel,
-    Field,
-    Tag,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, Tag, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-from components.rollout import (
-    WORKLOAD_PATTERN,
-    RollingRollout,
-    RolloutError,
-    RolloutSettings,
-    release_version,
-)
 from components.rollout import Model as _Model
+from components.rollout import RolloutError
+from components.schema import (
+    _HTTPS,
+    _PATTERN_HINTS,
+    ACR_MAX_IP_RULES,
+    AcrNetworkAccess,
+    AzureSettings,
+    CiRunnersSettings,
+    Environment,
+    GcpSettings,
+    NetworkSettings,
+    PipelineIdentitySettings,
+    RegistriesSettings,
+    ServiceSettings,
+)
+from components.targets import TARGETS
+from components.targets.aci import AciSettings
+from components.targets.aks import AksSettings
+from components.targets.cloudrun import CloudRunSettings
+from components.targets.ecs import EcsSettings
+from components.targets.eks import EksSettings
+from components.targets.gke import GkeSettings
 
 NAMESPACE = "pouw-cicd"
 
-Environment = Literal["dev", "staging", "prod"]
-
-_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-_PLATFORMS = frozenset(p.value for p in Platform)
-# regex -> what a matching value looks like, for messages (`_matching` fills it).
-_PATTERN_HINTS: dict[str, str] = {}
-
-
-def _matching(regex: str, hint: str) -> Any:
-    """`Field(pattern=regex)`, whose mismatch is described to the user as `hint`, not as the regex."""
-    _PATTERN_HINTS[regex] = hint
-    return Field(pattern=regex)
-
 
 # What each text pattern means to a person: messages show the hint, never the regex.
-# The rollout models' workload names (components/rollout.py).
-_matching(
-    WORKLOAD_PATTERN,
-    "must be a workload name: a lowercase letter, then up to 19 lowercase letters, digits or '-'",
-)
-_CPU = _matching(r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", "must be a CPU quantity such as 250m or 1")
-_MEMORY = _matching(r"^[0-9]+(Ki|Mi|Gi)$", "must be a memory quantity such as 256Mi or 2Gi")
-_SECRET_ARN = _matching(
-    r"^arn:aws:(secretsmanager|ssm):",
-    "must be a Secrets Manager or SSM parameter ARN (arn:aws:secretsmanager:... or arn:aws:ssm:...)",
-)
-_GCP_SECRET = _matching(
-    r"^[A-Za-z0-9_-]{1,255}:(latest|[0-9]+)$",
-    "must be a Secret Manager secret as <secret-id>:<version>, e.g. db-url:latest",
-)
-_AWS_ACCOUNT = _matching(r"^[0-9]{12}$", "must be a 12-digit AWS account id (quote it)")
-_ACR_NAME = _matching(r"^[a-zA-Z0-9]{5,50}$", "must be 5-50 letters or digits (an ACR name has no '-')")
-_AR_REPOSITORY = _matching(
-    r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$", "must be 3-63 lowercase letters, digits or '-', starting with a letter"
-)
-_KMS_KEY = _matching(
-    r"^projects/.+/cryptoKeys/.+$",
-    "must be a KMS key name: projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>",
-)
-_GITHUB_OWNER = _matching(
-    r"^[a-z0-9](?:[a-z0-9-]{0,38})$", "must be a GitHub user or organisation in lowercase, e.g. pouw"
-)
-_VPC_CIDR = _matching(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}/16$", "must be an IPv4 /16 range such as 10.40.0.0/16")
-_KUBERNETES_VERSION = _matching(
-    r"^1\.[0-9]{2}$", 'must be a Kubernetes minor version such as "1.33" (quoted)'
-)
-_CIDR = _matching(r"^[0-9.]+/[0-9]{1,2}$", "must be an IPv4 range such as 203.0.113.0/24")
-_ACM_ARN = _matching(r"^arn:aws:acm:", "must be an ACM certificate ARN (arn:aws:acm:...)")
-_SUBNET_ID = _matching(
-    r"^/subscriptions/.+/subnets/.+$", "must be a subnet resource id (/subscriptions/.../subnets/...)"
-)
-_SCALE_SET_NAME = _matching(
-    r"^[a-z0-9][a-z0-9-]{0,44}$", "must be up to 45 lowercase letters, digits or '-', not starting with '-'"
-)
-_CHART_VERSION = _matching(r"^[0-9]+\.[0-9]+\.[0-9]+$", "must be a chart version such as 0.12.1")
-_GITHUB_CONFIG_URL = _matching(
-    r"^https://github\.com/[A-Za-z0-9-]+(/[A-Za-z0-9._-]+)?$",
-    "must be https://github.com/<org> or https://github.com/<org>/<repo>",
-)
-_OIDC_PROVIDER_ARN = _matching(
-    r"^arn:aws:iam::[0-9]{12}:oidc-provider/",
-    "must be an IAM OIDC provider ARN (arn:aws:iam::<account>:oidc-provider/...)",
-)
-_HTTPS = _matching(r"^https://", "must be an https:// URL")
-_REPOSITORY = _matching(
-    r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$",
-    "must be <owner>/<repo> on GitHub, e.g. pouw/pouw-cicd",
-)
-_RESOURCE_GROUP = _matching(
-    r"^[-\w.()]{1,89}[-\w()]$",
-    "must be an Azure resource group name: up to 90 letters, digits, '-', '_', '.', '(' or ')', "
-    "not ending in '.'",
-)
-_GCP_PROJECT = _matching(
-    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
-    "must be a GCP project id: 6-30 lowercase letters, digits or '-', starting with a letter",
-)
 
 
 class SettingsError(pulumi.RunError):
@@ -136,570 +68,8 @@ class SettingsError(pulumi.RunError):
         super().__init__(f"invalid stack config ({len(problems)} {noun}):\n{body}")
 
 
-class BuildSettings(_Model):
-    """How a service's image is built (BuildKit through pulumi-docker-build)."""
-
-    context: str = "app"
-    dockerfile: str = "app/Dockerfile"
-    target: str = "runtime"
-    platforms: tuple[str, ...] = ("linux/amd64",)
-    args: dict[str, str] = Field(default_factory=dict)
-    # BuildKit secret id -> config key (in this namespace) that holds the secret value.
-    secrets: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("platforms")
-    @classmethod
-    def _known_platforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("needs at least one platform, e.g. [linux/amd64]")
-        for platform in value:
-            if platform not in _PLATFORMS:
-                raise ValueError(
-                    f"unknown platform {platform!r}; use one of linux/amd64, linux/arm64 "
-                    "(any BuildKit os/arch pair is accepted)"
-                )
-        if len(set(value)) != len(value):
-            raise ValueError("lists a platform twice; remove the duplicate")
-        return value
-
-
-Target = Literal["eks", "ecs", "aci", "cloudrun", "gke", "aks"]
-# Which registry each target pulls from.
-TARGET_REGISTRY: dict[str, str] = {
-    "eks": "ecr",
-    "ecs": "ecr",
-    "aci": "acr",
-    "cloudrun": "artifactRegistry",
-    "gke": "artifactRegistry",
-    "aks": "acr",
-}
-
-
-class ReplicaSettings(_Model):
-    min: Annotated[int, Field(ge=1, le=100)] = 2
-    max: Annotated[int, Field(ge=1, le=100)] = 4
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ReplicaSettings:
-        if self.max < self.min:
-            raise ValueError(f"max ({self.max}) is below min ({self.min}); raise max or lower min")
-        return self
-
-
-class ResourceSettings(_Model):
-    """Container requests and limits (Kubernetes quantities)."""
-
-    cpu: Annotated[str, _CPU] = "250m"
-    memory: Annotated[str, _MEMORY] = "256Mi"
-    cpu_limit: Annotated[str, _CPU] = "500m"
-    memory_limit: Annotated[str, _MEMORY] = "256Mi"
-
-
-_FARGATE_MEMORY = {
-    256: (512, 2048),
-    512: (1024, 4096),
-    1024: (2048, 8192),
-    2048: (4096, 16384),
-    4096: (8192, 30720),
-}
-
-
-class FargateSettings(_Model):
-    """Task size on ECS Fargate (CPU units and MiB; Fargate allows set combinations only)."""
-
-    cpu: Literal[256, 512, 1024, 2048, 4096] = 256
-    memory: int = 512
-
-    @model_validator(mode="after")
-    def _valid_combination(self) -> FargateSettings:
-        lo, hi = _FARGATE_MEMORY[self.cpu]
-        if not lo <= self.memory <= hi or (self.memory % 1024 and self.memory != 512):
-            raise ValueError(
-                f"memory {self.memory} is not valid with cpu {self.cpu}; Fargate takes {lo}..{hi} MiB "
-                "(512 or whole GiB)"
-            )
-        return self
-
-
-class ServiceSettings(_Model):
-    """One containerised service: what to build and how it answers health checks."""
-
-    name: str
-    version: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    health_path: str = "/health"
-    build: BuildSettings = Field(default_factory=BuildSettings)
-    targets: tuple[Target, ...] = ()
-    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
-    resources: ResourceSettings = Field(default_factory=ResourceSettings)
-    rollout: RolloutSettings = Field(default_factory=RollingRollout)
-    fargate: FargateSettings = Field(default_factory=FargateSettings)
-    # Plain runtime configuration; never secrets (a policy checks the names).
-    environment: dict[str, str] = Field(default_factory=dict)
-    # Runtime secrets: variable name -> Secrets Manager or SSM parameter ARN, injected by the platform.
-    runtime_secrets: dict[str, Annotated[str, _SECRET_ARN]] = Field(default_factory=dict)
-    # Cloud Run: variable name -> Secret Manager secret as "secret-id:version".
-    gcp_secrets: dict[str, Annotated[str, _GCP_SECRET]] = Field(default_factory=dict)
-    # ACI and AKS: variable name -> secure config key (in this namespace): a secure environment value on
-    # ACI, a Kubernetes Secret the pods read by reference on AKS.
-    azure_secure_environment: dict[str, str] = Field(default_factory=dict)
-    # The container's own health check; default: Python's urllib against healthPath (the sample app).
-    health_command: tuple[str, ...] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(
-                "must be a DNS label: 2-40 lowercase letters, digits or '-', starting with a letter"
-            )
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _release_version(cls, value: str) -> str:
-        return release_version(value)
-
-    @field_validator("health_path")
-    @classmethod
-    def _absolute_path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must be an absolute HTTP path such as /health")
-        return value
-
-
-class EcrSettings(_Model):
-    """Hardening knobs for the per-service ECR repositories."""
-
-    scan_on_push: bool = True
-    # Account-wide Amazon Inspector scanning (continuous, OS and language packages).
-    enhanced_scanning: bool = False
-    customer_managed_key: bool = False
-    keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
-    expire_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
-    # Other AWS accounts whose workloads may pull (read-only repository policy).
-    pull_accounts: tuple[Annotated[str, _AWS_ACCOUNT], ...] = ()
-
-
-# Who may reach an ACR's public endpoint (every caller still needs an Entra ID token; no anonymous pull).
-#   public: any network (dev's default).
-#   selectedNetworks (the default outside dev): only this stack's NAT egress addresses (the in-network CI
-#     runners that build and push) and `allowedCidrs`; ACI pulls with its managed identity as a trusted
-#     Azure service.
-#   privateEndpoints: public access Disabled; every push and pull goes over private endpoints that are
-#     managed outside this stack (this stack creates none, and none reaches its AWS VPC).
-# Both restricted modes are Premium features.
-AcrNetworkAccess = Literal["public", "selectedNetworks", "privateEndpoints"]
-# ACR takes at most 100 IP rules; up to 3 are the stack's NAT gateways (natGateways: perAz).
-ACR_MAX_IP_RULES = 100
-_MAX_NAT_GATEWAYS = 3
-
-
-class AcrSettings(_Model):
-    """One Azure Container Registry per environment; each service is a repository in it."""
-
-    name: Annotated[str, _ACR_NAME]
-    sku: Literal["Basic", "Standard", "Premium"] = "Standard"
-    network_access: AcrNetworkAccess | None = None
-    # selectedNetworks only: more IPv4 ranges that may push and pull, e.g. the VPN that runs `pulumi up`
-    # by hand; the stack's own NAT egress addresses are always allowed.
-    allowed_cidrs: Annotated[
-        tuple[Annotated[str, _CIDR], ...], Field(max_length=ACR_MAX_IP_RULES - _MAX_NAT_GATEWAYS)
-    ] = ()
-    # Premium only: purge untagged manifests after this many days.
-    untagged_retention_days: Annotated[int, Field(ge=0, le=365)] | None = None
-    # Premium only: zoneRedundancy Enabled. Unset: on for a Premium registry in prod (protected).
-    zone_redundant: bool | None = None
-
-    @model_validator(mode="after")
-    def _zones_need_premium(self) -> AcrSettings:
-        if self.zone_redundant and self.sku != "Premium":
-            raise ValueError("zoneRedundant needs sku: Premium (a Premium feature); remove it or set Premium")
-        return self
-
-    @model_validator(mode="after")
-    def _retention_needs_premium(self) -> AcrSettings:
-        if self.untagged_retention_days is not None and self.sku != "Premium":
-            raise ValueError(
-                "untaggedRetentionDays needs sku: Premium (ACR retention policies are a Premium feature); "
-                "remove it or set sku: Premium"
-            )
-        return self
-
-
-class ArtifactRegistrySettings(_Model):
-    """One Google Artifact Registry Docker repository per environment."""
-
-    repository: Annotated[str, _AR_REPOSITORY] = "containers"
-    keep_tagged_images: Annotated[int, Field(ge=1, le=1000)] = 30
-    delete_untagged_after_days: Annotated[int, Field(ge=1, le=365)] = 7
-    kms_key_name: Annotated[str, _KMS_KEY] | None = None
-
-
-class GhcrSettings(_Model):
-    """GitHub Container Registry: nothing to create; a token with write:packages pushes."""
-
-    owner: Annotated[str, _GITHUB_OWNER]
-    username: str
-    # Config key (in this namespace) of the secret token, e.g. ghcrToken.
-    token_key: str
-
-
-class RegistriesSettings(_Model):
-    """Which registries this environment pushes to; every service goes to each one present."""
-
-    ecr: EcrSettings | None = Field(default_factory=EcrSettings)
-    acr: AcrSettings | None = None
-    artifact_registry: ArtifactRegistrySettings | None = None
-    ghcr: GhcrSettings | None = None
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> RegistriesSettings:
-        if not any((self.ecr, self.acr, self.artifact_registry, self.ghcr)):
-            raise ValueError("names no registry; configure at least one of ecr, acr, artifactRegistry, ghcr")
-        return self
-
-
-class NetworkSettings(_Model):
-    """The AWS VPC that EKS and ECS run in."""
-
-    cidr: Annotated[str, _VPC_CIDR] = "10.40.0.0/16"
-    availability_zones: Annotated[tuple[str, ...], Field(min_length=2, max_length=3)]
-    # none: private subnets have no internet egress; single: one NAT; perAz: one NAT per zone (HA).
-    nat_gateways: Literal["none", "single", "perAz"] = "single"
-    # How long VPC flow logs are kept. Unset: 365 days in prod (the network is protected), 30 elsewhere.
-    flow_log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] | None = None
-
-
-class NodeGroupSettings(_Model):
-    instance_types: Annotated[tuple[str, ...], Field(min_length=1)] = ("m7i.large",)
-    min_size: Annotated[int, Field(ge=1, le=100)] = 2
-    max_size: Annotated[int, Field(ge=1, le=100)] = 4
-    desired_size: Annotated[int, Field(ge=1, le=100)] = 2
-    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
-
-    @model_validator(mode="after")
-    def _ordered(self) -> NodeGroupSettings:
-        if not self.min_size <= self.desired_size <= self.max_size:
-            raise ValueError(
-                f"needs minSize <= desiredSize <= maxSize, got {self.min_size}/{self.desired_size}/"
-                f"{self.max_size}"
-            )
-        return self
-
-
-class EksSettings(_Model):
-    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
-    # Public API endpoint: on outside prod unless set; in prod private unless set true.
-    endpoint_public_access: bool | None = None
-    public_access_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
-    nodes: NodeGroupSettings = Field(default_factory=NodeGroupSettings)
-    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
-    load_balancer_controller_version: str = "1.13.4"
-    # ACM certificate for the HTTPS listener of service ingresses; HTTP only when unset (dev).
-    certificate_arn: Annotated[str, _ACM_ARN] | None = None
-    internal: bool = False
-    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on the ingresses' ALBs. Unset: on in prod.
-    waf: bool | None = None
-    # Requests per client IP in any 5 minutes before the web ACL blocks it.
-    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
-
-
-class EcsNativeSettings(_Model):
-    """Let ECS shift traffic itself (ECS-native blue/green, canary or linear) instead of the IaC split."""
-
-    strategy: Literal["BLUE_GREEN", "CANARY", "LINEAR"]
-    bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 10
-    canary_percent: Annotated[float, Field(ge=0.1, le=100)] = 10.0
-    canary_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
-    step_percent: Annotated[float, Field(ge=3, le=100)] = 10.0
-    step_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
-
-
-class EcsSettings(_Model):
-    # ACM certificate for the HTTPS listener; without one (dev) the ALB serves plain HTTP.
-    certificate_arn: Annotated[str, _ACM_ARN] | None = None
-    internal: bool = False
-    test_listener_port: Annotated[int, Field(ge=1024, le=65535)] = 8443
-    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
-    access_log_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
-    native: EcsNativeSettings | None = None
-    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on each service's ALB. Unset: on in prod.
-    waf: bool | None = None
-    # Requests per client IP in any 5 minutes before the web ACL blocks it.
-    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
-    # Tasks reach the internet on 443 only (AWS APIs, ECR, Secrets Manager, CloudWatch Logs, through the
-    # NAT); more TCP ports they may open inside the VPC, e.g. [5432] for a database in the private subnets.
-    task_egress_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
-
-
-class CloudRunSettings(_Model):
-    # Unset: all outside prod; internal-and-cloud-load-balancing in prod.
-    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
-    # Members granted roles/run.invoker, e.g. group:devs@example.com; allUsers only with allowPublic.
-    invokers: tuple[str, ...] = ()
-    allow_public: bool = False
-
-
-class AciSettings(_Model):
-    front_door_sku: Literal["Standard_AzureFrontDoor", "Premium_AzureFrontDoor"] = "Standard_AzureFrontDoor"
-    # Front Door only weights origins within this latency band of the fastest one: keep it wide so the
-    # rollout's weights, not probe latency, decide the split.
-    additional_latency_ms: Annotated[int, Field(ge=0, le=1000)] = 1000
-    # A delegated subnet: container groups get private IPs (Front Door Premium + Private Link in front).
-    subnet_id: Annotated[str, _SUBNET_ID] | None = None
-
-
-_GKE_MACHINE_TYPE = _matching(
-    r"^[a-z][a-z0-9]*-[a-z0-9-]+$", "must be a Compute Engine machine type such as e2-standard-4"
-)
-
-
-class GkeNodePoolSettings(_Model):
-    """The GKE node pool: per zone of the regional cluster (three zones)."""
-
-    machine_type: Annotated[str, _GKE_MACHINE_TYPE] = "e2-standard-4"
-    min_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 1
-    max_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 3
-    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
-
-    @model_validator(mode="after")
-    def _ordered(self) -> GkeNodePoolSettings:
-        if self.max_nodes_per_zone < self.min_nodes_per_zone:
-            raise ValueError(
-                f"maxNodesPerZone ({self.max_nodes_per_zone}) is below minNodesPerZone "
-                f"({self.min_nodes_per_zone}); raise maxNodesPerZone"
-            )
-        return self
-
-
-class GkeSettings(_Model):
-    """A private, regional GKE cluster per environment (components/targets/gke.py).
-
-    Nodes are always private. The control plane's public endpoint admits only this stack's AWS NAT
-    egress (the in-network CI runners) and `authorizedCidrs`; `privateEndpoint: true` turns it off
-    (then only callers inside the GKE VPC reach the API: the AWS runners cannot)."""
-
-    # Unset: STABLE in prod, REGULAR elsewhere.
-    release_channel: Literal["RAPID", "REGULAR", "STABLE"] | None = None
-    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
-    private_endpoint: bool = False
-    nodes: GkeNodePoolSettings = Field(default_factory=GkeNodePoolSettings)
-    # The cluster's VPC: nodes, pods and services (secondary ranges), the control plane's peering range,
-    # and the regional load balancers' proxy-only subnet (where Gateway traffic reaches pods from).
-    nodes_cidr: Annotated[str, _CIDR] = "10.50.0.0/20"
-    pods_cidr: Annotated[str, _CIDR] = "10.64.0.0/14"
-    services_cidr: Annotated[str, _CIDR] = "10.68.0.0/20"
-    master_cidr: Annotated[str, _CIDR] = "172.16.0.0/28"
-    proxy_cidr: Annotated[str, _CIDR] = "10.50.16.0/23"
-    # A regional internal Application Load Balancer (gke-l7-rilb) instead of the external one.
-    internal: bool = False
-    # A Certificate Manager regional certificate (name): the Gateway then listens on HTTPS 443 only.
-    certificate: str | None = None
-
-
-_AKS_VM_SIZE = _matching(r"^Standard_[A-Za-z0-9_]+$", "must be an Azure VM size such as Standard_D4ds_v5")
-_AKS_ZONE = _matching(r"^[1-3]$", 'must be an availability zone number: "1", "2" or "3" (quoted)')
-_K8S_SECRET_NAME = _matching(
-    r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
-    "must be a Kubernetes Secret name: lowercase letters, digits, '-' or '.', e.g. web-tls",
-)
-
-
-class AksNodePoolSettings(_Model):
-    """An AKS node pool: autoscaled between minCount and maxCount nodes, spread over the cluster's zones."""
-
-    vm_size: Annotated[str, _AKS_VM_SIZE] = "Standard_D4ds_v5"
-    min_count: Annotated[int, Field(ge=1, le=100)] = 2
-    max_count: Annotated[int, Field(ge=1, le=100)] = 4
-    # Ephemeral: the OS disk lives on the VM's local storage (nothing persisted to Azure Storage, faster
-    # reimages); it needs a size with local storage of at least osDiskSizeGb (the `d` of Dds_v5).
-    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
-    os_disk_size_gb: Annotated[int, Field(ge=30, le=2048)] = 64
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AksNodePoolSettings:
-        if self.max_count < self.min_count:
-            raise ValueError(
-                f"maxCount ({self.max_count}) is below minCount ({self.min_count}); raise maxCount"
-            )
-        return self
-
-
-def _system_pool() -> AksNodePoolSettings:
-    return AksNodePoolSettings(vm_size="Standard_D2ds_v5", min_count=1, max_count=3)
-
-
-class AksSettings(_Model):
-    """A hardened AKS cluster per environment (components/targets/aks.py).
-
-    Entra ID only (no local accounts; Azure RBAC authorizes Kubernetes calls), nodes without public
-    addresses behind a NAT gateway, Cilium enforcing NetworkPolicy. The API server's public endpoint
-    admits only this stack's AWS NAT egress (the in-network CI runners), the cluster's own egress and
-    `authorizedCidrs`; `privateCluster: true` turns it off (then only callers inside the AKS VNet reach
-    the API: the AWS runners cannot)."""
-
-    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
-    # AKS auto-upgrade channel. Unset: stable in prod (one minor behind the latest), patch elsewhere.
-    # stable and rapid move the minor themselves: raise kubernetesVersion when AKS has (a cluster update
-    # that names an older minor is refused as a downgrade).
-    upgrade_channel: Literal["patch", "stable", "rapid"] | None = None
-    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
-    private_cluster: bool = False
-    zones: Annotated[tuple[Annotated[str, _AKS_ZONE], ...], Field(min_length=1, max_length=3)] = (
-        "1",
-        "2",
-        "3",
-    )
-    # The system pool runs only the cluster's critical add-ons (CriticalAddonsOnly taint); services run
-    # on `nodes`.
-    system_nodes: AksNodePoolSettings = Field(default_factory=_system_pool)
-    nodes: AksNodePoolSettings = Field(default_factory=AksNodePoolSettings)
-    # The cluster's VNet: the nodes' subnet, the subnet delegated to Application Gateway for Containers
-    # (at least a /24; Gateway traffic reaches pods from it), and the overlay's pod and service ranges.
-    vnet_cidr: Annotated[str, _CIDR] = "10.70.0.0/16"
-    nodes_cidr: Annotated[str, _CIDR] = "10.70.0.0/22"
-    gateway_cidr: Annotated[str, _CIDR] = "10.70.8.0/24"
-    pods_cidr: Annotated[str, _CIDR] = "10.244.0.0/16"
-    services_cidr: Annotated[str, _CIDR] = "10.72.0.0/16"
-    # A kubernetes.io/tls Secret in each service's namespace (cert-manager, or synced from Key Vault): the
-    # Gateway then listens on HTTPS 443 only. Unset: HTTP 80.
-    certificate_secret: Annotated[str, _K8S_SECRET_NAME] | None = None
-    # Unset: Standard (the financially backed API server SLA) in prod, Free elsewhere.
-    tier: Literal["Free", "Standard"] | None = None
-    # The ALB Controller chart that programs Application Gateway for Containers (its release notes:
-    # learn.microsoft.com/azure/application-gateway/for-containers/alb-controller-release-notes).
-    alb_controller_version: Annotated[str, _CHART_VERSION] = "1.13.0"
-
-
-class ScaleSetSettings(_Model):
-    """One ARC runner scale set; workflows select it with `runs-on: <name>`."""
-
-    name: Annotated[str, _SCALE_SET_NAME]
-    min_runners: Annotated[int, Field(ge=0, le=100)] = 0
-    max_runners: Annotated[int, Field(ge=1, le=200)] = 5
-    runner_group: str = "default"
-    # kubernetes: job containers run as their own pods, nothing privileged. dind: a privileged sidecar.
-    container_mode: Literal["kubernetes", "dind"] = "kubernetes"
-    cpu: Annotated[str, _CPU] = "1"
-    memory: Annotated[str, _MEMORY] = "2Gi"
-    work_volume: Annotated[str, _MEMORY] = "10Gi"
-    storage_class: str = "gp2"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ScaleSetSettings:
-        if self.max_runners < self.min_runners:
-            raise ValueError(
-                f"maxRunners ({self.max_runners}) is below minRunners ({self.min_runners}); raise maxRunners"
-            )
-        return self
-
-
-class ArcSettings(_Model):
-    """GitHub Actions Runner Controller (runner scale sets) on the environment's EKS cluster."""
-
-    chart_version: Annotated[str, _CHART_VERSION] = "0.12.1"
-    github_config_url: Annotated[str, _GITHUB_CONFIG_URL]
-    runner_image: str
-    # GitHub App credentials: names of secure config keys, never the values.
-    app_id_key: str
-    installation_id_key: str
-    private_key_key: str
-    scale_sets: Annotated[tuple[ScaleSetSettings, ...], Field(min_length=1)]
-
-    @field_validator("runner_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        if "@sha256:" not in value and (":" not in value.rsplit("/", 1)[-1] or value.endswith(":latest")):
-            raise ValueError("pin the runner image by version or digest (never latest)")
-        return value
-
-
-_K8S_NAMESPACE = _matching(
-    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
-    "must be a Kubernetes namespace: up to 63 lowercase letters, digits or '-', not starting or "
-    "ending with '-'",
-)
-
-
-class JenkinsSettings(_Model):
-    """Where a Jenkins controller's Kubernetes plugin launches agent pods.
-
-    Two namespaces, two Kubernetes clouds in Jenkins: `namespace` for every build (pull requests
-    included; its agents may assume only the preview roles) and `deployNamespace` for the deploy job of
-    the main branch alone (its agents may assume the deploy roles and push images).
-    """
-
-    namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-agents"
-    deploy_namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-deploy"
-    agent_image: str
-
-    @field_validator("agent_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        return ArcSettings._pinned(value)
-
-    @model_validator(mode="after")
-    def _apart(self) -> JenkinsSettings:
-        if self.deploy_namespace == self.namespace:
-            raise ValueError(
-                f"deployNamespace and namespace are both {self.namespace!r}: pull-request builds run in "
-                "namespace and must not reach the deploy roles; set deployNamespace to another "
-                "namespace, e.g. jenkins-deploy"
-            )
-        return self
-
-
-class CiRunnersSettings(_Model):
-    arc: ArcSettings | None = None
-    jenkins: JenkinsSettings | None = None
-
-
-class JenkinsTrustSettings(_Model):
-    oidc_provider_arn: Annotated[str, _OIDC_PROVIDER_ARN]
-    issuer: Annotated[str, _HTTPS]
-    # Every build's agents (pull requests too): may assume the preview roles only.
-    namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-agents"
-    service_account: str = "jenkins-agent"
-    # The main-branch deploy job's agents: may assume the deploy roles.
-    deploy_namespace: Annotated[str, _K8S_NAMESPACE] = "jenkins-deploy"
-    deploy_service_account: str = "jenkins-deploy"
-
-    @model_validator(mode="after")
-    def _apart(self) -> JenkinsTrustSettings:
-        if (self.deploy_namespace, self.deploy_service_account) == (self.namespace, self.service_account):
-            raise ValueError(
-                "deployNamespace/deployServiceAccount name the same service account as namespace/"
-                "serviceAccount: pull-request builds would assume the deploy roles; set deployNamespace "
-                "to the deploy job's namespace, e.g. jenkins-deploy"
-            )
-        return self
-
-
-class PipelineIdentitySettings(_Model):
-    """Keyless deploy identities for this environment's pipeline (GitHub Actions OIDC)."""
-
-    # owner/repo, exactly: the trust policies pin `sub` to it.
-    repository: Annotated[str, _REPOSITORY]
-    aws: bool = True
-    # The account's token.actions.githubusercontent.com provider, when another stack already made it.
-    aws_oidc_provider_arn: Annotated[str, _OIDC_PROVIDER_ARN] | None = None
-    gcp: bool = False
-    azure: bool = False
-    # Jenkins agents on another stack's cluster that also deploy this environment: that cluster's
-    # OIDC provider and issuer (its `ciRunnerTrust` output). In the stack that hosts the agents this
-    # is wired automatically.
-    jenkins_trust: JenkinsTrustSettings | None = None
-
-
-class AzureSettings(_Model):
-    location: str
-    resource_group: Annotated[str, _RESOURCE_GROUP]
-
-
-class GcpSettings(_Model):
-    project: Annotated[str, _GCP_PROJECT]
-    region: str
+# Which registry each target pulls from: what each registered target declares.
+TARGET_REGISTRY: dict[str, str] = {key: target.registry for key, target in TARGETS.items()}
 
 
 class Settings(_Model):
@@ -771,8 +141,8 @@ class Settings(_Model):
                             f"add it or remove {target}",
                         )
                     )
-                settings_key = {"cloudrun": "cloudRun"}.get(target, target)
-                if getattr(self, {"cloudrun": "cloud_run"}.get(target, target)) is None:
+                if self.target_settings(target) is None:
+                    settings_key = TARGETS[target].settings_key
                     problems.append(
                         (f"services[{i}].targets", f"{target} needs pouw-cicd:{settings_key}; add it")
                     )
@@ -794,6 +164,12 @@ class Settings(_Model):
             except RolloutError as err:
                 problems.append((f"services[{i}].rollout.{err.path}", str(err)))
         return problems
+
+    def target_settings(self, key: str) -> BaseModel | None:
+        """The target's own block (`pouw-cicd:<settings_key>`), or None when the stack has none."""
+        field = TARGET_FIELDS[key]
+        block: BaseModel | None = getattr(self, field)
+        return block
 
     def registries_for(self, service: ServiceSettings) -> list[str]:
         """Where a service's image is pushed, first (the build cache) first: the registries its targets
@@ -1016,6 +392,14 @@ class Settings(_Model):
     def labels(self, service: str = "shared") -> dict[str, str]:
         """The same tags as GCP labels (lowercase letters, digits, '_' and '-', at most 63)."""
         return {k: re.sub(r"[^a-z0-9_-]", "_", v.lower())[:63] for k, v in self.tags(service).items()}
+
+
+# Each target's block in the root model: the field whose key is its `settings_key` and whose type is
+# its `settings_model` (tests/test_targets.py checks both for every registered target).
+TARGET_FIELDS: dict[str, str] = {
+    key: next(name for name, f in Settings.model_fields.items() if f.alias == target.settings_key)
+    for key, target in TARGETS.items()
+}
 
 
 def load(stack: str | None = None) -> Settings:

@@ -76,7 +76,7 @@ from pydantic import ValidationError
 from ruamel.yaml.nodes import MappingNode, ScalarNode
 
 from components.rollout import BlueGreenRollout, CanaryRollout, RolloutError, RolloutSettings, parse_rollout
-from components.settings import BuildSettings
+from components.schema import BuildSettings
 from preflight.cli import split_project_dir
 from preflight.rollout import (
     NAMESPACE,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from components.registry import AcrRegistryArgs, acr_network, acr_refresh_token, ecr_pull_policy
-from components.settings import AcrSettings, AzureSettings
+from components.schema import AcrSettings, AzureSettings
 from preflight.cli import main
 from preflight.engine import SECRET_SIG, SIG_KEY
 from preflight.report import Preflight

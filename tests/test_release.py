@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from components.rollout import CanaryRollout
-from components.settings import ServiceSettings
+from components.schema import ServiceSettings
 from delivery import release
 from preflight.engine import run_program
 from preflight.stackconfig import load_stack_config

@@ -17,7 +17,8 @@ import pytest
 
 from components import settings as settings_module
 from components.context import StackContext
-from components.settings import TARGET_REGISTRY, ServiceSettings, Target
+from components.schema import ServiceSettings, Target
+from components.settings import TARGET_FIELDS, TARGET_REGISTRY, Settings
 from components.targets import TARGETS
 from components.targets.base import RUN_AS_UID, ContainerSpec
 from preflight.diff import restarts, workload_restart_inputs
@@ -96,6 +97,12 @@ def test_the_target_list_exists_once() -> None:
     assert set(TARGETS) == set(get_args(Target))
     assert {key: target.registry for key, target in TARGETS.items()} == TARGET_REGISTRY
     assert all(target.key == key for key, target in TARGETS.items())
+    # The root model has each target's block under its settings key, typed by its own module's schema.
+    for key, target in TARGETS.items():
+        field = Settings.model_fields[TARGET_FIELDS[key]]
+        assert field.alias == target.settings_key
+        assert field.annotation == (target.settings_model | None), (key, field.annotation)
+        assert target.settings_model.__module__ == target.__module__
 
 
 def test_preflight_classifies_exactly_the_targets_workloads() -> None:

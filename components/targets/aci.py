@@ -14,21 +14,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.cdn as cdn
 import pulumi_azure_native.containerinstance as containerinstance
 import pulumi_azure_native.managedidentity as managedidentity
+from pydantic import Field
 
 from components.registry import AcrRegistry
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan, SlotPlan
-from components.settings import AciSettings, ServiceSettings
+from components.schema import _SUBNET_ID, ServiceSettings
 from components.targets.base import ContainerSpec, Target, TargetEndpoints, cpu_cores, memory_gib
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+class AciSettings(_Model):
+    front_door_sku: Literal["Standard_AzureFrontDoor", "Premium_AzureFrontDoor"] = "Standard_AzureFrontDoor"
+    # Front Door only weights origins within this latency band of the fastest one: keep it wide so the
+    # rollout's weights, not probe latency, decide the split.
+    additional_latency_ms: Annotated[int, Field(ge=0, le=1000)] = 1000
+    # A delegated subnet: container groups get private IPs (Front Door Premium + Private Link in front).
+    subnet_id: Annotated[str, _SUBNET_ID] | None = None
+
 
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in AcrPull
 MAX_ORIGIN_WEIGHT = 1000
@@ -286,6 +298,7 @@ class AciTarget(Target):
 
     key = "aci"
     settings_key = "aci"
+    settings_model = AciSettings
     registry = "acr"
     # Azure restarts every container of a group on any update of the group.
     workload_types = {"azure-native:containerinstance:ContainerGroup": None}

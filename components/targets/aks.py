@@ -37,7 +37,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
@@ -48,10 +48,19 @@ import pulumi_azure_native.servicenetworking as servicenetworking
 import pulumi_kubernetes.core.v1 as core
 import pulumi_kubernetes.helm.v3 as helm
 from pulumi_kubernetes.provider import Provider
+from pydantic import Field, model_validator
 
 from components.registry import AcrRegistry
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
-from components.settings import AksNodePoolSettings, AksSettings, AzureSettings, ServiceSettings
+from components.schema import (
+    _CHART_VERSION,
+    _CIDR,
+    _KUBERNETES_VERSION,
+    AzureSettings,
+    ServiceSettings,
+    _matching,
+)
 from components.targets.aci import ACR_PULL_ROLE
 from components.targets.base import Target, TargetEndpoints
 from components.targets.gke import _as_cidr as as_cidr
@@ -69,6 +78,81 @@ from components.targets.kubernetes import (
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+_AKS_VM_SIZE = _matching(r"^Standard_[A-Za-z0-9_]+$", "must be an Azure VM size such as Standard_D4ds_v5")
+_AKS_ZONE = _matching(r"^[1-3]$", 'must be an availability zone number: "1", "2" or "3" (quoted)')
+_K8S_SECRET_NAME = _matching(
+    r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$",
+    "must be a Kubernetes Secret name: lowercase letters, digits, '-' or '.', e.g. web-tls",
+)
+
+
+class AksNodePoolSettings(_Model):
+    """An AKS node pool: autoscaled between minCount and maxCount nodes, spread over the cluster's zones."""
+
+    vm_size: Annotated[str, _AKS_VM_SIZE] = "Standard_D4ds_v5"
+    min_count: Annotated[int, Field(ge=1, le=100)] = 2
+    max_count: Annotated[int, Field(ge=1, le=100)] = 4
+    # Ephemeral: the OS disk lives on the VM's local storage (nothing persisted to Azure Storage, faster
+    # reimages); it needs a size with local storage of at least osDiskSizeGb (the `d` of Dds_v5).
+    os_disk_type: Literal["Ephemeral", "Managed"] = "Ephemeral"
+    os_disk_size_gb: Annotated[int, Field(ge=30, le=2048)] = 64
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AksNodePoolSettings:
+        if self.max_count < self.min_count:
+            raise ValueError(
+                f"maxCount ({self.max_count}) is below minCount ({self.min_count}); raise maxCount"
+            )
+        return self
+
+
+def _system_pool() -> AksNodePoolSettings:
+    return AksNodePoolSettings(vm_size="Standard_D2ds_v5", min_count=1, max_count=3)
+
+
+class AksSettings(_Model):
+    """A hardened AKS cluster per environment (components/targets/aks.py).
+
+    Entra ID only (no local accounts; Azure RBAC authorizes Kubernetes calls), nodes without public
+    addresses behind a NAT gateway, Cilium enforcing NetworkPolicy. The API server's public endpoint
+    admits only this stack's AWS NAT egress (the in-network CI runners), the cluster's own egress and
+    `authorizedCidrs`; `privateCluster: true` turns it off (then only callers inside the AKS VNet reach
+    the API: the AWS runners cannot)."""
+
+    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
+    # AKS auto-upgrade channel. Unset: stable in prod (one minor behind the latest), patch elsewhere.
+    # stable and rapid move the minor themselves: raise kubernetesVersion when AKS has (a cluster update
+    # that names an older minor is refused as a downgrade).
+    upgrade_channel: Literal["patch", "stable", "rapid"] | None = None
+    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
+    private_cluster: bool = False
+    zones: Annotated[tuple[Annotated[str, _AKS_ZONE], ...], Field(min_length=1, max_length=3)] = (
+        "1",
+        "2",
+        "3",
+    )
+    # The system pool runs only the cluster's critical add-ons (CriticalAddonsOnly taint); services run
+    # on `nodes`.
+    system_nodes: AksNodePoolSettings = Field(default_factory=_system_pool)
+    nodes: AksNodePoolSettings = Field(default_factory=AksNodePoolSettings)
+    # The cluster's VNet: the nodes' subnet, the subnet delegated to Application Gateway for Containers
+    # (at least a /24; Gateway traffic reaches pods from it), and the overlay's pod and service ranges.
+    vnet_cidr: Annotated[str, _CIDR] = "10.70.0.0/16"
+    nodes_cidr: Annotated[str, _CIDR] = "10.70.0.0/22"
+    gateway_cidr: Annotated[str, _CIDR] = "10.70.8.0/24"
+    pods_cidr: Annotated[str, _CIDR] = "10.244.0.0/16"
+    services_cidr: Annotated[str, _CIDR] = "10.72.0.0/16"
+    # A kubernetes.io/tls Secret in each service's namespace (cert-manager, or synced from Key Vault): the
+    # Gateway then listens on HTTPS 443 only. Unset: HTTP 80.
+    certificate_secret: Annotated[str, _K8S_SECRET_NAME] | None = None
+    # Unset: Standard (the financially backed API server SLA) in prod, Free elsewhere.
+    tier: Literal["Free", "Standard"] | None = None
+    # The ALB Controller chart that programs Application Gateway for Containers (its release notes:
+    # learn.microsoft.com/azure/application-gateway/for-containers/alb-controller-release-notes).
+    alb_controller_version: Annotated[str, _CHART_VERSION] = "1.13.0"
+
 
 # Built-in role definitions (learn.microsoft.com/azure/role-based-access-control/built-in-roles:
 # Networking, Identity, Containers); the same ids in every tenant.
@@ -586,6 +670,7 @@ class AksTarget(Target):
 
     key = "aks"
     settings_key = "aks"
+    settings_model = AksSettings
     registry = "acr"
     workload_types = WORKLOAD_TYPES
     routing_types = frozenset(

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pulumi
+from pydantic import BaseModel
 
 from components.rollout import RolloutPlan, SlotPlan
-from components.settings import ResourceSettings, ServiceSettings
+from components.schema import ResourceSettings, ServiceSettings
 
 if TYPE_CHECKING:
     from components.context import StackContext
@@ -102,6 +103,7 @@ class Target(ABC):
 
     key: ClassVar[str]  # the name in services[].targets (and the settings block, see settings_key)
     settings_key: ClassVar[str]  # pouw-cicd:<settings_key>
+    settings_model: ClassVar[type[BaseModel]]  # that block's schema, defined in the target's module
     registry: ClassVar[str]  # the registry kind its workloads pull from (components/registry.py)
     needs_network: ClassVar[bool] = False  # runs in the stack's AWS VPC
     # The resource types that run the containers, each with the input paths whose change starts new

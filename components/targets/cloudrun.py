@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pulumi
 import pulumi_gcp.artifactregistry as artifactregistry
@@ -33,12 +33,22 @@ import pulumi_gcp.secretmanager as secretmanager
 import pulumi_gcp.serviceaccount as serviceaccount
 
 from components.registry import ArtifactRegistry
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
-from components.settings import CloudRunSettings, GcpSettings, ServiceSettings
+from components.schema import GcpSettings, ServiceSettings
 from components.targets.base import Target, TargetEndpoints, cpu_cores
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+class CloudRunSettings(_Model):
+    # Unset: all outside prod; internal-and-cloud-load-balancing in prod.
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
+    # Members granted roles/run.invoker, e.g. group:devs@example.com; allUsers only with allowPublic.
+    invokers: tuple[str, ...] = ()
+    allow_public: bool = False
+
 
 # Hex characters of the template hash in a revision name, and the room left for `<service>-<version>`.
 HASH_CHARS = 8
@@ -288,6 +298,7 @@ class CloudRunTarget(Target):
 
     key = "cloudrun"
     settings_key = "cloudRun"
+    settings_model = CloudRunSettings
     registry = "artifactRegistry"
     # The template is the revision an update creates; `traffics` only moves traffic.
     workload_types = {CLOUD_RUN_SERVICE: ("template",)}

@@ -18,7 +18,7 @@ import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import pulumi
 import pulumi_aws.appautoscaling as appautoscaling
@@ -33,15 +33,46 @@ import pulumi_aws.s3 as s3
 import pulumi_aws.wafv2 as wafv2
 from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_aws.get_region import get_region_output
+from pydantic import Field
 
 from components.iam import document, service_role
 from components.network import AwsNetwork, log_key_policy, web_acl
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan, SlotPlan
-from components.settings import EcsSettings, ServiceSettings
+from components.schema import _ACM_ARN, ServiceSettings
 from components.targets.base import TLS_POLICY, ContainerSpec, Target, TargetEndpoints
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+class EcsNativeSettings(_Model):
+    """Let ECS shift traffic itself (ECS-native blue/green, canary or linear) instead of the IaC split."""
+
+    strategy: Literal["BLUE_GREEN", "CANARY", "LINEAR"]
+    bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 10
+    canary_percent: Annotated[float, Field(ge=0.1, le=100)] = 10.0
+    canary_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
+    step_percent: Annotated[float, Field(ge=3, le=100)] = 10.0
+    step_bake_time_minutes: Annotated[int, Field(ge=0, le=1440)] = 5
+
+
+class EcsSettings(_Model):
+    # ACM certificate for the HTTPS listener; without one (dev) the ALB serves plain HTTP.
+    certificate_arn: Annotated[str, _ACM_ARN] | None = None
+    internal: bool = False
+    test_listener_port: Annotated[int, Field(ge=1024, le=65535)] = 8443
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
+    access_log_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    native: EcsNativeSettings | None = None
+    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on each service's ALB. Unset: on in prod.
+    waf: bool | None = None
+    # Requests per client IP in any 5 minutes before the web ACL blocks it.
+    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
+    # Tasks reach the internet on 443 only (AWS APIs, ECR, Secrets Manager, CloudWatch Logs, through the
+    # NAT); more TCP ports they may open inside the VPC, e.g. [5432] for a database in the private subnets.
+    task_egress_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
+
 
 CONTAINER = "app"
 
@@ -714,6 +745,7 @@ class EcsTarget(Target):
 
     key = "ecs"
     settings_key = "ecs"
+    settings_model = EcsSettings
     registry = "ecr"
     needs_network = True
     workload_types = {

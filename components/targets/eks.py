@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pulumi
 import pulumi_aws.cloudwatch as cloudwatch
@@ -33,11 +33,13 @@ import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
 from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_kubernetes.provider import Provider
+from pydantic import Field, model_validator
 
 from components.iam import document, irsa_trust, service_role
 from components.network import AwsNetwork, log_key, web_acl
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
-from components.settings import EksSettings, ServiceSettings
+from components.schema import _ACM_ARN, _CIDR, _KUBERNETES_VERSION, ServiceSettings
 from components.targets.base import TLS_POLICY, Target, TargetEndpoints
 from components.targets.kubernetes import (
     WORKLOAD_TYPES,
@@ -51,6 +53,41 @@ from components.targets.kubernetes import (
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+class NodeGroupSettings(_Model):
+    instance_types: Annotated[tuple[str, ...], Field(min_length=1)] = ("m7i.large",)
+    min_size: Annotated[int, Field(ge=1, le=100)] = 2
+    max_size: Annotated[int, Field(ge=1, le=100)] = 4
+    desired_size: Annotated[int, Field(ge=1, le=100)] = 2
+    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NodeGroupSettings:
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"needs minSize <= desiredSize <= maxSize, got {self.min_size}/{self.desired_size}/"
+                f"{self.max_size}"
+            )
+        return self
+
+
+class EksSettings(_Model):
+    kubernetes_version: Annotated[str, _KUBERNETES_VERSION] = "1.33"
+    # Public API endpoint: on outside prod unless set; in prod private unless set true.
+    endpoint_public_access: bool | None = None
+    public_access_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
+    nodes: NodeGroupSettings = Field(default_factory=NodeGroupSettings)
+    log_retention_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 180, 365] = 30
+    load_balancer_controller_version: str = "1.13.4"
+    # ACM certificate for the HTTPS listener of service ingresses; HTTP only when unset (dev).
+    certificate_arn: Annotated[str, _ACM_ARN] | None = None
+    internal: bool = False
+    # A WAFv2 web ACL (AWS managed rule groups, per-IP rate limit) on the ingresses' ALBs. Unset: on in prod.
+    waf: bool | None = None
+    # Requests per client IP in any 5 minutes before the web ACL blocks it.
+    waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
+
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 LB_CONTROLLER = "aws-load-balancer-controller"
@@ -468,6 +505,7 @@ class EksTarget(Target):
 
     key = "eks"
     settings_key = "eks"
+    settings_model = EksSettings
     registry = "ecr"
     needs_network = True
     workload_types = WORKLOAD_TYPES

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import pulumi
 import pulumi_gcp.artifactregistry as artifactregistry
@@ -32,10 +32,12 @@ import pulumi_gcp.projects as projects
 import pulumi_gcp.serviceaccount as serviceaccount
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.provider import Provider
+from pydantic import Field, model_validator
 
 from components.registry import ArtifactRegistry
+from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
-from components.settings import GcpSettings, GkeSettings, ServiceSettings
+from components.schema import _CIDR, GcpSettings, ServiceSettings, _matching
 from components.targets.base import Target, TargetEndpoints
 from components.targets.kubernetes import (
     WORKLOAD_TYPES,
@@ -52,6 +54,55 @@ from components.targets.kubernetes import (
 
 if TYPE_CHECKING:
     from components.context import StackContext
+
+
+_GKE_MACHINE_TYPE = _matching(
+    r"^[a-z][a-z0-9]*-[a-z0-9-]+$", "must be a Compute Engine machine type such as e2-standard-4"
+)
+
+
+class GkeNodePoolSettings(_Model):
+    """The GKE node pool: per zone of the regional cluster (three zones)."""
+
+    machine_type: Annotated[str, _GKE_MACHINE_TYPE] = "e2-standard-4"
+    min_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 1
+    max_nodes_per_zone: Annotated[int, Field(ge=1, le=100)] = 3
+    disk_size_gb: Annotated[int, Field(ge=20, le=1000)] = 50
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GkeNodePoolSettings:
+        if self.max_nodes_per_zone < self.min_nodes_per_zone:
+            raise ValueError(
+                f"maxNodesPerZone ({self.max_nodes_per_zone}) is below minNodesPerZone "
+                f"({self.min_nodes_per_zone}); raise maxNodesPerZone"
+            )
+        return self
+
+
+class GkeSettings(_Model):
+    """A private, regional GKE cluster per environment (components/targets/gke.py).
+
+    Nodes are always private. The control plane's public endpoint admits only this stack's AWS NAT
+    egress (the in-network CI runners) and `authorizedCidrs`; `privateEndpoint: true` turns it off
+    (then only callers inside the GKE VPC reach the API: the AWS runners cannot)."""
+
+    # Unset: STABLE in prod, REGULAR elsewhere.
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] | None = None
+    authorized_cidrs: tuple[Annotated[str, _CIDR], ...] = ()
+    private_endpoint: bool = False
+    nodes: GkeNodePoolSettings = Field(default_factory=GkeNodePoolSettings)
+    # The cluster's VPC: nodes, pods and services (secondary ranges), the control plane's peering range,
+    # and the regional load balancers' proxy-only subnet (where Gateway traffic reaches pods from).
+    nodes_cidr: Annotated[str, _CIDR] = "10.50.0.0/20"
+    pods_cidr: Annotated[str, _CIDR] = "10.64.0.0/14"
+    services_cidr: Annotated[str, _CIDR] = "10.68.0.0/20"
+    master_cidr: Annotated[str, _CIDR] = "172.16.0.0/28"
+    proxy_cidr: Annotated[str, _CIDR] = "10.50.16.0/23"
+    # A regional internal Application Load Balancer (gke-l7-rilb) instead of the external one.
+    internal: bool = False
+    # A Certificate Manager regional certificate (name): the Gateway then listens on HTTPS 443 only.
+    certificate: str | None = None
+
 
 EXTERNAL_GATEWAY_CLASS = "gke-l7-regional-external-managed"
 INTERNAL_GATEWAY_CLASS = "gke-l7-rilb"
@@ -370,6 +421,7 @@ class GkeTarget(Target):
 
     key = "gke"
     settings_key = "gke"
+    settings_model = GkeSettings
     registry = "artifactRegistry"
     workload_types = WORKLOAD_TYPES
     routing_types = frozenset(

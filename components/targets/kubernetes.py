@@ -25,7 +25,7 @@ import pulumi_kubernetes.policy.v1 as policy
 from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.rollout import RolloutPlan, SlotPlan
-from components.settings import ServiceSettings
+from components.schema import ServiceSettings
 from components.targets.base import ContainerSpec
 
 # What a Deployment runs: only a change of its pod template starts new pods (replicas belong to the HPA).
