@@ -123,6 +123,36 @@ def _load_balancer(args: ResourceValidationArgs) -> Iterable[str]:
         yield "LoadBalancer Service is internet-facing with no source ranges; make it internal or list ranges"
 
 
+GATEWAY_SCHEMA: dict[str, dict[str, Any]] = {
+    "allowPlainHttp": {
+        "type": "boolean",
+        "default": False,
+        "description": "Allow Gateway listeners that serve plain HTTP (an environment without certificates).",
+    }
+}
+
+
+@KUBERNETES_ACCESS.resource(
+    "gateway-https-only",
+    "Gateway API Gateways (GKE, AKS entry points) listen on HTTPS or TLS only, never plain HTTP.",
+    types=[t.GATEWAY],
+    severity=Severity.HIGH,
+    controls=[PROJECT("encryption-in-transit")],
+    remediation="Give the target its certificate (gke.certificate, aks.certificateSecret) so the Gateway "
+    "listens on HTTPS 443 only.",
+    config=GATEWAY_SCHEMA,
+)
+def _gateway_https(args: ResourceValidationArgs) -> Iterable[str]:
+    if setting(args, GATEWAY_SCHEMA, "allowPlainHttp"):
+        return
+    for listener in (args.props.get("spec") or {}).get("listeners") or []:
+        protocol = str(listener.get("protocol") or "")
+        if protocol not in ("HTTPS", "TLS"):
+            name, port = listener.get("name") or "?", listener.get("port")
+            shown = int(port) if isinstance(port, int | float) else port  # numbers arrive as floats
+            yield f"Gateway listener {name} serves {protocol or 'an unset protocol'} on port {shown}"
+
+
 DENY_SCHEMA: dict[str, dict[str, Any]] = {
     "policyTypes": {
         "type": "array",

@@ -61,6 +61,7 @@ CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBindi
 BINDINGS = frozenset({ROLE_BINDING, CLUSTER_ROLE_BINDING})
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"  # Gateway API (GKE, AKS)
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
 
 # --- AWS ---------------------------------------------------------------------------------------------
 EKS_CLUSTER = "aws:eks/cluster:Cluster"

@@ -199,8 +199,18 @@ def test_canary_weights_are_the_plans(tmp_path: Path) -> None:
     assert route_weights(run) == {"worker-stable": 80, "worker-canary": 20}
     gateway = k8s(run, GATEWAY, "worker").inputs
     assert gateway["spec"]["gatewayClassName"] == aks.EXTERNAL_GATEWAY_CLASS
+    # HTTPS only, with the worker's TLS Secret (gateway-https-only).
     assert gateway["spec"]["listeners"] == [
-        {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "Same"}}}
+        {
+            "name": "https",
+            "protocol": "HTTPS",
+            "port": 443,
+            "tls": {
+                "mode": "Terminate",
+                "certificateRefs": [{"kind": "Secret", "group": "", "name": "worker-tls"}],
+            },
+            "allowedRoutes": {"namespaces": {"from": "Same"}},
+        }
     ]
     traffic_controller = one(run, "azure-native:servicenetworking:TrafficControllerInterface")
     assert gateway["metadata"]["annotations"] == {

@@ -116,8 +116,15 @@ def test_canary_weights_are_the_plans(tmp_path: Path) -> None:
     assert route_weights(run) == {"web-stable": 90, "web-canary": 10}
     gateway = k8s(run, GATEWAY, "web").inputs["spec"]
     assert gateway["gatewayClassName"] == gke.EXTERNAL_GATEWAY_CLASS
+    # HTTPS only, with the stack's Certificate Manager certificate (gateway-https-only).
     assert gateway["listeners"] == [
-        {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "Same"}}}
+        {
+            "name": "https",
+            "protocol": "HTTPS",
+            "port": 443,
+            "tls": {"mode": "Terminate", "options": {"networking.gke.io/cert-manager-certs": "web-prod"}},
+            "allowedRoutes": {"namespaces": {"from": "Same"}},
+        }
     ]
     route = k8s(run, ROUTE, "web").inputs["spec"]
     assert route["parentRefs"] == [{"name": "web"}]
