@@ -67,13 +67,18 @@ lint: $(VENV)/.installed
 types: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# Two workers, each test file on one of them (pyproject.toml's addopts: --dist loadfile).
 pytest: $(VENV)/.installed policy-venv
 	$(PY) -m pytest -n 2
 
 test: lint types pytest
 
+# Figures only (bench/*.py say what each measures); bench/scaling.py --sizes 200 is the slow one.
 bench: $(VENV)/.installed policy-venv
 	$(PY) bench/preflight.py
+	$(PY) bench/policies.py --processes 1 2
+	$(PY) bench/policies.py --processes 1 --resources 5000
+	$(PY) bench/scaling.py
 
 # The policy pack's own environment, where `pulumi preview/up --policy-pack policies` looks for it:
 # PulumiPolicy.yaml's runtime.options.virtualenv, relative to policies/. The CLI runs the pack with that

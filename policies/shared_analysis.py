@@ -1,11 +1,12 @@
-"""Analyze a resource once per request, not once per policy (pulumi-policy 1.21.0 internals).
+"""Deserialize a resource once per request, not once per policy (pulumi-policy 1.21.0 internals).
 
 Why: the Python SDK's `_PolicyAnalyzerServicer.Analyze` loops over every policy and, for EACH one,
 re-runs `json_format.MessageToDict(request.properties)`, `deserialize_properties`,
 `unknown_checking_proxy`, `_get_resource_options` and `_get_provider_resource` before calling the
 policy's validate, where our type filter (pack_support) returns at once for most policies. The cost is
 resources x policies x a full deserialisation: 56 -> 99 policies took one pack process from 760 to
-~300 resources/s.
+~300 resources/s. `AnalyzeStack` does the same for every resource of the stack, once per stack policy
+(8 of them: 1,000 resources took 0.64 s, three times all the Analyze calls together).
 
 What `install()` changes, without changing any response, diagnostic or GetAnalyzerInfo:
 
@@ -18,26 +19,43 @@ What `install()` changes, without changing any response, diagnostic or GetAnalyz
    diagnostics, in the same order, with the same enforcement levels, messages and unknown-value
    ("can't run policy ... during preview") diagnostics. A copy, not the servicer: gRPC runs up to
    four Analyze calls at once on the one servicer.
-2. Memo. Inside one Analyze call (a thread-local, set and cleared around it), `MessageToDict`,
-   `deserialize_properties` and `unknown_checking_proxy` run once per properties message (the
-   resource's, and its explicit provider's): an entry holds a strong reference to the message and is
-   found with `is`, so an id can never be reused for another message while the entry lives. Outside
-   Analyze (Configure, Remediate, AnalyzeStack) the SDK's functions run as before.
+2. Memo. Inside one Analyze or AnalyzeStack call (a thread-local, set and cleared around it),
+   `MessageToDict`, `deserialize_properties` and `unknown_checking_proxy` run once per properties
+   message (each resource's, and its explicit provider's), whichever policy asks first; the others get
+   the same objects. An entry holds strong references to the message and what was derived from it and
+   is found by `id` (then confirmed with `is`), so an id cannot be reused for another object while the
+   entry lives, and a lookup costs the same for 1 resource or 5,000 (AnalyzeStack: no pairwise scan).
    The shared proxy tree is frozen: the SDK's proxies are read-only except `_DictProxy.__setitem__`,
    which on a shared tree would leak one policy's writes into the next policy's view, so on the
    shared tree it raises TypeError instead (no policy of this pack writes to its args; one that did
    would fail loudly, not silently change another policy's verdict).
-   Options (`PolicyResourceOptions`) and provider wrappers are still built per policy by the SDK.
-3. Error parity. A resource no policy matches is still deserialised once (after the SDK's loop),
+   Options (`PolicyResourceOptions`), provider wrappers and AnalyzeStack's `PolicyResource`s (with
+   their parent and dependency links) are still built per policy by the SDK. Outside these two calls
+   (Configure, Remediate) the SDK's functions run as before.
+3. Struct conversion. `MessageToDict` of a `google.protobuf.Struct` (every properties message and
+   policy config) is `_struct_to_dict`: the same walk as protobuf's json_format printer for Struct,
+   Value and ListValue (null -> None, numbers stay floats, Infinity and NaN raise the same ValueError),
+   without the printer's per-value descriptor dispatch: half the time. Any other message, or any
+   argument, goes to json_format itself.
+4. Runtime settings. Every Analyze and AnalyzeStack call first runs `_configure_runtime_settings`,
+   which asks `inspect.signature(pulumi.runtime.Settings)` whether it takes `organization`: a tenth
+   of the pack's time. `signature` is what the SDK module sees as `signature`; here it is cached per
+   callable (a class's signature is the same each time it is asked; the Settings built and set are
+   unchanged).
+5. Garbage collection. What the pack has imported when `install()` runs (the SDK, every policy) lives
+   as long as the pack, so it is frozen (`gc.freeze`), and AnalyzeStack, whose memo keeps every
+   resource's dicts and proxies alive until it answers, pauses the cyclic collector meanwhile
+   (5,000 resources: 0.5 s instead of 0.8 s). Neither changes what any call computes.
+6. Error parity. A resource no policy matches is still deserialised once (after the SDK's loop),
    whenever the SDK would have deserialised it, so a malformed request fails as it did.
 
 Pinned: this leans on private SDK code (the servicer's name-mangled policy list, the module globals
-`Analyze` calls through, the proxy classes). `check_sdk()` runs at install, before the pack serves:
-if the installed pulumi-policy is not `PINNED_SDK` (policies/requirements-lock.txt) or the source of
-any function this relies on differs from what it was written against, the pack fails to start with
-the reason, rather than running silently slower or wrong. After re-reading those functions for an SDK
-upgrade, update PINNED_SDK and FINGERPRINTS (print them with `print_fingerprints()`) and run
-tests/test_shared_analysis.py, which compares every response with and without this module.
+`Analyze` calls through, the proxy classes) and mirrors protobuf's json_format for Struct. `check_sdk()`
+runs at install, before the pack serves: if the installed pulumi-policy is not `PINNED_SDK`
+(policies/requirements-lock.txt) or the source of any function this relies on differs from what it
+was written against, the pack runs on the SDK's own path and says why. After re-reading those
+functions for an upgrade, update PINNED_SDK and FINGERPRINTS (print them with `print_fingerprints()`)
+and run tests/test_shared_analysis.py, which compares every response with and without this module.
 
 `POUW_POLICY_SHARED_ANALYSIS=off` leaves the SDK as it is; it exists for that test.
 """
@@ -45,8 +63,11 @@ tests/test_shared_analysis.py, which compares every response with and without th
 from __future__ import annotations
 
 import copy
+import functools
+import gc
 import hashlib
 import inspect
+import math
 import os
 import sys
 import threading
@@ -56,7 +77,7 @@ from typing import Any, cast
 import pulumi_policy.deserialize as sdk_deserialize
 import pulumi_policy.policy as sdk
 import pulumi_policy.proxy as sdk_proxy
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2
 from pulumi_policy.version import VERSION
 
@@ -64,17 +85,21 @@ PINNED_SDK = "1.21.0"
 DISABLE_ENV = "POUW_POLICY_SHARED_ANALYSIS"  # "off": the SDK's own per-policy path (the equality test)
 
 _SERVICER = sdk._PolicyAnalyzerServicer
+_PRINTER: Any = json_format._Printer  # type: ignore[attr-defined]  # private: see FINGERPRINTS
 _POLICIES_ATTR = "_PolicyAnalyzerServicer__policies"  # `self.__policies` in the servicer
 _DICT_TARGET_ATTR = "_DictProxy__target"
 _LIST_TARGET_ATTR = "_ListProxy__target"
 
-# sha256 (first 128 bits) of the source of each SDK function or class this relies on, in PINNED_SDK.
+# sha256 (first 128 bits) of the source of each SDK function or class this relies on, in PINNED_SDK
+# (and of the json_format printer methods `_struct_to_dict` mirrors, in protobuf 5.29.6).
 FINGERPRINTS: dict[str, str] = {
     "_PolicyAnalyzerServicer.Analyze": "75db9cf8fc9d158596909b9b3f77bf48",
+    "_PolicyAnalyzerServicer.AnalyzeStack": "3917a008482c2387d7da37f65d889970",
     "_PolicyAnalyzerServicer.__init__": "d79091472a8911d62a8b9fa639c1692a",
     "_PolicyAnalyzerServicer._get_provider_resource": "5db736069fc8d3d65e220ee75143faa1",
     "_PolicyAnalyzerServicer._get_resource_options": "986051047b696f0fd99ed8890bc7e644",
     "_PolicyAnalyzerServicer._get_enforcement_level": "e766403ef7ab7cdf0be172e84ebd1b0b",
+    "_PolicyAnalyzerServicer._configure_runtime_settings": "da0923ff3a404f3633b701587071091c",
     "ResourceValidationPolicy.validate": "0505e541a368cc66b0b187cd7305b811",
     "ResourceValidationPolicy.has_validation": "df3874233b40a16c510dcce113acce51",
     "deserialize.deserialize_properties": "2ef45163513f6cc9c65929241e2661bf",
@@ -82,6 +107,12 @@ FINGERPRINTS: dict[str, str] = {
     "proxy._proxy_helper": "c36dd3b6af1196cbab4c2be6408b333b",
     "proxy._DictProxy": "9c45424925aaa8d013af8965cc8b50fa",
     "proxy._ListProxy": "7d39cdb7a0a010d758f1fdf19b65c686",
+    "json_format.MessageToDict": "a0eac6c225057afd0406d550e1544dd8",
+    "json_format._Printer._MessageToJsonObject": "6b97599187328031268a7731d83764ea",
+    "json_format._Printer._ValueMessageToJsonObject": "d5b8fe980fa754431ea61d652ed3c206",
+    "json_format._Printer._ListValueMessageToJsonObject": "e71f125d7911ae5cbffc8ed8e1c43391",
+    "json_format._Printer._StructMessageToJsonObject": "e6354e1b0b00f7a442eb49fe220e91f6",
+    "json_format._Printer._FieldToJsonObject": "2a54cf49e2f1c1dfac530a0f5d30b9de",
 }
 
 
@@ -92,10 +123,12 @@ class SdkMismatchError(RuntimeError):
 def _sources() -> dict[str, object]:
     return {
         "_PolicyAnalyzerServicer.Analyze": _SERVICER.Analyze,
+        "_PolicyAnalyzerServicer.AnalyzeStack": _SERVICER.AnalyzeStack,
         "_PolicyAnalyzerServicer.__init__": _SERVICER.__init__,
         "_PolicyAnalyzerServicer._get_provider_resource": _SERVICER._get_provider_resource,
         "_PolicyAnalyzerServicer._get_resource_options": _SERVICER._get_resource_options,
         "_PolicyAnalyzerServicer._get_enforcement_level": _SERVICER._get_enforcement_level,
+        "_PolicyAnalyzerServicer._configure_runtime_settings": _SERVICER._configure_runtime_settings,
         "ResourceValidationPolicy.validate": sdk.ResourceValidationPolicy.validate,
         "ResourceValidationPolicy.has_validation": sdk.ResourceValidationPolicy.has_validation,
         "deserialize.deserialize_properties": sdk_deserialize.deserialize_properties,
@@ -103,6 +136,12 @@ def _sources() -> dict[str, object]:
         "proxy._proxy_helper": sdk_proxy._proxy_helper,
         "proxy._DictProxy": sdk_proxy._DictProxy,
         "proxy._ListProxy": sdk_proxy._ListProxy,
+        "json_format.MessageToDict": json_format.MessageToDict,
+        "json_format._Printer._MessageToJsonObject": _PRINTER._MessageToJsonObject,
+        "json_format._Printer._ValueMessageToJsonObject": _PRINTER._ValueMessageToJsonObject,
+        "json_format._Printer._ListValueMessageToJsonObject": _PRINTER._ListValueMessageToJsonObject,
+        "json_format._Printer._StructMessageToJsonObject": _PRINTER._StructMessageToJsonObject,
+        "json_format._Printer._FieldToJsonObject": _PRINTER._FieldToJsonObject,
     }
 
 
@@ -144,6 +183,7 @@ def check_sdk() -> None:
         "json_format": json_format,
         "deserialize_properties": sdk_deserialize.deserialize_properties,
         "unknown_checking_proxy": sdk_proxy.unknown_checking_proxy,
+        "signature": inspect.signature,
     }
     wrong = sorted(k for k, v in expected.items() if globals_.get(k) is not v)
     if wrong:
@@ -154,8 +194,12 @@ def check_sdk() -> None:
     # The memo finds a request's properties by identity: the protobuf runtime must hand back the
     # same submessage object on every access (upb does), or every lookup would miss (slow, not wrong).
     request = analyzer_pb2.AnalyzeRequest(provider=analyzer_pb2.AnalyzerProviderResource())
-    if request.properties is not request.properties or (
-        request.provider.properties is not request.provider.properties
+    stack = analyzer_pb2.AnalyzeStackRequest(resources=[analyzer_pb2.AnalyzerResource()])
+    held = stack.resources[0].properties  # AnalyzeStack: each policy's loop reaches it anew
+    if (
+        request.properties is not request.properties
+        or request.provider.properties is not request.provider.properties
+        or next(iter(stack.resources)).properties is not held
     ):
         raise SdkMismatchError(
             "shared_analysis: this protobuf runtime returns a new object for each submessage access"
@@ -168,63 +212,111 @@ class _Entry:
     __slots__ = ("as_dict", "deserialized", "message", "proxy")
 
     def __init__(self, message: object, as_dict: dict[str, Any]) -> None:
-        self.message = message  # a strong reference: its id cannot be reused while this lives
+        self.message = message  # strong references: their ids cannot be reused while this lives
         self.as_dict = as_dict
         self.deserialized: dict[str, Any] | None = None
         self.proxy: Any = None
 
 
+class _Memo:
+    """The entries of one request, found by the id of the message, of its dict, of its deserialisation."""
+
+    __slots__ = ("by_deserialized", "by_dict", "by_message")
+
+    def __init__(self) -> None:
+        self.by_message: dict[int, _Entry] = {}
+        self.by_dict: dict[int, _Entry] = {}
+        self.by_deserialized: dict[int, _Entry] = {}
+
+
 class _Request(threading.local):
-    entries: list[_Entry] | None = None
+    memo: _Memo | None = None
 
 
 _REQUEST = _Request()
 _message_to_dict = json_format.MessageToDict
 _deserialize_properties = sdk_deserialize.deserialize_properties
 _unknown_checking_proxy = sdk_proxy.unknown_checking_proxy
+_STRUCT = struct_pb2.Struct.DESCRIPTOR
+
+
+def _value_to_python(value: Any) -> Any:
+    """`json_format._Printer._ValueMessageToJsonObject` for a `google.protobuf.Value`."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "struct_value":
+        return _struct_to_dict(value.struct_value)
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "number_value":
+        number = value.number_value
+        if math.isinf(number) or math.isnan(number):
+            which = "Infinity" if math.isinf(number) else "NaN"
+            raise ValueError(
+                f"Fail to serialize {which} for Value.number_value, which would parse as string_value"
+            )
+        return number
+    if kind == "list_value":
+        return [_value_to_python(v) for v in value.list_value.values]
+    return None  # null_value, or no kind set
+
+
+def _struct_to_dict(struct: Any) -> dict[str, Any]:
+    """`json_format.MessageToDict(struct)` for a `google.protobuf.Struct`: same keys, order and values."""
+    fields = struct.fields
+    return {key: _value_to_python(fields[key]) for key in fields}
+
+
+def _to_dict(message: Any) -> Any:
+    return _struct_to_dict(message) if message.DESCRIPTOR is _STRUCT else _message_to_dict(message)
 
 
 class _JsonFormat:
-    """`json_format` as pulumi_policy.policy sees it: MessageToDict shared within one Analyze call."""
+    """`json_format` as pulumi_policy.policy sees it: MessageToDict shared within one request."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(json_format, name)
 
     @staticmethod
     def MessageToDict(message: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (the SDK's name)
-        entries = _REQUEST.entries
-        if entries is None or args or kwargs:
+        if args or kwargs:
             return _message_to_dict(message, *args, **kwargs)
-        for entry in entries:
-            if entry.message is message:
-                return entry.as_dict
-        as_dict = _message_to_dict(message)
-        entries.append(_Entry(message, as_dict))
-        return as_dict
+        memo = _REQUEST.memo
+        if memo is None:
+            return _to_dict(message)
+        entry = memo.by_message.get(id(message))
+        if entry is not None and entry.message is message:
+            return entry.as_dict
+        entry = _Entry(message, _to_dict(message))
+        memo.by_message[id(message)] = entry
+        memo.by_dict[id(entry.as_dict)] = entry
+        return entry.as_dict
 
 
 _JSON_FORMAT = _JsonFormat()
 
 
 def _shared_deserialize_properties(props: dict[str, Any], proxy_secrets: bool = False) -> dict[str, Any]:
-    entries = _REQUEST.entries
-    if entries is not None and not proxy_secrets:
-        for entry in entries:
-            if entry.as_dict is props:
-                if entry.deserialized is None:
-                    entry.deserialized = _deserialize_properties(props)
-                return entry.deserialized
+    memo = _REQUEST.memo
+    if memo is not None and not proxy_secrets:
+        entry = memo.by_dict.get(id(props))
+        if entry is not None and entry.as_dict is props:
+            if entry.deserialized is None:
+                entry.deserialized = _deserialize_properties(props)
+                memo.by_deserialized[id(entry.deserialized)] = entry
+            return entry.deserialized
     return _deserialize_properties(props, proxy_secrets)
 
 
 def _shared_unknown_checking_proxy(props: dict[str, Any]) -> Any:
-    entries = _REQUEST.entries
-    if entries is not None:
-        for entry in entries:
-            if entry.deserialized is not None and entry.deserialized is props:
-                if entry.proxy is None:
-                    entry.proxy = _freeze(_unknown_checking_proxy(props))
-                return entry.proxy
+    memo = _REQUEST.memo
+    if memo is not None:
+        entry = memo.by_deserialized.get(id(props))
+        if entry is not None and entry.deserialized is props:
+            if entry.proxy is None:
+                entry.proxy = _freeze(_unknown_checking_proxy(props))
+            return entry.proxy
     return _unknown_checking_proxy(props)
 
 
@@ -266,6 +358,7 @@ def install(type_filters: Mapping[str, Callable[[str], bool]]) -> bool:
         return False
 
     sdk_analyze = cast(Callable[[Any, Any, Any], Any], _SERVICER.Analyze)
+    sdk_analyze_stack = cast(Callable[[Any, Any, Any], Any], _SERVICER.AnalyzeStack)
     by_type: dict[str, list[sdk.Policy]] = {}
 
     def applicable(policies: list[sdk.Policy], resource_type: str) -> list[sdk.Policy]:
@@ -288,7 +381,7 @@ def install(type_filters: Mapping[str, Callable[[str], bool]]) -> bool:
         policies: list[sdk.Policy] = vars(self)[_POLICIES_ATTR]
         view = copy.copy(self)
         vars(view)[_POLICIES_ATTR] = applicable(policies, request.type)
-        _REQUEST.entries = []
+        _REQUEST.memo = _Memo()
         try:
             response = sdk_analyze(view, request, context)
             if reaches_deserialization(self, policies):
@@ -301,11 +394,29 @@ def install(type_filters: Mapping[str, Callable[[str], bool]]) -> bool:
                 self._get_provider_resource(request)
             return response
         finally:
-            _REQUEST.entries = None
+            _REQUEST.memo = None
+
+    def analyze_stack(self: Any, request: Any, context: Any) -> Any:
+        # The memo keeps every resource's dicts and proxies alive until the call ends: the collector
+        # would only re-examine them (5,000 resources: 0.8 s instead of 0.5 s), so it pauses.
+        enabled = gc.isenabled()
+        gc.disable()
+        _REQUEST.memo = _Memo()
+        try:
+            return sdk_analyze_stack(self, request, context)
+        finally:
+            _REQUEST.memo = None
+            if enabled:
+                gc.enable()
 
     globals_ = vars(sdk)
     globals_["json_format"] = _JSON_FORMAT
     globals_["deserialize_properties"] = _shared_deserialize_properties
     globals_["unknown_checking_proxy"] = _shared_unknown_checking_proxy
+    globals_["signature"] = functools.lru_cache(maxsize=16)(inspect.signature)
     cast(Any, _SERVICER).Analyze = analyze
+    cast(Any, _SERVICER).AnalyzeStack = analyze_stack
+    # Installed after the policy modules are imported, before the pack serves: what exists now lives as
+    # long as the pack, so the collector need never traverse it again.
+    gc.freeze()
     return True

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import os
+import queue
 import select
 import shutil
 import signal
@@ -26,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,14 +64,18 @@ SEVERITY_NAMES = {
 }
 # Deadlines, with a wide margin (over 100x) over `python -m preflight --stack prod` (about 160 resources)
 # on a 2-core machine: the pack announces its port and accepts connections in 0.2 s (1.3 s with no
-# bytecode cache), the small calls answer in under 10 ms, and all the Analyze calls, sent at once, are
+# bytecode cache), the small calls answer in under 10 ms, and all the Analyze calls, sent at once, were
 # answered within 0.25 s of being sent (0.5 s cold or with both cores busy). An Analyze deadline counts
-# from when the call is sent, so it must cover the whole batch, not one resource.
+# from when the call is sent; with at most ANALYZE_WINDOW in flight it covers that many, not the batch.
 STARTUP_SECONDS = 30.0  # from launch to the port on stdout, then to the pack accepting connections
 CALL_SECONDS = 20.0  # Handshake, ConfigureStack, GetAnalyzerInfo, Configure
 ANALYZE_SECONDS = 60.0  # each Analyze, Remediate and AnalyzeStack
 TIMEOUT_ENV = "PREFLIGHT_PACK_TIMEOUT"  # seconds: replaces every deadline above
 STOP_SECONDS = 5.0  # from SIGTERM to SIGKILL, for a pack that handles SIGTERM itself
+# Analyze calls in flight per pack process. Enough to keep its four gRPC workers busy (1,000 calls: the
+# same time as all of them at once); never thousands at once, which gRPC answered CANCELLED at 2,600
+# resources and more, and each call's deadline then runs from when the pack can take it up.
+ANALYZE_WINDOW = 64
 
 
 class PolicyPackError(Exception):
@@ -536,17 +543,28 @@ def build_configure_request(
         for key, prop_schema in schema["properties"].items():
             if key not in props and "default" in prop_schema:
                 props[key] = prop_schema["default"]
-        try:
-            jsonschema.validate(props, schema)
-        except jsonschema.ValidationError as err:
-            where = ".".join(str(p) for p in err.absolute_path)
-            raise PolicyPackError(f"{source}: {name}.{where}: {err.message}") from err
+        error = jsonschema.exceptions.best_match(
+            _validator(json.dumps(schema, sort_keys=True)).iter_errors(props)
+        )
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path)
+            raise PolicyPackError(f"{source}: {name}.{where}: {error.message}") from error
         struct = struct_pb2.Struct()
         struct.update(props)
         request.policyConfig[name].CopyFrom(
             analyzer_pb2.PolicyConfig(enforcementLevel=level, properties=struct)
         )
     return request
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    """What `jsonschema.validate` builds for a schema (after checking it), once per distinct schema:
+    the pack's policies mostly share one, and checking it 100 times took 0.1 s of every preflight."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def _schema(policy: analyzer_pb2.PolicyInfo) -> dict[str, Any]:
@@ -613,70 +631,158 @@ def analyze(
     organization: str = "organization",
     config_source: str = "policy config",
 ) -> AnalysisResult:
-    """One full round: Handshake, ConfigureStack, GetAnalyzerInfo, Configure, Analyze*, AnalyzeStack.
+    """One full round over resources already captured: `Analysis`, fed them all, then finished."""
+    analysis = Analysis(packs, policy_config, organization, config_source, known=resources)
+    for r in resources:
+        analysis.feed(r)
+    return analysis.finish()
 
-    With several pack processes (the same pack, one per core), `Analyze` calls are spread over them
-    and run in flight together; each resource is still analysed exactly once, and the stack once.
-    One pack process is CPU-bound (the pack reads each resource once per request and runs only the
-    policies of its type: policies/shared_analysis.py); more processes are the way to use more cores.
+
+_END = object()  # what finish() and close() put after the last resource
+
+
+def _release(window: threading.BoundedSemaphore, _call: object) -> None:
+    window.release()
+
+
+class Analysis:
+    """One full round: Handshake, ConfigureStack, GetAnalyzerInfo, Configure, Analyze*, AnalyzeStack,
+    fed one resource at a time, so that the pack analyses while the program still registers (as the
+    CLI's engine does during `pulumi preview`) and a preflight waits only for what is left at the end.
+
+    Created before the program runs: a worker thread opens and configures the packs as soon as they
+    answer, then takes each fed resource in feeding order, remediates it where a policy's level is
+    `remediate`, and sends its Analyze, at most ANALYZE_WINDOW in flight per pack process. `feed` may be
+    called from any thread and never blocks (the engine calls it from the monitor, as each resource
+    registers). A resource's explicit provider must be fed before it (the engine registers providers
+    first; `known` resolves providers for a list given at once). `finish()` waits for every answer, in
+    feeding order, sends AnalyzeStack and returns the result, or raises the first failure on the way
+    (`PolicyPackError`); `close()` abandons the round (the program failed) and cancels what is in
+    flight. Each call's deadline runs from when it is sent.
+
+    With several pack processes (the same pack, one per core), `Analyze` calls are spread over them;
+    each resource is still analysed exactly once, and the stack once. One pack process is CPU-bound
+    (the pack reads each resource once per request and runs only the policies of its type:
+    policies/shared_analysis.py); more processes are the way to use more cores.
     """
-    pool = [packs] if isinstance(packs, PolicyPackProcess) else list(packs)
-    for pack in pool:
-        _open(pack, organization)
-    info = pool[0].call("GetAnalyzerInfo", empty_pb2.Empty())
-    configure = build_configure_request(info, policy_config, config_source)
-    for pack in pool:
-        pack.call("Configure", configure)
-    result = AnalysisResult(
-        pack=info.name,
-        version=pool[0].version,
-        policies=[_policy_info(p) for p in info.policies],
-    )
-    if any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values()):
-        resources = [_remediate(pool[0], r, result) for r in resources]
-    by_urn = {r.urn: r for r in resources}
-    # What Analyze and AnalyzeStack both send about a resource, serialised once.
-    described = [_described(r, by_urn) for r in resources]
-    # Each call's deadline runs from when it is sent, and all are sent at once: the Analyze
-    # deadline covers the whole batch.
-    in_flight: list[tuple[PolicyPackProcess, Any]] = []
-    try:
-        for i, fields in enumerate(described):
-            pack = pool[i % len(pool)]
-            request = analyzer_pb2.AnalyzeRequest(**fields)
-            in_flight.append((pack, pack.stub.Analyze.future(request, timeout=pack.deadlines.analyze)))
-        for r, (pack, call) in zip(resources, in_flight, strict=True):
-            try:
-                response = call.result()
-            except grpc.RpcError as err:
-                raise pack.call_failed("Analyze", err, pack.deadlines.analyze) from err
-            _collect(result, response, default_urn=r.urn)
-    finally:
-        for _, call in in_flight:
-            call.cancel()  # a no-op for answered calls
-    stack_response = pool[0].call(
-        "AnalyzeStack",
-        analyzer_pb2.AnalyzeStackRequest(
-            resources=[
-                analyzer_pb2.AnalyzerResource(
-                    **fields,
-                    parent=r.parent,
-                    dependencies=r.dependencies,
-                    propertyDependencies={
-                        k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
-                        for k, v in r.property_dependencies.items()
-                    },
+
+    def __init__(
+        self,
+        packs: PolicyPackProcess | Sequence[PolicyPackProcess],
+        policy_config: dict[str, Any],
+        organization: str = "organization",
+        config_source: str = "policy config",
+        known: Iterable[Registration] = (),
+    ) -> None:
+        self.pool = [packs] if isinstance(packs, PolicyPackProcess) else list(packs)
+        self._policy_config = policy_config
+        self._organization = organization
+        self._config_source = config_source
+        self._by_urn = {r.urn: r for r in known}
+        # What the packs logged before this round (a pack serves several rounds) is not this round's.
+        self._logged = [len(pack.engine.logs) for pack in self.pool]
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Per fed resource, in order: as analysed (remediated), its request fields, its pack, its call.
+        self._sent: list[tuple[Registration, dict[str, Any], PolicyPackProcess, Any]] = []
+        self._result: AnalysisResult | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name="preflight-analysis", daemon=True)
+        self._worker.start()
+
+    def feed(self, r: Registration) -> None:
+        self._queue.put(r)
+
+    def _work(self) -> None:
+        try:
+            result, remediate = self._configure()
+            windows = {id(pack): threading.BoundedSemaphore(ANALYZE_WINDOW) for pack in self.pool}
+            turns = itertools.cycle(self.pool)
+            while (r := self._queue.get()) is not _END:
+                if remediate:
+                    r = _remediate(self.pool[0], r, result)
+                self._by_urn[r.urn] = r
+                fields = _described(r, self._by_urn)
+                pack = next(turns)
+                window = windows[id(pack)]
+                window.acquire()  # released when a call of this pack is answered, fails or times out
+                call = pack.stub.Analyze.future(
+                    analyzer_pb2.AnalyzeRequest(**fields), timeout=pack.deadlines.analyze
                 )
-                for r, fields in zip(resources, described, strict=True)
+                call.add_done_callback(functools.partial(_release, window))
+                self._sent.append((r, fields, pack, call))
+                if self._closed:  # close() may have cancelled the others before this one was listed
+                    call.cancel()
+                    return
+        except BaseException as err:  # noqa: BLE001 - raised again by finish(), in the caller's thread
+            self._error = err
+
+    def _configure(self) -> tuple[AnalysisResult, bool]:
+        for pack in self.pool:
+            _open(pack, self._organization)
+        info = self.pool[0].call("GetAnalyzerInfo", empty_pb2.Empty())
+        configure = build_configure_request(info, self._policy_config, self._config_source)
+        for pack in self.pool:
+            pack.call("Configure", configure)
+        self._result = AnalysisResult(
+            pack=info.name,
+            version=self.pool[0].version,
+            policies=[_policy_info(p) for p in info.policies],
+        )
+        remediate = any(c.enforcementLevel == analyzer_pb2.REMEDIATE for c in configure.policyConfig.values())
+        return self._result, remediate
+
+    def finish(self) -> AnalysisResult:
+        """Every Analyze answer, then AnalyzeStack: the result, or the first failure (PolicyPackError)."""
+        self._queue.put(_END)
+        self._worker.join()
+        try:
+            if self._error is not None:
+                raise self._error
+            result = self._result
+            assert result is not None
+            for r, _, pack, call in self._sent:
+                try:
+                    response = call.result()
+                except grpc.RpcError as err:
+                    raise pack.call_failed("Analyze", err, pack.deadlines.analyze) from err
+                _collect(result, response, default_urn=r.urn)
+            stack_response = self.pool[0].call(
+                "AnalyzeStack",
+                analyzer_pb2.AnalyzeStackRequest(
+                    resources=[
+                        analyzer_pb2.AnalyzerResource(
+                            **fields,
+                            parent=r.parent,
+                            dependencies=r.dependencies,
+                            propertyDependencies={
+                                k: analyzer_pb2.AnalyzerPropertyDependencies(urns=v)
+                                for k, v in r.property_dependencies.items()
+                            },
+                        )
+                        for r, fields, _, _ in self._sent
+                    ]
+                ),
+                timeout=self.pool[0].deadlines.analyze,
+            )
+            _collect(result, stack_response, default_urn="")
+            result.violations.sort(key=lambda v: (v.level != "mandatory", v.policy, v.urn))
+            result.logs += [
+                line
+                for pack, logged in zip(self.pool, self._logged, strict=True)
+                for line in pack.engine.logs[logged:]
             ]
-        ),
-        timeout=pool[0].deadlines.analyze,
-    )
-    _collect(result, stack_response, default_urn="")
-    result.violations.sort(key=lambda v: (v.level != "mandatory", v.policy, v.urn))
-    result.logs += [line for pack in pool for line in pack.engine.logs]
-    result.resources = resources
-    return result
+            result.resources = [r for r, _, _, _ in self._sent]
+            return result
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Abandon the round: the worker stops at its next resource, calls in flight are cancelled."""
+        self._closed = True
+        self._queue.put(_END)
+        for _, _, _, call in self._sent:
+            call.cancel()  # a no-op for answered calls
 
 
 def _described(r: Registration, by_urn: dict[str, Registration]) -> dict[str, Any]:

@@ -32,15 +32,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from preflight.analyzer import (
+    Analysis,
     AnalysisResult,
     PolicyPackError,
     PolicyPackProcess,
-    analyze,
     kill_running_packs,
     load_policy_config,
 )
-from preflight.engine import ProgramRun, run_program
-from preflight.export import export_preflight
+from preflight.engine import ProgramRun, registrations_to, run_program
 from preflight.report import (
     Preflight,
     failure_json,
@@ -82,7 +81,8 @@ def run_preflight(
     """Program under mocks, then the policy pack over the Analyzer protocol (skipped on error).
 
     Settings (stack file, pack manifest, policy config) are checked before the program runs and raise
-    `StackConfigError` or `PolicyPackError`. The pack process boots while the program runs; it is
+    `StackConfigError` or `PolicyPackError`. The pack process boots and is configured while the program
+    runs, and analyses each resource as soon as the program has registered it (`Analysis`); it is
     stopped whatever happens. A program error or a pack failure after that is in the result (exit 2).
     """
     config = load_stack_config(project_dir, stack)
@@ -109,13 +109,18 @@ def run_preflight(
         )
 
     with pack:
-        run = run_program(project_dir, config)
-        if run.error is not None:
-            return result(run)
+        analysis = Analysis(pack, settings, config_source=source)
         try:
-            return result(run, analyze(pack, run.resources, settings, config_source=source))
-        except PolicyPackError as err:
-            return result(run, error=str(err))
+            with registrations_to(analysis.feed):
+                run = run_program(project_dir, config)
+            if run.error is not None:
+                return result(run)
+            try:
+                return result(run, analysis.finish())
+            except PolicyPackError as err:
+                return result(run, error=str(err))
+        finally:
+            analysis.close()
 
 
 def split_project_dir(argv: list[str]) -> tuple[Path, list[str]]:
@@ -342,6 +347,8 @@ def _main(args: argparse.Namespace, report: _Report, interrupts: Interrupts) -> 
         print_report(result, report.console)
         texts = {"--json": plan_json(result), "--markdown": markdown(result)}
         if result.run.error is None and args.export is not None:
+            from preflight.export import export_preflight  # only for --export
+
             export = export_preflight(result)
             texts["--export"] = export.json()
             for where in export.redacted:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import runpy
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,10 @@ from typing import Any
 
 import pulumi
 import pulumi.runtime
+import pulumi.runtime.resource as sdk_resource
 from google.protobuf import json_format
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs, Mocks
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 
 from preflight.stackconfig import StackConfig
@@ -87,38 +91,43 @@ class ProgramRun:
 
 
 class CapturingMonitor(MockMonitor):
-    """The SDK's MockMonitor, plus a record of every registration with its options."""
+    """The SDK's MockMonitor, plus a record of every registration with its options.
 
-    def __init__(self, mocks: Mocks) -> None:
+    `on_register`, when given, is called with each Registration as soon as it is recorded, from the
+    thread that registered it (see `registrations_to`)."""
+
+    def __init__(self, mocks: Mocks, on_register: Callable[[Registration], None] | None = None) -> None:
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+        self.on_register = on_register
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == "pulumi:pulumi:Stack":
             return response
-        self.registrations.append(
-            Registration(
-                urn=response.urn,
-                type=request.type,
-                name=request.name,
-                custom=bool(request.custom),
-                parent=request.parent,
-                dependencies=list(request.dependencies),
-                property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
-                provider=request.provider,
-                protect=bool(request.protect),
-                retain_on_delete=bool(request.retainOnDelete),
-                delete_before_replace=bool(request.deleteBeforeReplace),
-                ignore_changes=list(request.ignoreChanges),
-                aliases=[json_format.MessageToJson(a, indent=None) for a in request.aliases]
-                + list(request.aliasURNs),
-                additional_secret_outputs=list(request.additionalSecretOutputs),
-                inputs=json_format.MessageToDict(request.object),
-                outputs=json_format.MessageToDict(response.object),
-                id=response.id,
-            )
+        registration = Registration(
+            urn=response.urn,
+            type=request.type,
+            name=request.name,
+            custom=bool(request.custom),
+            parent=request.parent,
+            dependencies=list(request.dependencies),
+            property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+            provider=request.provider,
+            protect=bool(request.protect),
+            retain_on_delete=bool(request.retainOnDelete),
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            ignore_changes=list(request.ignoreChanges),
+            aliases=[json_format.MessageToJson(a, indent=None) for a in request.aliases]
+            + list(request.aliasURNs),
+            additional_secret_outputs=list(request.additionalSecretOutputs),
+            inputs=json_format.MessageToDict(request.object),
+            outputs=json_format.MessageToDict(response.object),
+            id=response.id,
         )
+        self.registrations.append(registration)
+        if self.on_register is not None:
+            self.on_register(registration)
         return response
 
 
@@ -301,12 +310,32 @@ def _working_directory(path: Path) -> Iterator[None]:
         sys.path[:] = old_path
 
 
+_ON_REGISTER: contextvars.ContextVar[Callable[[Registration], None] | None] = contextvars.ContextVar(
+    "preflight_on_register", default=None
+)
+
+
+@contextmanager
+def registrations_to(on_register: Callable[[Registration], None]) -> Iterator[None]:
+    """Inside this block (this thread), `run_program`/`run_function` also pass each resource to
+    `on_register` as the monitor captures it, from the registering thread: the CLI streams them to the
+    policy pack while the program still runs. A block, not an argument, so that the CLI calls
+    `run_program` as everyone else does (tests stand in for it with that signature). It must not block.
+    """
+    token = _ON_REGISTER.set(on_register)
+    try:
+        yield
+    finally:
+        _ON_REGISTER.reset(token)
+
+
 def run_program(
     project_dir: Path, config: StackConfig, preview: bool = True, registry: dict[str, str] | None = None
 ) -> ProgramRun:
     """Run `<project_dir>/__main__.py` once, in a fresh context and event loop.
 
-    `registry` (see `PlaceholderMocks`) carries what one run pushed into the next.
+    `registry` (see `PlaceholderMocks`) carries what one run pushed into the next; see also
+    `registrations_to`.
     """
     main = str(project_dir.resolve() / "__main__.py")
 
@@ -325,8 +354,71 @@ def run_function(
 ) -> ProgramRun:
     """Run `program` under the same mocks as a whole program: what tests use to build components
     directly (with the stack's config set, from `project_dir`), as pulumi-awsx's tests do."""
-    context = contextvars.Context()  # fresh Pulumi settings, config and root stack
-    return context.run(_run_program, program, project_dir.resolve(), config, preview, registry)
+    on_register = _ON_REGISTER.get()
+    with collector_paused():
+        # A fresh context: fresh Pulumi settings, config and root stack. Not kept in a variable: it
+        # holds the run's SDK objects, which must be garbage before collector_paused collects.
+        return contextvars.Context().run(
+            _run_program, program, project_dir.resolve(), config, preview, registry, on_register
+        )
+
+
+_RUNS_FINISHED = [0]  # program runs this process has finished (see collector_paused)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a program imports its providers and registers resources.
+
+    Why: a run allocates hundreds of thousands of GC-tracked objects (the provider modules, then per
+    resource its Outputs, futures and asyncio tasks) and frees few of them, so the collector's passes
+    keep re-examining a growing heap for nothing: with it running, the SDK alone registering N
+    trivial resources costs 1.0 ms each at 500 and 2.6 ms at 2,000; without it, 0.8 ms, flat (see
+    bench/scaling.py for the program). So what is alive before the run (earlier imports and runs) is
+    frozen (`gc.freeze`: never traversed again), and the collector is off during the run and restored
+    after it, even when the program fails.
+
+    Then the run's cyclic garbage: from the second run of a process on, one full pass frees it (a
+    fifth of a second for the prod stack: what a process that runs many programs, like a test worker,
+    needs) before what survives is frozen too. The first run's is frozen with the rest instead: that
+    pass would have to traverse the provider modules the run just imported (0.7 s), and most
+    processes (`python -m preflight`, each program of `preflight diff`) exit after one run; the cost
+    is one run's garbage kept for the life of the process. Frozen, neither a later pass nor the
+    interpreter's final one at exit traverses it (that alone was 1.8 s of a prod preflight).
+    Reference counting frees acyclic objects either way.
+    """
+    enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        try:
+            if _RUNS_FINISHED[0]:
+                gc.collect()
+            gc.freeze()
+        finally:
+            _RUNS_FINISHED[0] += 1
+            if enabled:
+                gc.enable()
+
+
+@contextmanager
+def _no_source_positions() -> Iterator[None]:
+    """The SDK walks the Python stack for every resource (`traceback.extract_stack`, then a file URI
+    per frame) to send the engine a source position for its diagnostics; the mock monitor records
+    none of it, and it was a tenth of the registration time. So, during a run, the SDK's
+    `_get_stack_trace` (pulumi.runtime.resource) answers an empty trace, as it does when it finds no
+    user frame; an SDK without that function is left alone."""
+    real = getattr(sdk_resource, "_get_stack_trace", None)
+    if real is None:
+        yield
+        return
+    sdk_resource._get_stack_trace = source_pb2.StackTrace
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = real
 
 
 def _run_program(
@@ -335,12 +427,19 @@ def _run_program(
     config: StackConfig,
     preview: bool,
     registry: dict[str, str] | None,
+    on_register: Callable[[Registration], None] | None,
 ) -> ProgramRun:
     region = config.values.get("aws:region", "us-east-1")
     mocks = PlaceholderMocks(region, registry)
-    monitor = CapturingMonitor(mocks)
+    monitor = CapturingMonitor(mocks, on_register)
     loop = asyncio.new_event_loop()
+    # The SDK calls the monitor in the loop's default thread pool: this one, so that its threads end
+    # with the run rather than some time after it, holding the run's last objects (which
+    # collector_paused would then freeze instead of freeing).
+    monitor_threads = ThreadPoolExecutor(thread_name_prefix="preflight-monitor")
+    loop.set_default_executor(monitor_threads)
     asyncio.set_event_loop(loop)
+    finished = False
     error: BaseException | None = None
     error_text = ""
     outputs: dict[str, Any] = {}
@@ -354,7 +453,7 @@ def _run_program(
             monitor=monitor,
         )
         pulumi.runtime.set_all_config(dict(config.values), list(config.secret_keys))
-        with _working_directory(project_dir):
+        with _working_directory(project_dir), _no_source_positions():
             try:
                 loop.run_until_complete(run_pulumi_func(program))
                 outputs, secret_outputs = loop.run_until_complete(_stack_outputs())
@@ -362,9 +461,11 @@ def _run_program(
                 error, error_text = err, str(err)
             except Exception as err:  # noqa: BLE001 - any program failure is reported, not raised
                 error, error_text = err, "".join(traceback.format_exception(err))
+        finished = True
     finally:
         loop.close()
         asyncio.set_event_loop(None)
+        monitor_threads.shutdown(wait=finished)  # interrupted: the process reports and exits
     return ProgramRun(
         stack=config.stack,
         project=config.project,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from preflight.analyzer import PolicyPackProcess
 from preflight.cli import run_preflight
 from preflight.engine import ProgramRun, plan_diff, run_program
 from preflight.report import Preflight
-from preflight.stackconfig import load_stack_config
+from preflight.stackconfig import StackConfig, load_stack_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "staging", "prod")
@@ -34,19 +36,57 @@ def project_copy(tmp_path: Path, stack: str, config: dict[str, Any]) -> Path:
     return tmp_path
 
 
+# The program's runs on this project's code (what project_copy links), by what else determines them:
+# the stack, its config as the program receives it, and the environment (the program reads some of
+# it, GITHUB_SHA for one; pytest's own per-test variable aside). The same stack, config and environment
+# give the same ProgramRun, so a repeated one is not run again; tests only read the runs they share.
+# Kept: the stack files' own runs (stack_runs holds them anyway) and the RECENT_RUNS latest others (a
+# test file's tests mostly repeat each other's configs; keeping every run would hold them all in memory).
+_STACK_FILE_RUNS: dict[tuple[Any, ...], ProgramRun] = {}
+_RECENT: OrderedDict[tuple[Any, ...], ProgramRun] = OrderedDict()
+RECENT_RUNS = 8
+_PER_TEST_ENV = "PYTEST_CURRENT_TEST"
+
+
+def _run_key(config: StackConfig) -> tuple[Any, ...]:
+    environment = tuple(sorted((k, v) for k, v in os.environ.items() if k != _PER_TEST_ENV))
+    return (
+        config.project,
+        config.stack,
+        tuple(sorted(config.values.items())),
+        tuple(config.secret_keys),
+        environment,
+    )
+
+
 def run_config(tmp_path: Path, stack: str, config: dict[str, Any]) -> ProgramRun:
+    """The program on `config` (a stack file's `config:` mapping), run unless the same run is kept."""
     project = project_copy(tmp_path, stack, config)
-    return run_program(project, load_stack_config(project, stack))
+    stack_config = load_stack_config(project, stack)
+    key = _run_key(stack_config)
+    if key in _STACK_FILE_RUNS:
+        return _STACK_FILE_RUNS[key]
+    run = _RECENT.pop(key, None) or run_program(project, stack_config)
+    _RECENT[key] = run  # now the latest
+    while len(_RECENT) > RECENT_RUNS:
+        _RECENT.popitem(last=False)
+    return run
 
 
 @pytest.fixture(scope="session")
 def stack_runs() -> dict[str, Preflight]:
-    """Each project stack through the whole preflight once per session (program + pack)."""
-    return {stack: run_preflight(stack) for stack in STACKS}
+    """Each project stack through the whole preflight once per session (program + pack); its program
+    runs are also what run_config answers for the stack files' own configs."""
+    results = {stack: run_preflight(stack) for stack in STACKS}
+    for result in results.values():
+        _STACK_FILE_RUNS[_run_key(result.config)] = result.run
+    return results
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pack() -> Iterator[PolicyPackProcess]:
+    """One pack process per test process: every analysis opens, configures and analyses from scratch
+    (Handshake, ConfigureStack, Configure with every policy's level), so rounds share no state."""
     with PolicyPackProcess(ROOT / "policies", project="pouw-cicd", stack="test") as running:
         yield running
 

@@ -4,20 +4,25 @@ The pack is started twice, as the CLI starts it: once as shipped and once with
 POUW_POLICY_SHARED_ANALYSIS=off (the SDK's own per-policy deserialisation). Every request the three
 stacks' plans, the policy fixtures, their unknown-valued variants and the bench's generated stack
 produce is sent to both, under each stack's policy config and under `all: mandatory`, and the full
-responses (GetAnalyzerInfo, every AnalyzeResponse, AnalyzeStack) must be byte-identical.
+responses (GetAnalyzerInfo, every AnalyzeResponse, AnalyzeStack) must be byte-identical. In-process:
+one deserialisation per resource and request (Analyze and AnalyzeStack), shared trees no policy can
+write to, and the Struct conversion equal to json_format's for any Struct (hypothesis).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 import re
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from google.protobuf import empty_pb2, struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 from pulumi.runtime.proto import analyzer_pb2
 
 from preflight.analyzer import (
@@ -27,8 +32,8 @@ from preflight.analyzer import (
     build_configure_request,
     load_policy_config,
 )
-from preflight.engine import Registration, run_program
-from preflight.stackconfig import load_stack_config
+from preflight.engine import Registration
+from preflight.report import Preflight
 from tests.conftest import ROOT, STACKS
 from tests.test_policies import FIXTURES, UNKNOWN_BOOL, UNKNOWN_STRING, build
 
@@ -124,10 +129,10 @@ def _diagnostics(responses: list[bytes]) -> list[analyzer_pb2.AnalyzeDiagnostic]
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_stack_plans_get_identical_responses(
-    packs: tuple[PolicyPackProcess, PolicyPackProcess], stack: str
+    packs: tuple[PolicyPackProcess, PolicyPackProcess], stack_runs: dict[str, Preflight], stack: str
 ) -> None:
     plain, shared = packs
-    run = run_program(ROOT, load_stack_config(ROOT, stack))
+    run = stack_runs[stack].run
     assert any(r.provider for r in run.resources)  # explicit providers: their properties are shared too
     for config in (load_policy_config(ROOT / "policies" / "config" / f"{stack}.json"), {"all": "mandatory"}):
         expected = _round(plain, run.resources, config)
@@ -194,7 +199,8 @@ def sdk(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     servicer = sdk._PolicyAnalyzerServicer
     monkeypatch.setattr(servicer, "Analyze", servicer.Analyze)
-    for name in ("json_format", "deserialize_properties", "unknown_checking_proxy"):
+    monkeypatch.setattr(servicer, "AnalyzeStack", servicer.AnalyzeStack)
+    for name in ("json_format", "deserialize_properties", "unknown_checking_proxy", "signature"):
         monkeypatch.setattr(sdk, name, getattr(sdk, name))
     monkeypatch.delenv(shared_analysis.DISABLE_ENV, raising=False)
     return sdk
@@ -225,7 +231,7 @@ def test_one_deserialisation_per_request(sdk: Any, monkeypatch: pytest.MonkeyPat
         assert [d.policyName for d in response.diagnostics] == ["p0", "p1", "p2", "p3"]
     assert len(calls) == 2  # once per request, not once per policy
     assert all(p is seen[0] for p in seen[:4]) and seen[4] is not seen[0]  # cleared between requests
-    assert shared_analysis._REQUEST.entries is None
+    assert shared_analysis._REQUEST.memo is None
 
 
 def test_a_policy_cannot_change_what_the_next_one_sees(sdk: Any) -> None:
@@ -237,3 +243,76 @@ def test_a_policy_cannot_change_what_the_next_one_sees(sdk: Any) -> None:
     assert shared_analysis.install({})
     with pytest.raises(TypeError, match="policies must not modify their args"):
         servicer.Analyze(_request("t", {"spec": {"image": "web"}}), None)
+
+
+# The Struct conversion: json_format's own result for every shape a Struct can hold.
+_LEAVES = st.none() | st.booleans() | st.text() | st.floats(allow_nan=False, allow_infinity=False)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), _JSON, max_size=6))
+def test_struct_conversion_is_json_formats(value: dict[str, Any]) -> None:
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    converted = shared_analysis._struct_to_dict(struct)
+    expected = json_format.MessageToDict(struct)
+    assert converted == expected
+    assert list(converted) == list(expected)  # the same key order
+    assert repr(converted) == repr(expected)  # the same types (floats stay floats, -0.0 stays -0.0)
+
+
+@pytest.mark.parametrize("number", [math.inf, -math.inf, math.nan])
+def test_struct_conversion_refuses_what_json_format_refuses(number: float) -> None:
+    struct = struct_pb2.Struct()
+    struct.update({"spec": {"replicas": [number]}})
+    with pytest.raises(ValueError) as expected:
+        json_format.MessageToDict(struct)
+    with pytest.raises(ValueError) as converted:
+        shared_analysis._struct_to_dict(struct)
+    assert str(converted.value) == str(expected.value)
+
+
+def _stack_request(count: int) -> analyzer_pb2.AnalyzeStackRequest:
+    requests = [_request("t", {"spec": {"image": f"web:{i}"}}) for i in range(count)]
+    return analyzer_pb2.AnalyzeStackRequest(
+        resources=[
+            analyzer_pb2.AnalyzerResource(type="t", urn=f"{r.urn}{i}", name=r.name, properties=r.properties)
+            for i, r in enumerate(requests)
+        ]
+    )
+
+
+def test_one_deserialisation_per_resource_of_a_stack(sdk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AnalyzeStack: each resource deserialised once per request, whatever the number of stack policies."""
+    seen: list[list[Any]] = []
+
+    def validate(args: Any, report: Any) -> None:
+        seen.append([r.props for r in args.resources])
+        report(f"{len(args.resources)} resources, first {args.resources[0].props['spec']['image']}", None)
+
+    policies = [sdk.StackValidationPolicy(name=f"s{i}", description="d", validate=validate) for i in range(4)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({})
+    calls: list[Any] = []
+    real = shared_analysis._deserialize_properties
+    monkeypatch.setattr(shared_analysis, "_deserialize_properties", lambda *a: calls.append(a) or real(*a))
+    response = servicer.AnalyzeStack(_stack_request(50), None)
+    assert [d.message for d in response.diagnostics] == ["d\n50 resources, first web:0"] * 4
+    assert len(calls) == 50  # once per resource, not once per resource and stack policy
+    assert all(props is first for views in seen for props, first in zip(views, seen[0], strict=True))
+    assert shared_analysis._REQUEST.memo is None
+
+
+def test_a_stack_policy_cannot_change_what_the_next_one_sees(sdk: Any) -> None:
+    def mutate(args: Any, report: Any) -> None:
+        args.resources[0].props["spec"]["image"] = "evil"
+
+    policies = [sdk.StackValidationPolicy(name="writer", description="d", validate=mutate)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({})
+    with pytest.raises(TypeError, match="policies must not modify their args"):
+        servicer.AnalyzeStack(_stack_request(2), None)
