@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -204,6 +205,19 @@ def _weights(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
             )
 
 
+def _covered(labels: set[tuple[str, str]], selectors: set[frozenset[tuple[str, str]]]) -> bool:
+    """Whether some selector is a subset of the labels: by lookup of the labels' subsets while they are
+    few (pods carry a handful of labels), else by scanning the selectors."""
+    if len(labels) > 10:
+        return any(selector <= labels for selector in selectors)
+    pairs = sorted(labels)
+    return any(
+        frozenset(subset) in selectors
+        for size in range(1, len(pairs) + 1)
+        for subset in itertools.combinations(pairs, size)
+    )
+
+
 @QUALITY.stack(
     "k8s-availability",
     "Kubernetes services keep a minimum number of pods and a PodDisruptionBudget.",
@@ -220,11 +234,15 @@ def _availability(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]
         if r.resource_type == t.HPA:
             spec = r.props.get("spec") or {}
             hpa_min[(spec.get("scaleTargetRef") or {}).get("name")] = spec.get("minReplicas") or 0
-    pdb_selectors = [
-        ((r.props.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    # Each PDB's matchLabels as a set of pairs: a Deployment is covered when one of them is a subset of
+    # its pod labels. Looked up by the subsets of those labels (a handful), so the policy stays linear
+    # in the resources, not Deployments x PDBs.
+    pdb_selectors = {
+        frozenset((str(k), str(v)) for k, v in selector.items())
         for r in args.resources
         if r.resource_type == t.PDB
-    ]
+        and (selector := ((r.props.get("spec") or {}).get("selector") or {}).get("matchLabels"))
+    }
     per_app: dict[str, float] = {}
     app_urn: dict[str, str] = {}
     for r in args.resources:
@@ -237,7 +255,7 @@ def _availability(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]
         replicas = hpa_min.get(name, (r.props.get("spec") or {}).get("replicas") or 1)
         per_app[app] = per_app.get(app, 0) + replicas
         app_urn[app] = r.urn
-        if not any(sel and all(labels.get(k) == v for k, v in sel.items()) for sel in pdb_selectors):
+        if not _covered({(str(k), str(v)) for k, v in labels.items()}, pdb_selectors):
             yield f"Deployment {name} has no PodDisruptionBudget", r.urn
     for app, total in per_app.items():
         if total < minimum:
