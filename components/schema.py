@@ -12,7 +12,8 @@ import re
 from typing import Annotated, Any, Literal
 
 from pulumi_docker_build import Platform
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from components.rollout import WORKLOAD_PATTERN, RollingRollout, RolloutSettings, release_version
 from components.rollout import Model as _Model
@@ -124,7 +125,20 @@ class BuildSettings(_Model):
         return value
 
 
-Target = Literal["eks", "ecs", "aci", "cloudrun", "gke", "aks"]
+def _registered_target(value: str) -> str:
+    """A key of the target registry (`components/targets/__init__.py` `TARGETS`, the only list of
+    targets), reported like any other choice. Imported when a stack file is validated: the targets
+    import this module."""
+    from components.targets import TARGETS
+
+    if value not in TARGETS:
+        expected = ", ".join(repr(key) for key in TARGETS)
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+# A service's target: one of the registered targets' keys.
+Target = Annotated[str, AfterValidator(_registered_target)]
 
 
 class ReplicaSettings(_Model):

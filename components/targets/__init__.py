@@ -15,7 +15,7 @@ from components.targets.eks import EksTarget
 from components.targets.gke import GkeTarget
 
 TARGETS: dict[str, type[Target]] = {
-    t.key: t for t in (EksTarget, EcsTarget, CloudRunTarget, AciTarget, GkeTarget, AksTarget)
+    t.key: t for t in (EksTarget, EcsTarget, AciTarget, CloudRunTarget, GkeTarget, AksTarget)
 }
 
 __all__ = ["TARGETS", "Target"]
