@@ -193,21 +193,6 @@ class Settings(_Model):
         return uses
 
     @property
-    def cloud_run_ingress(self) -> str:
-        explicit = self.cloud_run.ingress if self.cloud_run else None
-        return explicit or ("internal-and-cloud-load-balancing" if self.is_prod else "all")
-
-    @property
-    def eks_waf(self) -> bool:
-        explicit = self.eks.waf if self.eks else None
-        return self.is_prod if explicit is None else explicit
-
-    @property
-    def ecs_waf(self) -> bool:
-        explicit = self.ecs.waf if self.ecs else None
-        return self.is_prod if explicit is None else explicit
-
-    @property
     def acr_zone_redundant(self) -> bool:
         """Explicit, or on for a Premium registry in prod."""
         acr = self.registries.acr
@@ -221,11 +206,6 @@ class Settings(_Model):
         """Explicit, or a year in prod (an audit trail), 30 days elsewhere."""
         explicit = self.network.flow_log_retention_days if self.network else None
         return explicit or (365 if self.is_prod else 30)
-
-    @property
-    def eks_public_endpoint(self) -> bool:
-        explicit = self.eks.endpoint_public_access if self.eks else None
-        return (not self.is_prod) if explicit is None else explicit
 
     @property
     def is_prod(self) -> bool:
@@ -272,24 +252,6 @@ class Settings(_Model):
                     )
                 )
         return problems
-
-    @property
-    def gke_release_channel(self) -> str:
-        explicit = self.gke.release_channel if self.gke else None
-        return explicit or ("STABLE" if self.is_prod else "REGULAR")
-
-    @property
-    def aks_upgrade_channel(self) -> str:
-        """Explicit, or stable in prod (one minor behind the newest, its latest patch), patch elsewhere
-        (the newest patch of the pinned minor: staging meets a minor upgrade only when it is chosen)."""
-        explicit = self.aks.upgrade_channel if self.aks else None
-        return explicit or ("stable" if self.is_prod else "patch")
-
-    @property
-    def aks_tier(self) -> str:
-        """Explicit, or Standard in prod (the uptime SLA), Free elsewhere."""
-        explicit = self.aks.tier if self.aks else None
-        return explicit or ("Standard" if self.is_prod else "Free")
 
     def acr_egress_rules(self) -> int:
         """The ACR IP rules this stack's own egress takes (`components/context.py` adds them): one per

@@ -391,7 +391,11 @@ def test_the_acr_rule_count_includes_the_stacks_own_egress() -> None:
     ]
     raw["registries"]["acr"]["allowedCidrs"] = raw["registries"]["acr"]["allowedCidrs"][:96]
     settings = parse(raw, "prod", secret_keys("prod"), others("prod"))
-    assert settings.acr_egress_rules() == 4 and settings.aks_upgrade_channel == "stable"
+    assert (
+        settings.acr_egress_rules() == 4
+        and settings.aks is not None
+        and settings.aks.channel(settings.is_prod) == "stable"
+    )
 
 
 def test_secure_environment_reaches_the_pods_by_reference(tmp_path: Path) -> None:

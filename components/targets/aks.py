@@ -153,6 +153,16 @@ class AksSettings(_Model):
     # learn.microsoft.com/azure/application-gateway/for-containers/alb-controller-release-notes).
     alb_controller_version: Annotated[str, _CHART_VERSION] = "1.13.0"
 
+    # Prod defaults, resolved here with the block they belong to (`prod`: the stack is prod).
+    def channel(self, prod: bool) -> str:
+        """Explicit, or stable in prod (one minor behind the newest, its latest patch), patch elsewhere
+        (the newest patch of the pinned minor: staging meets a minor upgrade only when it is chosen)."""
+        return self.upgrade_channel or ("stable" if prod else "patch")
+
+    def sku_tier(self, prod: bool) -> str:
+        """Explicit, or Standard in prod (the uptime SLA), Free elsewhere."""
+        return self.tier or ("Standard" if prod else "Free")
+
 
 # Built-in role definitions (learn.microsoft.com/azure/role-based-access-control/built-in-roles:
 # Networking, Identity, Containers); the same ids in every tenant.
@@ -695,8 +705,8 @@ class AksTarget(Target):
                 azure=s.azure,
                 resource_group_name=ctx.resource_group.name,
                 cluster_name=ctx.cluster_name,
-                upgrade_channel=s.aks_upgrade_channel,
-                tier=s.aks_tier,
+                upgrade_channel=s.aks.channel(s.is_prod),
+                tier=s.aks.sku_tier(s.is_prod),
                 registry=registry,
                 egress=egress,
                 # The nodes reach the API server from the cluster's own egress address too.

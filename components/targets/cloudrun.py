@@ -49,6 +49,10 @@ class CloudRunSettings(_Model):
     invokers: tuple[str, ...] = ()
     allow_public: bool = False
 
+    def ingress_for(self, prod: bool) -> str:
+        """Explicit, or only through a load balancer in prod, all elsewhere (`prod`: the stack is prod)."""
+        return self.ingress or ("internal-and-cloud-load-balancing" if prod else "all")
+
 
 # Hex characters of the template hash in a revision name, and the room left for `<service>-<version>`.
 HASH_CHARS = 8
@@ -328,7 +332,7 @@ class CloudRunTarget(Target):
                 settings=s.cloud_run,
                 gcp=s.gcp,
                 registry=self.registry_,
-                ingress=s.cloud_run_ingress,
+                ingress=s.cloud_run.ingress_for(s.is_prod),
                 labels=s.labels(service.name),
                 protect=self.ctx.protect,
             ),

@@ -73,6 +73,10 @@ class EcsSettings(_Model):
     # NAT); more TCP ports they may open inside the VPC, e.g. [5432] for a database in the private subnets.
     task_egress_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = ()
 
+    def waf_on(self, prod: bool) -> bool:
+        """Explicit, or a WAF on the services' ALBs in prod (`prod`: the stack is prod)."""
+        return prod if self.waf is None else self.waf
+
 
 CONTAINER = "app"
 
@@ -778,7 +782,7 @@ class EcsTarget(Target):
                 tags=s.tags(),
                 protect=ctx.protect,
                 encrypt_logs=s.is_prod,
-                waf=s.ecs_waf,
+                waf=s.ecs.waf_on(s.is_prod),
                 permissions_boundary=ctx.boundary,
             ),
         )

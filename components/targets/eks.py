@@ -88,6 +88,15 @@ class EksSettings(_Model):
     # Requests per client IP in any 5 minutes before the web ACL blocks it.
     waf_rate_limit: Annotated[int, Field(ge=10, le=2_000_000_000)] = 2000
 
+    # Prod defaults, resolved here with the block they belong to (`prod`: the stack is prod).
+    def public_endpoint(self, prod: bool) -> bool:
+        """Explicit, or a public API endpoint (restricted to publicAccessCidrs) everywhere but prod."""
+        return (not prod) if self.endpoint_public_access is None else self.endpoint_public_access
+
+    def waf_on(self, prod: bool) -> bool:
+        """Explicit, or a WAF on the ingresses' ALBs in prod."""
+        return prod if self.waf is None else self.waf
+
 
 LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 LB_CONTROLLER = "aws-load-balancer-controller"
@@ -522,11 +531,11 @@ class EksTarget(Target):
                 settings=s.eks,
                 network=ctx.network,
                 cluster_name=ctx.cluster_name,
-                public_endpoint=s.eks_public_endpoint,
+                public_endpoint=s.eks.public_endpoint(s.is_prod),
                 tags=s.tags(),
                 protect=ctx.protect,
                 encrypt_logs=s.is_prod,
-                waf=s.eks_waf,
+                waf=s.eks.waf_on(s.is_prod),
                 permissions_boundary=ctx.boundary,
             ),
         )

@@ -103,6 +103,10 @@ class GkeSettings(_Model):
     # A Certificate Manager regional certificate (name): the Gateway then listens on HTTPS 443 only.
     certificate: str | None = None
 
+    def channel(self, prod: bool) -> str:
+        """Explicit, or STABLE in prod, REGULAR elsewhere (`prod`: the stack is prod)."""
+        return self.release_channel or ("STABLE" if prod else "REGULAR")
+
 
 EXTERNAL_GATEWAY_CLASS = "gke-l7-regional-external-managed"
 INTERNAL_GATEWAY_CLASS = "gke-l7-rilb"
@@ -442,7 +446,7 @@ class GkeTarget(Target):
                 settings=s.gke,
                 gcp=s.gcp,
                 cluster_name=ctx.cluster_name,
-                release_channel=s.gke_release_channel,
+                release_channel=s.gke.channel(s.is_prod),
                 registry=registry,
                 authorized_ips=[*nat, *s.gke.authorized_cidrs],
                 labels=s.labels(),
