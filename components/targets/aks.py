@@ -65,6 +65,7 @@ from components.targets.aci import ACR_PULL_ROLE
 from components.targets.base import Target, TargetEndpoints
 from components.targets.gke import _as_cidr as as_cidr
 from components.targets.kubernetes import (
+    GATEWAY_ROUTING_TYPES,
     WORKLOAD_TYPES,
     egress_only_policies,
     gateway,
@@ -683,9 +684,7 @@ class AksTarget(Target):
     settings_model = AksSettings
     registry = "acr"
     workload_types = WORKLOAD_TYPES
-    routing_types = frozenset(
-        {"kubernetes:core/v1:Service", "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"}
-    )
+    routing_types = GATEWAY_ROUTING_TYPES
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

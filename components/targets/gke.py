@@ -40,6 +40,7 @@ from components.rollout import RolloutPlan
 from components.schema import _CIDR, GcpSettings, ServiceSettings, _matching
 from components.targets.base import Target, TargetEndpoints
 from components.targets.kubernetes import (
+    GATEWAY_ROUTING_TYPES,
     WORKLOAD_TYPES,
     backend_services,
     gateway,
@@ -428,9 +429,7 @@ class GkeTarget(Target):
     settings_model = GkeSettings
     registry = "artifactRegistry"
     workload_types = WORKLOAD_TYPES
-    routing_types = frozenset(
-        {"kubernetes:core/v1:Service", "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"}
-    )
+    routing_types = GATEWAY_ROUTING_TYPES
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -30,6 +30,10 @@ from components.targets.base import ContainerSpec
 
 # What a Deployment runs: only a change of its pod template starts new pods (replicas belong to the HPA).
 WORKLOAD_TYPES: Mapping[str, tuple[str, ...] | None] = {"kubernetes:apps/v1:Deployment": ("spec.template",)}
+# What routes a Gateway API target's traffic (GKE, AKS): Service selectors (blue-green), HTTPRoute weights.
+GATEWAY_ROUTING_TYPES = frozenset(
+    {"kubernetes:core/v1:Service", "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"}
+)
 RESTRICTED = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 # The cluster DNS every target runs (CoreDNS on EKS and AKS, kube-dns on GKE): both carry this label.
