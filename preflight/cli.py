@@ -165,7 +165,10 @@ def _silence_what_an_interrupt_abandons() -> None:
     unraisable_hook = sys.unraisablehook
 
     def unraisable(unraisable: Any) -> None:
-        if not interrupted():
+        # The interrupt itself, raised where it cannot propagate (inside a callback from a compiled
+        # extension, e.g. pydantic-core building a validator while a module imports): the watcher
+        # still ends the run as interrupted, so it is not reported twice.
+        if not (interrupted() or isinstance(unraisable.exc_value, KeyboardInterrupt)):
             unraisable_hook(unraisable)
 
     sys.unraisablehook = unraisable

@@ -590,3 +590,26 @@ def test_unsupported_pack_runtimes_are_named(tmp_path: Path, manifest: str, expe
     (tmp_path / "PulumiPolicy.yaml").write_text(manifest)
     with pytest.raises(PolicyPackError, match=expected.replace("(", r"\(")):
         PolicyPackProcess(tmp_path, "p", "s")
+
+
+def test_an_interrupt_raised_where_it_cannot_propagate_prints_no_traceback() -> None:
+    """SIGTERM can land while a compiled extension calls back into Python (pydantic-core building a
+    validator during an import): the KeyboardInterrupt is then "unraisable" and Python prints it as
+    "Exception ignored in ..." before the watcher has marked the run interrupted. Preflight's hook keeps
+    it quiet (the run still ends as interrupted); other unraisable errors are still shown."""
+    script = """
+from preflight import cli
+cli._silence_what_an_interrupt_abandons()
+class Raises:
+    def __init__(self, exc):
+        self.exc = exc
+    def __del__(self):  # an exception here cannot propagate: Python hands it to sys.unraisablehook
+        raise self.exc
+Raises(KeyboardInterrupt())
+Raises(ValueError("shown"))
+"""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr
+    assert "ValueError: shown" in done.stderr
