@@ -18,7 +18,6 @@ from components.settings import SettingsError, parse
 from components.targets import aks
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.engine import SECRET_SIG, SIG_KEY, ProgramRun, Registration
-from tests.conftest import diff
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
 
@@ -229,38 +228,6 @@ def test_https_with_a_certificate_secret(tmp_path: Path) -> None:
         "mode": "Terminate",
         "certificateRefs": [{"kind": "Secret", "group": "", "name": "worker-tls"}],
     }
-
-
-def test_a_traffic_shift_changes_only_routing(tmp_path: Path) -> None:
-    before = aks_only(tmp_path / "before", "staging", canary(20))
-    after = aks_only(tmp_path / "after", "staging", canary(50))
-    assert route_weights(after) == {"worker-stable": 50, "worker-canary": 50}
-    change = diff(before, after)
-    assert not change["added"] and not change["removed"]
-    changed_types = {t for t, _ in change["changed"]}
-    assert ROUTE in changed_types
-    assert changed_types <= {ROUTE, HPA}, change["changed"]  # capacity follows weight; no pod template
-    for deployment in before.by_type(DEPLOYMENT):
-        assert after.get(DEPLOYMENT, deployment.name).inputs == deployment.inputs
-
-
-def test_blue_green_switches_the_stable_service_only(tmp_path: Path) -> None:
-    def active(slot: str) -> Callable[[dict[str, Any]], None]:
-        return set_worker_rollout(
-            {
-                "strategy": "blue-green",
-                "activeSlot": slot,
-                "slots": {"blue": {"version": "2.0.0"}, "green": {"version": "2.0.1"}},
-            }
-        )
-
-    blue = aks_only(tmp_path / "blue", "prod", active("blue"))
-    green = aks_only(tmp_path / "green", "prod", active("green"))
-    assert route_weights(blue) == {"worker": 1}  # the route targets the stable Service, never a slot
-    assert k8s(blue, SERVICE, "worker").inputs["spec"]["selector"]["slot"] == "blue"
-    assert k8s(green, SERVICE, "worker").inputs["spec"]["selector"]["slot"] == "green"
-    changed = diff(blue, green)["changed"]
-    assert {t for t, _ in changed} == {SERVICE}, changed  # worker and worker-preview swap selectors
 
 
 def test_the_namespaces_deny_by_default_and_allow_the_gateway(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ import pytest
 from components.settings import SettingsError, parse
 from components.targets import gke
 from preflight.engine import ProgramRun, Registration
-from tests.conftest import diff
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
 
@@ -134,38 +133,6 @@ def test_canary_weights_are_the_plans(tmp_path: Path) -> None:
     }
     assert set(health) == {"web-stable", "web-canary"}
     assert health["web-canary"]["default"]["config"]["httpHealthCheck"]["requestPath"] == "/health"
-
-
-def test_a_traffic_shift_changes_only_routing(tmp_path: Path) -> None:
-    before = gke_only(tmp_path / "before", "prod", canary(10))
-    after = gke_only(tmp_path / "after", "prod", canary(50))
-    assert route_weights(after) == {"web-stable": 50, "web-canary": 50}
-    change = diff(before, after)
-    assert not change["added"] and not change["removed"]
-    changed_types = {t for t, _ in change["changed"]}
-    assert ROUTE in changed_types
-    assert changed_types <= {ROUTE, HPA}, change["changed"]  # capacity follows weight; no pod template
-    for deployment in before.by_type(DEPLOYMENT):
-        assert after.get(DEPLOYMENT, deployment.name).inputs == deployment.inputs
-
-
-def test_blue_green_switches_the_stable_service_only(tmp_path: Path) -> None:
-    def active(slot: str) -> Callable[[dict[str, Any]], None]:
-        return set_web_rollout(
-            {
-                "strategy": "blue-green",
-                "activeSlot": slot,
-                "slots": {"blue": {"version": "1.4.1"}, "green": {"version": "1.4.2"}},
-            }
-        )
-
-    blue = gke_only(tmp_path / "blue", "staging", active("blue"))
-    green = gke_only(tmp_path / "green", "staging", active("green"))
-    assert route_weights(blue) == {"web": 1}  # the route targets the stable Service, never a slot
-    assert k8s(blue, SERVICE, "web").inputs["spec"]["selector"]["slot"] == "blue"
-    assert k8s(green, SERVICE, "web").inputs["spec"]["selector"]["slot"] == "green"
-    changed = diff(blue, green)["changed"]
-    assert {t for t, _ in changed} == {SERVICE}, changed  # web and web-preview swap selectors
 
 
 def test_the_namespace_denies_by_default_and_allows_the_gateway(tmp_path: Path) -> None:
