@@ -52,23 +52,6 @@ def route_weights(run: ProgramRun) -> dict[str, int]:
     return {b["name"]: int(b.get("weight", 1)) for b in rule["backendRefs"]}
 
 
-def set_worker_rollout(rollout: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    def mutate(config: dict[str, Any]) -> None:
-        worker = next(s for s in config["pouw-cicd:services"] if s["name"] == "worker")
-        worker["rollout"] = rollout
-
-    return mutate
-
-
-def canary(weight: int) -> Callable[[dict[str, Any]], None]:
-    return set_worker_rollout(
-        {
-            "strategy": "canary",
-            "slots": {"stable": {"version": "2.0.0"}, "canary": {"version": "2.0.1", "weight": weight}},
-        }
-    )
-
-
 def pools(cluster: Registration) -> dict[str, dict[str, Any]]:
     return {p["name"]: p for p in cluster.inputs["agentPoolProfiles"]}
 

@@ -46,23 +46,6 @@ def route_weights(run: ProgramRun) -> dict[str, int]:
     return {b["name"]: int(b.get("weight", 1)) for b in rule["backendRefs"]}
 
 
-def set_web_rollout(rollout: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    def mutate(config: dict[str, Any]) -> None:
-        web = next(s for s in config["pouw-cicd:services"] if s["name"] == "web")
-        web["rollout"] = rollout
-
-    return mutate
-
-
-def canary(weight: int) -> Callable[[dict[str, Any]], None]:
-    return set_web_rollout(
-        {
-            "strategy": "canary",
-            "slots": {"stable": {"version": "1.4.1"}, "canary": {"version": "1.4.2", "weight": weight}},
-        }
-    )
-
-
 def test_the_cluster_is_private_and_hardened(tmp_path: Path) -> None:
     run = gke_only(tmp_path, "staging")
     cluster = one(run, CLUSTER).inputs
