@@ -67,6 +67,7 @@ from components.rollout import (
 )
 from delivery import notify
 from delivery.metrics import MetricError, Window
+from delivery.release import Git, ReleaseError
 from preflight.rollout import (
     ProgramRunError,
     RolloutEditError,
@@ -856,8 +857,11 @@ def cloud_reader(project_dir: Path, stack: str, service: str, applier: Automatio
 
 
 def pending(project_dir: Path, stack: str) -> list[str]:
-    """The services of the stack with a canary under test that has steps, or a blue-green service whose
-    new version is not active yet: what a workflow after a deploy runs the driver for."""
+    """The services of the stack whose release is under way, what a workflow after a deploy runs the
+    driver for: a canary with steps between 0 and 100% (0 is a rollback, or a canary nobody started:
+    dispatch the driver for it by hand; 100 waits for the reviewed promote), or a blue-green service
+    whose new version is not active yet and was not switched back by a rollback (the last
+    `rollout(<stack>/<service>): rollback` commit left the service as it is now)."""
     text, _ = read_stack_file(stack_path(project_dir, stack))
     data = _plain(_parse(text).data) or {}
     names = [
@@ -872,11 +876,32 @@ def pending(project_dir: Path, stack: str) -> list[str]:
         model = svc.model
         if svc.under_test is None:
             continue
+        position = svc.position
         walks = isinstance(model, CanaryRollout) and bool(model.steps)
+        walks = walks and isinstance(position, int) and 0 < position < 100
         switches = isinstance(model, BlueGreenRollout) and model.active_slot != svc.new_slot
-        if walks or switches:
+        if walks or (switches and not _switched_back(project_dir, stack, svc)):
             found.append(str(name))
     return found
+
+
+def _switched_back(project_dir: Path, stack: str, svc: Service) -> bool:
+    """Whether the last rollback commit of the service left it as the stack file has it now (a
+    blue-green rollback looks like a switch not taken yet; only git tells them apart)."""
+    git = Git(project_dir)  # the release tool's few git reads; a failure is a ReleaseError naming the fix
+    if git.run("rev-parse", "--is-shallow-repository").strip() == "true":
+        raise RefusedError(
+            f"{git.top} is a shallow clone: the rollback commits of {stack}'s blue-green services are not "
+            "in it; fetch the history (actions/checkout with fetch-depth: 0) and run again"
+        )
+    name = stack_path(project_dir, stack).name
+    subject = commit_subject(stack, svc.name, "rollback")
+    for line in git.run("log", "--format=%H %s", "--", name).splitlines():
+        rev, _, title = line.partition(" ")
+        if title.strip() == subject:
+            then = Service(git.run("show", f"{rev}:{git.prefix}{name}"), svc.name, f"{name}@{rev[:12]}")
+            return (then.version, then.position, then.model) == (svc.version, svc.position, svc.model)
+    return False
 
 
 def waiting(project_dir: Path, stack: str) -> list[str]:
@@ -918,7 +943,7 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
         text, _ = read_stack_file(stack_path(project_dir, args.stack))
         needs_metrics = Service(text, args.service, args.stack).analysis is not None
         reader = cloud_reader(project_dir, args.stack, args.service, applier) if needs_metrics else None
-    except (StackFileError, RefusedError, MetricError, StackConfigError) as err:
+    except (StackFileError, RefusedError, MetricError, StackConfigError, ReleaseError) as err:
         print(f"error: {err}")
         return EXIT_ERROR
     driver = Driver(

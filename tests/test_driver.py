@@ -4,6 +4,7 @@ guard with the real plan comparison; the rollout workflow's jobs, approvals and 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -377,9 +378,86 @@ def test_a_canary_without_steps_is_refused(tmp_path: Path) -> None:
     assert run.applier.weights == []
 
 
-def test_pending_and_waiting_list_the_services(project: Path) -> None:
-    assert pending(project, "staging") == ["web", "worker"]  # blue-green web: green not active yet
+def git(project: Path, *args: str) -> str:
+    command = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def committed(project: Path, text: str, subject: str) -> None:
+    (project / "Pulumi.staging.yaml").write_text(text)
+    git(project, "add", "Pulumi.staging.yaml")
+    git(project, "commit", "-q", "--allow-empty", "-m", subject)
+
+
+@pytest.fixture
+def repo(project: Path) -> Path:
+    git(project, "init", "-q")
+    committed(project, staging_with(WALK, weight=20), "deploy")
+    return project
+
+
+def listed(project: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """What `python -m delivery.driver pending` prints: the JSON list a workflow matrix reads."""
+    assert driver_module.main(["pending", "--stack", "staging"], project_dir=project) == EXIT_DONE
+    found: list[str] = json.loads(capsys.readouterr().out)
+    assert found == pending(project, "staging")
+    return found
+
+
+@pytest.mark.parametrize(("weight", "walking"), [(0, False), (20, True), (50, True), (100, False)])
+def test_pending_lists_a_canary_between_0_and_100(
+    repo: Path, capsys: pytest.CaptureFixture[str], weight: int, walking: bool
+) -> None:
+    """0 is a rollback (or a canary nobody started), 100 waits for the reviewed promote; staging's
+    blue-green web has green 1.4.2 built and blue active, so its switch is under way."""
+    committed(repo, staging_with(WALK, weight=weight), "canary")
+    assert listed(repo, capsys) == (["web", "worker"] if walking else ["web"])
+
+
+def test_pending_leaves_out_a_canary_without_steps_and_a_switched_blue_green(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    switched = STAGING.replace("        activeSlot: blue\n", "        activeSlot: green\n")
+    assert switched != STAGING
+    committed(repo, switched, "rollout(staging/web): promote")
+    assert listed(repo, capsys) == []  # worker's canary has no steps (the real staging file)
+
+
+def test_pending_leaves_out_a_blue_green_service_its_rollback_switched_back(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the driver's (or the helper's) rollback, blue active next to green 1.4.2 looks like a switch
+    not taken yet; the last `rollout(staging/web): rollback` commit tells them apart, until the service
+    changes again (a new green release re-enters the switch)."""
+    text = staging_with(WALK, weight=20)
+    green = text.replace("        activeSlot: blue\n", "        activeSlot: green\n")
+    committed(repo, green, "rollout(staging/web): promote")
+    committed(repo, text, "rollout(staging/web): rollback")
+    committed(repo, text.replace("weight: 20}", "weight: 50}"), "rollout(staging/worker): set-weight to 50%")
+    assert listed(repo, capsys) == ["worker"]
+    release = text.replace("green: {version: 1.4.2}", "green: {version: 1.4.3}").replace(
+        "      version: 1.4.2\n", "      version: 1.4.3\n"
+    )
+    assert release.count("1.4.3") == 2
+    committed(repo, release, "chore(release): web 1.4.3")
+    assert listed(repo, capsys) == ["web", "worker"]
+
+
+def test_pending_refuses_a_shallow_clone_it_cannot_see_rollbacks_in(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    committed(repo, staging_with(WALK, weight=20), "second")
+    clone = tmp_path_factory.mktemp("shallow") / "clone"
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
+    assert driver_module.main(["pending", "--stack", "staging"], project_dir=clone) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert out.startswith(f"error: {clone} is a shallow clone: the rollback commits of staging's")
+    assert out.rstrip().endswith("fetch the history (actions/checkout with fetch-depth: 0) and run again")
+
+
+def test_waiting_lists_the_services_a_run_left_at_a_manual_pause(project: Path) -> None:
     (project / "Pulumi.staging.yaml").write_text(staging_with(HELD))
+    assert waiting(project, "staging") == []
     Run(project, FakeApplier(), FakeReader(), FakeClock())()
     assert waiting(project, "staging") == ["worker"]
 
