@@ -97,7 +97,8 @@ def test_deploy_workflow_chain_and_gate() -> None:
     deploy = workflow("deploy.yml")
     assert deploy["on"]["push"] == {"branches": ["main"]}
     jobs = deploy["jobs"]
-    assert [jobs[s].get("needs") for s in STACKS] == [None, "dev", "staging"]
+    # Each stack after the previous stack's rollout (a release walks dev's steps before staging's).
+    assert [jobs[s].get("needs") for s in STACKS] == [None, "dev-rollout", "staging-rollout"]
     assert all(jobs[s]["with"]["stack"] == s for s in STACKS)
     assert all(jobs[s]["permissions"]["id-token"] == "write" for s in STACKS)
     up = workflow("deploy-stack.yml")["jobs"]["up"]
@@ -108,6 +109,145 @@ def test_deploy_workflow_chain_and_gate() -> None:
     assert gate < deploy_step  # a failing preflight stops the job before `pulumi up`
     assert steps[deploy_step]["with"]["command"] == "up"
     assert steps[deploy_step]["with"]["policyPackConfigs"] == "policies/config/${{ inputs.stack }}.json"
+
+
+ROLLOUT = "./.github/workflows/rollout.yml"
+
+
+def test_the_rollout_driver_runs_after_each_deploy_with_its_runner() -> None:
+    """deploy.yml calls rollout.yml after each stack's deploy, on that stack's (in-network) runner, with
+    the deployed commit; the call is the only place the deploy workflow grants `contents: write`."""
+    jobs = workflow("deploy.yml")["jobs"]
+    assert list(jobs) == ["dev", "dev-rollout", "staging", "staging-rollout", "prod", "prod-rollout"]
+    for stack in STACKS:
+        call = jobs[f"{stack}-rollout"]
+        assert call["uses"] == ROLLOUT and call["needs"] == stack
+        assert call["with"] == {
+            "stack": stack,
+            "runner": jobs[stack]["with"]["runner"],
+            "deployed": "${{ github.sha }}",
+        }
+        assert call["secrets"] == jobs[stack]["secrets"]
+        assert call["permissions"] == {"contents": "write", "id-token": "write"}
+        assert jobs[stack]["permissions"]["contents"] == "read"
+    assert workflow("deploy.yml")["permissions"] == {"contents": "read"}
+    inputs = workflow("rollout.yml")["on"]["workflow_call"]["inputs"]
+    assert set(jobs["prod-rollout"]["with"]) <= set(inputs) and inputs["deployed"]["default"] == ""
+
+
+def rollout_jobs() -> dict[str, Any]:
+    jobs: dict[str, Any] = workflow("rollout.yml")["jobs"]
+    return jobs
+
+
+def test_only_the_jobs_that_push_may_write_and_they_share_the_deploys_group() -> None:
+    jobs = rollout_jobs()
+    writers = {name for name, job in jobs.items() if job["permissions"].get("contents") == "write"}
+    pushers = {name for name, job in jobs.items() if "git -c http.extraheader" in json.dumps(job["steps"])}
+    assert writers == pushers == {"drive", "approve"}
+    up = workflow("deploy-stack.yml")["jobs"]["up"]
+    for name in ("drive", "approve"):
+        job = jobs[name]
+        # The driver's steps are `pulumi up`s: never while the stack is deployed, never two at once.
+        assert (
+            job["concurrency"]
+            == up["concurrency"]
+            == {"group": "deploy-${{ inputs.stack }}", "cancel-in-progress": False}
+        )
+        assert job["strategy"]["max-parallel"] == 1, name  # one service after the other on one stack
+        assert job["environment"] == "${{ inputs.stack }}", name
+        assert job["runs-on"].startswith("${{ inputs.runner ||"), name  # deploy.yml's in-network runner
+    # The manual pause: reviewers of `<stack>-rollout`, a job that holds nothing and takes no group.
+    gate = jobs["approval"]
+    assert gate["environment"] == "${{ inputs.stack }}-rollout" and gate["permissions"] == {}
+    assert "concurrency" not in gate
+    assert jobs["approve"]["if"] == "always() && needs.approval.result == 'success'"
+    assert jobs["drive"]["if"] == "${{ !inputs.approve && needs.services.outputs.services != '[]' }}"
+
+
+def guard_steps() -> tuple[dict[str, Any], dict[str, Any]]:
+    steps = rollout_jobs()["services"]["steps"]
+    names = [s.get("name") for s in steps]
+    guard = steps[names.index("The branch holds what the deploy applied")]
+    listing = steps[names.index("List them")]
+    assert names.index("The branch holds what the deploy applied") < names.index("List them")
+    return guard, listing
+
+
+def run_step(step: dict[str, Any], repo: Path, env: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """A `run:` step under bash in `repo`, with GitHub's output and summary files."""
+    output, summary = repo.parent / "output", repo.parent / "summary"
+    output.write_text("")
+    summary.write_text("")
+    environ = {**os.environ, **env, "GITHUB_OUTPUT": str(output), "GITHUB_STEP_SUMMARY": str(summary)}
+    done = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=repo, env=environ, capture_output=True, text=True
+    )
+    outputs = dict(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+    return done.returncode, outputs, summary.read_text() + done.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit(repo: Path, name: str, text: str, subject: str) -> str:
+    (repo / name).write_text(text)
+    git(repo, "add", name)
+    git(repo, "commit", "-q", "-m", subject)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.mark.parametrize(
+    ("later", "code", "moved", "said"),
+    [
+        ([], 0, "false", ""),
+        ([("README.md", "rollout(staging/worker): set-weight to 50%")], 0, "false", ""),  # not the stack file
+        (
+            [("Pulumi.staging.yaml", "feat(worker): 2.0.2")],
+            0,
+            "true",
+            "the deploy of that change runs its rollout",
+        ),
+        (
+            [("Pulumi.staging.yaml", "rollout(staging/worker): set-weight to 50%")],
+            1,
+            "true",
+            "::error::this deploy applied Pulumi.staging.yaml of",
+        ),
+    ],
+)
+def test_after_a_deploy_the_rollout_walks_only_the_deployed_stack_file(
+    tmp_path: Path, later: list[tuple[str, str]], code: int, moved: str, said: str
+) -> None:
+    """The guard's own shell in a real repository: the branch moved on by a human commit (its deploy will
+    run the rollout), or only by driver commits this older deploy has just undone (a loud failure)."""
+    guard, listing = guard_steps()
+    assert guard["if"] == "inputs.deployed != ''"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    deployed = commit(repo, "Pulumi.staging.yaml", "weight: 20\n", "deploy")
+    for n, (name, subject) in enumerate(later):
+        commit(repo, name, f"change {n}\n", subject)
+    env = {"STACK": "staging", "DEPLOYED": deployed, "GITHUB_REF_NAME": "main"}
+    returned, outputs, text = run_step(guard, repo, env)
+    assert (returned, outputs.get("moved")) == (code, moved), text
+    assert said in text
+    if code == 1:
+        assert "dispatch deploy.yml on main to deploy the branch" in text
+    if moved == "true":  # nothing is driven from a stack file this run did not deploy
+        returned, outputs, _ = run_step(listing, repo, {"STACK": "staging", "SERVICE": "", "MOVED": "true"})
+        assert (returned, outputs["services"]) == (0, "[]")
+
+
+def test_the_services_job_reads_the_history_pending_needs() -> None:
+    """`pending` refuses a shallow clone (the rollback commits are in the history)."""
+    (checkout,) = [s for s in rollout_jobs()["services"]["steps"] if action(s) == "actions/checkout"]
+    assert checkout["with"]["fetch-depth"] == 0
+    _, listing = guard_steps()
+    assert 'python -m delivery.driver pending --stack "$STACK"' in listing["run"]
 
 
 def test_no_long_lived_cloud_secrets_in_workflows() -> None:
