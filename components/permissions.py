@@ -828,6 +828,35 @@ PERMISSIONS.update(_WAF_ROWS)
 PERMISSIONS.update(_AKS_ROWS)
 
 
+# What the deploy identity calls outside any resource's lifecycle: the rollout driver's metric reads
+# (delivery/metrics.py), because rollout.yml runs the driver with the deploy identity (the GitHub
+# environment `<stack>`). The preview identity reads no metric. Per cloud, every call metrics.py makes:
+DRIVER_READS: dict[Cloud, Row] = {
+    # GetMetricData (the ALB target-group counts and latency, EKS and ECS) and GetResources (the EKS
+    # controller's target group, found by its tags): neither has a resource type, so both are granted on
+    # `*` (Service Authorization Reference: list_amazoncloudwatch.html, GetMetricData; and
+    # list_amazonresourcegrouptaggingapi.html, GetResources). API: docs.aws.amazon.com/AmazonCloudWatch/
+    # latest/APIReference/API_GetMetricData.html, docs.aws.amazon.com/resourcegroupstagging/latest/
+    # APIReference/API_GetResources.html. Granted by PipelineIdentities (components/runners.py).
+    "aws": Row(
+        "aws",
+        AWS_SAR.format("amazoncloudwatch"),
+        read=("cloudwatch:GetMetricData", "tag:GetResources"),
+        note="tag:GetResources: " + AWS_SAR.format("amazonresourcegrouptaggingapi"),
+    ),
+    # projects.timeSeries.list (Cloud Run's request metrics, the GKE Gateway's load balancer), which needs
+    # monitoring.timeSeries.list on the project (cloud.google.com/monitoring/api/ref_v3/rest/v3/
+    # projects.timeSeries/list); metrics have no narrower scope. roles/monitoring.viewer would add every
+    # dashboard, alert policy and uptime check read: the deploy account's custom project role holds this
+    # one permission instead (gcp_project_permissions).
+    "gcp": Row("gcp", GCP_ROLES.format("monitoring"), read=("monitoring.timeSeries.list",)),
+    # Metrics - List (Front Door origins for ACI, AGC backends for AKS; learn.microsoft.com/rest/api/
+    # monitor/metrics/list): Microsoft.Insights/metrics/read on the resource, which the deploy identity's
+    # Contributor at the resource group already grants (Contributor's actions are `*` but its NotActions).
+    "azure": Row("azure", AZURE_PERMISSIONS.format("monitor"), read=("Microsoft.Insights/metrics/read",)),
+}
+
+
 def row(resource_type: str) -> Row:
     """The row for a type, or an error that says where to add it."""
     try:
@@ -935,8 +964,9 @@ AZURE_RBAC_ADMIN_ACTIONS = (
 def gcp_project_permissions(types: frozenset[str], kind: str) -> tuple[str, ...]:
     """The permissions a custom project role must hold for `types` (GCP rows): deploy every create,
     update, delete and read action except `iam.serviceAccounts.actAs` (granted on the account it acts
-    as, never project-wide), preview the reads. Sorted, so the role changes only with the table."""
-    wanted: set[str] = set()
+    as, never project-wide), and the rollout driver's metric reads (DRIVER_READS), preview the reads.
+    Sorted, so the role changes only with the table."""
+    wanted: set[str] = set(DRIVER_READS["gcp"].read) if kind == "deploy" else set()
     for type_ in sorted(types):
         row = PERMISSIONS[type_]
         wanted.update(row.read)

@@ -36,6 +36,7 @@ import pulumi_kubernetes.meta.v1 as meta
 import pulumi_kubernetes.rbac.v1 as rbac
 
 from components.iam import document, irsa_statement, irsa_trust, pipeline_role_name
+from components.permissions import DRIVER_READS, gcp_project_permissions
 from components.pipeline_policies import deploy_documents, placeholder_account, preview_documents
 from components.schema import (
     ArcSettings,
@@ -60,7 +61,9 @@ JENKINS_AGENT_PORT = 50000
 # The deploy and preview roles' session limit; pipelines ask for this much (tests/test_pipelines.py).
 MAX_SESSION_SECONDS = 7200
 GITHUB_OIDC = "token.actions.githubusercontent.com"
-AZURE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"  # built-in Contributor
+# Built-in Contributor; it also covers the rollout driver's Microsoft.Insights/metrics/read on the
+# resource group's resources (components/permissions.py DRIVER_READS), so Azure needs no further grant.
+AZURE_CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 AZURE_READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"  # built-in Reader
 # GCP. The APIs keyless CI needs, enabled by the stack (the bootstrap identity's first `pulumi up`):
 # IAM (pools, providers), STS (exchanging GitHub's token), IAM Credentials (impersonating the account).
@@ -283,6 +286,13 @@ def deploy_iam_policy(environment: str, boundary_arn: str) -> str:
             },
         ]
     )
+
+
+def driver_metrics_policy() -> str:
+    """The deploy role's metric reads for the rollout driver (components/permissions.py DRIVER_READS):
+    on `*`, because neither action has a resource type (the row's Service Authorization Reference)."""
+    statement = {"Sid": "RolloutDriverMetricReads", "Effect": "Allow", "Resource": "*"}
+    return document([{**statement, "Action": sorted(DRIVER_READS["aws"].read)}])
 
 
 def pipeline_documents(kind: str, environment: str, account: str) -> list[str]:
@@ -792,6 +802,12 @@ class PipelineIdentities(pulumi.ComponentResource):
             policy=boundary.apply(functools.partial(deploy_iam_policy, args.environment)),
             opts=child,
         )
+        aws_iam.RolePolicy(
+            f"{name}-deploy-metrics",
+            role=roles["deploy"].id,
+            policy=driver_metrics_policy(),
+            opts=child,
+        )
         self.outputs["awsDeployRoleArn"] = roles["deploy"].arn
         self.outputs["awsPreviewRoleArn"] = roles["preview"].arn
 
@@ -895,7 +911,10 @@ class PipelineIdentities(pulumi.ComponentResource):
                     member=member,
                     opts=child,
                 )
-            permissions = args.gcp_scope.project_permissions.get(kind)
+            # GKE's rows (components/ci.py), and for deploy at least the rollout driver's metric reads.
+            permissions = args.gcp_scope.project_permissions.get(kind) or (
+                gcp_project_permissions(frozenset(), kind) if kind == "deploy" else ()
+            )
             if permissions:
                 role_id = f"pouw_{args.environment}_{kind}"
                 custom = gcp_projects.IAMCustomRole(

@@ -644,3 +644,138 @@ def test_ec2_deletions_need_the_environment_tag(stack_runs: dict[str, Preflight]
     key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     assert allowed(documents, "kms:CreateGrant", key, {"kms:GrantIsForAWSResource": "true"})
     assert not allowed(documents, "kms:CreateGrant", key)
+
+
+# --- the rollout driver's metric reads (delivery/metrics.py), as the deploy identity ----------------------
+
+METRIC_NEIGHBOURS = (  # what a metric read must not bring along: writes, alarms, other reads, tagging
+    "cloudwatch:PutMetricData",
+    "cloudwatch:GetMetricStatistics",
+    "cloudwatch:ListMetrics",
+    "cloudwatch:PutMetricAlarm",
+    "cloudwatch:DeleteAlarms",
+    "cloudwatch:GetDashboard",
+    "tag:TagResources",
+    "tag:UntagResources",
+    "tag:GetTagKeys",
+)
+
+
+def aws_documents(run: ProgramRun, kind: str) -> list[str]:
+    """Every policy the pipeline role of `kind` holds: its managed documents and its inline policies."""
+    inline = [
+        p.inputs["policy"]
+        for p in run.by_type("aws:iam/rolePolicy:RolePolicy")
+        if p.name.startswith(f"pipeline-{kind}-")
+    ]
+    return [*managed_documents(run, kind), *inline]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_deploy_role_reads_the_rollout_metrics_and_nothing_more(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    """GetMetricData and GetResources (no resource type: on `*`), for the deploy role only; no other
+    CloudWatch or tagging action in anything either pipeline role holds."""
+    run = stack_runs[stack].run
+    deploy, preview = aws_documents(run, "deploy"), aws_documents(run, "preview")
+    reads = table.DRIVER_READS["aws"].read
+    assert set(reads) == {"cloudwatch:GetMetricData", "tag:GetResources"}  # delivery/metrics.py's calls
+    for action in reads:
+        assert allowed(deploy, action, "*"), action
+        assert not allowed(preview, action, "*"), action
+    for action in METRIC_NEIGHBOURS:
+        assert not allowed(deploy, action, "*") and not allowed(preview, action, "*"), action
+    metrics = {
+        a
+        for document in deploy
+        for statement in allow_statements(document)
+        for a in actions_of(statement)
+        if a.split(":", 1)[0] in ("cloudwatch", "tag")
+    }
+    assert metrics == set(reads)
+    (statement,) = allow_statements(
+        run.get("aws:iam/rolePolicy:RolePolicy", "pipeline-deploy-metrics").inputs["policy"]
+    )
+    assert statement == {
+        "Sid": "RolloutDriverMetricReads",
+        "Effect": "Allow",
+        "Action": sorted(reads),
+        "Resource": "*",
+    }
+
+
+def monitoring(permissions: set[str]) -> set[str]:
+    return {p for p in permissions if p.startswith("monitoring.")}
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_deploy_account_lists_time_series_and_nothing_more(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    """monitoring.timeSeries.list on the project (metrics have no narrower scope), in the deploy
+    account's generated custom role, not monitoring.viewer; the preview account reads no metric."""
+    run = stack_runs[stack].run
+    deploy, on = gcp_grants(run, "deploy")
+    preview, _ = gcp_grants(run, "preview")
+    assert monitoring(deploy) == set(table.DRIVER_READS["gcp"].read) == {"monitoring.timeSeries.list"}
+    assert not monitoring({p for grants in on.values() for p in grants})
+    assert not monitoring(preview)
+    roles = {b.inputs["role"] for b in run.by_type("gcp:projects/iAMMember:IAMMember")}
+    assert "roles/monitoring.viewer" not in roles
+
+
+def test_a_gcp_stack_without_gke_still_gets_the_metric_read(tmp_path: Any) -> None:
+    """Without GKE rows the deploy account's custom role is the driver's read alone (Cloud Run metrics)."""
+    from tests.conftest import run_config, stack_file
+
+    config = stack_file("staging")["config"]
+    config.pop("pouw-cicd:gke")
+    for service in config["pouw-cicd:services"]:
+        service["targets"] = [t for t in service["targets"] if t != "gke"]
+    run = run_config(tmp_path, "staging", config)
+    (custom,) = [
+        r
+        for r in run.by_type("gcp:projects/iAMCustomRole:IAMCustomRole")
+        if r.inputs["roleId"].endswith("_deploy")
+    ]
+    assert custom.inputs["permissions"] == ["monitoring.timeSeries.list"]
+    assert not [
+        r
+        for r in run.by_type("gcp:projects/iAMCustomRole:IAMCustomRole")
+        if r.inputs["roleId"].endswith("_preview")
+    ]
+    deploy, _ = gcp_grants(run, "deploy")
+    assert monitoring(deploy) == {"monitoring.timeSeries.list"}
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_azure_deploy_identity_reads_metrics_in_its_resource_group_only(
+    stack_runs: dict[str, Preflight], stack: str
+) -> None:
+    """Microsoft.Insights/metrics/read is within Contributor (not a NotAction), held at the resource
+    group where the Front Door profile and the AGC resource are; nothing is assigned wider."""
+    run = stack_runs[stack].run
+    (action,) = table.DRIVER_READS["azure"].read
+    assert not any(
+        fnmatch.fnmatchcase(action.lower(), n.lower()) for n in table.AZURE_CONTRIBUTOR_NOT_ACTIONS
+    )
+    (group,) = run.by_type("azure-native:resources:ResourceGroup")
+    (role,) = [
+        r
+        for r in run.by_type("azure-native:authorization:RoleAssignment")
+        if r.name == "pipeline-deploy-role"
+    ]
+    assert role.inputs["roleDefinitionId"].endswith("/b24988ac-6180-42a0-ab88-20f7382dd24c")  # Contributor
+    assert role.inputs["scope"] == group.outputs["id"]
+    sources = {r.type for r in run.resources} & {
+        "azure-native:cdn:Profile",
+        "azure-native:servicenetworking:TrafficControllerInterface",
+    }
+    assert sources == {
+        "azure-native:cdn:Profile",
+        "azure-native:servicenetworking:TrafficControllerInterface",
+    }
+    for resource in run.resources:
+        if resource.type in sources:
+            assert resource.inputs["resourceGroupName"] == group.outputs["name"], resource.name
