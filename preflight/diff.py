@@ -41,13 +41,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from preflight.engine import SIG_KEY, PlanDiff, ProgramRun, Registration
+from preflight.program_imports import forkserver
 from preflight.report import masked
 from preflight.stackconfig import StackConfigError, load_stack_config
 
 # The directory that holds the `preflight` package (the tool), whatever project it is run against.
 TOOL_ROOT = Path(__file__).resolve().parent.parent
 ROOT_STACK = "pulumi:pulumi:Stack"
-PROGRAM_TIMEOUT = 300.0  # seconds for each program run (base and head run at the same time)
+PROGRAM_TIMEOUT = 300.0  # seconds for the program runs (the base, then the head)
 
 # ---------------------------------------------------------------------------------------------
 # Classification: the one place that says what a workload is and which inputs restart it.
@@ -833,13 +834,27 @@ def materialise(base: BaseRevision, into: Path) -> Path | None:
     return into / base.project_path if base.project_path else into
 
 
-# Each program runs in a fresh interpreter: `__main__.py` imports `components` (and any other
+# Each program runs in a process of its own: `__main__.py` imports `components` (and any other
 # module) from its own project directory, and a module imported from one copy would otherwise be
-# reused by the other. Only the `preflight` package comes from the tool.
-_EMIT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from preflight import diff; "
-    "sys.path.remove(sys.argv[1]); sys.exit(diff.emit_plan(sys.argv[2:]))"
-)
+# reused by the other. The processes are forked from a server that preloaded the provider SDKs the
+# project imports (`preflight.program_imports`), so a run does not pay for importing them again;
+# only the `preflight` package comes from the tool, and no project module is loaded before the run.
+
+
+def _emit_child(project_dir: str, stack: str, out: str, registry_file: str, log: str) -> None:
+    """The forked run: its output to `log` (the program's prints and, on a crash, the traceback),
+    in the project directory, with an import path that leads to no project but this one."""
+    import os
+
+    with open(log, "wb") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+    os.chdir(project_dir)
+    # The parent's path (the server hands it over) holds its project directory (pytest's root, `-m`'s
+    # working directory): a fresh `python -P` has neither; run_program puts this project first.
+    projects = [p for p in sys.path if not p or Path(p) == TOOL_ROOT or (Path(p) / "Pulumi.yaml").exists()]
+    sys.path[:] = [p for p in sys.path if p not in projects]
+    sys.exit(emit_plan([project_dir, stack, out, registry_file]))
 
 
 def emit_plan(argv: list[str]) -> int:
@@ -910,24 +925,25 @@ def run_programs(
     deadline = time.monotonic() + timeout
     runs: dict[str, ProgramRun] = {}
     registry = dict(pushed or {})
+    context = forkserver()
     for label in sorted(jobs, key=lambda x: x != "base"):
-        out = workdir / f"plan-{label}.json"
+        out, log = workdir / f"plan-{label}.json", workdir / f"run-{label}.log"
         registry_file = workdir / f"pushed-{label}.json"
         registry_file.write_text(json.dumps(registry))
-        cmd = [sys.executable, "-P", "-c", _EMIT, str(TOOL_ROOT), str(jobs[label]), stack, str(out)]
-        cmd.append(str(registry_file))
-        proc = subprocess.Popen(cmd, cwd=jobs[label], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        args = (str(jobs[label]), stack, str(out), str(registry_file), str(log))
+        proc = context.Process(target=_emit_child, args=args, name=f"preflight-diff-{label}", daemon=True)
+        proc.start()
         try:
-            _, stderr = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired as err:
-            raise DiffError(f"the {label} program did not finish within {timeout:.0f} s") from err
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                raise DiffError(f"the {label} program did not finish within {timeout:.0f} s")
         finally:
-            if proc.poll() is None:
+            if proc.exitcode is None:
                 proc.kill()
-                proc.wait()
-        if proc.returncode != 0 or not out.exists():
-            lines = stderr.decode(errors="replace").strip().splitlines()
-            last = lines[-1] if lines else f"exit status {proc.returncode}"
+                proc.join()
+        if proc.exitcode != 0 or not out.exists():
+            lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+            last = lines[-1] if lines else f"exit status {proc.exitcode}"
             raise DiffError(f"the {label} program could not be run: {last}")
         runs[label] = _load_plan(out)
         registry.update(runs[label].pushed)

@@ -1,0 +1,92 @@
+"""The diff's program runs: forked from a server that preloaded the provider SDKs, each run still
+imports the project's own code from its own copy, reports its failure in one line and is stopped at
+its deadline."""
+
+from __future__ import annotations
+
+import multiprocessing
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from preflight import diff
+from preflight.program_imports import TOOL_ROOT, provider_modules
+
+PROJECT = "name: tiny\nruntime:\n  name: python\n"
+
+
+def tiny_project(path: Path, main: str, marker: str = "") -> Path:
+    (path / "components").mkdir(parents=True)
+    (path / "Pulumi.yaml").write_text(PROJECT)
+    (path / "Pulumi.dev.yaml").write_text("config: {}\n")
+    (path / "components" / "__init__.py").write_text("")
+    (path / "components" / "marker.py").write_text(f"WHO = {marker!r}\n")
+    (path / "__main__.py").write_text(textwrap.dedent(main))
+    return path
+
+
+EXPORT_MARKER = """
+import sys
+import pulumi
+from components.marker import WHO
+
+print("a program that prints")  # to the run's log, not the diff's output
+pulumi.export("who", WHO)
+pulumi.export("components", sys.modules["components"].__file__)
+"""
+
+
+def test_provider_modules_are_read_from_the_sources_and_name_no_project_code(tmp_path: Path) -> None:
+    tiny_project(
+        tmp_path,
+        """
+        import json
+        import pulumi
+        import pulumi_aws.ec2 as ec2
+        from pulumi_kubernetes.core import v1
+        from components.marker import WHO
+        from . import sibling
+        """,
+    )
+    (tmp_path / "components" / "uses.py").write_text("from pulumi_gcp.compute import Firewall\n")
+    assert provider_modules(tmp_path) == [
+        "pulumi",
+        "pulumi_aws.ec2",
+        "pulumi_gcp.compute",
+        "pulumi_gcp.compute.Firewall",  # tried as a module, skipped when it is not one
+        "pulumi_kubernetes.core",
+        "pulumi_kubernetes.core.v1",
+    ]
+    real = provider_modules(TOOL_ROOT)
+    assert "pulumi_gcp.compute" in real and "pulumi_aws.ec2" in real
+    assert not [m for m in real if m.split(".")[0] in ("components", "preflight", "delivery")]
+
+
+def test_each_run_imports_its_own_copy_of_the_project(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    base = tiny_project(tmp_path / "base", EXPORT_MARKER, marker="base")
+    head = tiny_project(tmp_path / "head", EXPORT_MARKER, marker="head")
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = diff.run_programs({"base": base, "head": head}, "dev", work, timeout=120)
+    assert runs["base"].outputs["who"] == "base" and runs["head"].outputs["who"] == "head"
+    assert runs["base"].outputs["components"] == str(base / "components" / "__init__.py")
+    assert runs["head"].outputs["components"] == str(head / "components" / "__init__.py")
+    assert "a program that prints" not in capfd.readouterr().out
+    assert "a program that prints" in (work / "run-head.log").read_text()
+
+
+def test_a_run_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    head = tiny_project(tmp_path / "head", EXPORT_MARKER)
+    (head / "Pulumi.dev.yaml").write_text("config: [not, a, mapping]\n")
+    with pytest.raises(diff.DiffError, match=r"^the head program could not be run: \S"):
+        diff.run_programs({"head": head}, "dev", tmp_path, timeout=120)
+
+
+def test_a_run_past_its_deadline_is_stopped(tmp_path: Path) -> None:
+    head = tiny_project(tmp_path / "head", "import time\ntime.sleep(120)\n")
+    with pytest.raises(diff.DiffError, match="the head program did not finish within 2 s"):
+        diff.run_programs({"head": head}, "dev", tmp_path, timeout=2)
+    assert not multiprocessing.active_children()  # killed and reaped
