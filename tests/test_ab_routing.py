@@ -322,20 +322,23 @@ def routing_only(before: ProgramRun, after: ProgramRun) -> PlanDiff:
     return change
 
 
+def short(keys: Any) -> set[str]:
+    """(type, name) keys as `Kind name`."""
+    return {f"{type_.rsplit(':', 1)[1]} {name}" for type_, name in keys}
+
+
 def test_adding_a_header_route_changes_routing_only(project: Path, ab_run: ProgramRun) -> None:
     before = run_program(project, load_stack_config(project, "prod"))
     assert before.error is None, before.error_text
     change = routing_only(before, ab_run)
-    added = {f"{type_.rsplit(':', 1)[1]} {name}" for type_, name in change.added}
-    assert added == {
+    assert short(change.added) == {
         "ListenerRule app-ecs-header",
         "AFDOriginGroup app-aci-header-origins",
         "AFDOrigin app-aci-header-origin",
         "RuleSet app-aci-rules",
         "Rule app-aci-header",
     }
-    changed = {f"{type_.rsplit(':', 1)[1]} {name}" for type_, name in change.changed}
-    assert changed == {
+    assert short(change.changed) == {
         "Ingress app-eks-ingress",
         "Route app-aci-route",
         "HTTPRoute app-gke-route",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
@@ -87,6 +87,16 @@ def origin_weight(slot: SlotPlan) -> tuple[int, str]:
 FRONT_DOOR_OPERATORS = {"exact": "Equal", "prefix": "BeginsWith"}
 
 
+# The rule condition and its parameters' class per match source (header or cookie).
+FRONT_DOOR_CONDITIONS: dict[str, tuple[Any, Any]] = {
+    "RequestHeader": (
+        cdn.DeliveryRuleRequestHeaderConditionArgs,
+        cdn.RequestHeaderMatchConditionParametersArgs,
+    ),
+    "Cookies": (cdn.DeliveryRuleCookiesConditionArgs, cdn.CookiesMatchConditionParametersArgs),
+}
+
+
 def rule_set_name(service: str) -> str:
     """A rule set's name takes letters and digits only (and starts with a letter)."""
     return service.replace("-", "") + "ab"
@@ -96,28 +106,19 @@ def front_door_condition(
     match: HeaderMatch,
 ) -> cdn.DeliveryRuleRequestHeaderConditionArgs | cdn.DeliveryRuleCookiesConditionArgs:
     """One match as a Front Door rule condition: the header (or cookie) named by `selector`."""
-    operator = FRONT_DOOR_OPERATORS[match.match.kind]
-    if match.header_name is not None:
-        return cdn.DeliveryRuleRequestHeaderConditionArgs(
-            name="RequestHeader",
-            parameters=cdn.RequestHeaderMatchConditionParametersArgs(
-                type_name="DeliveryRuleRequestHeaderConditionParameters",
-                operator=operator,
-                selector=match.name,
-                match_values=[match.match.value],
-                negate_condition=False,
-            ),
-        )
-    return cdn.DeliveryRuleCookiesConditionArgs(
-        name="Cookies",
-        parameters=cdn.CookiesMatchConditionParametersArgs(
-            type_name="DeliveryRuleCookiesConditionParameters",
-            operator=operator,
+    kind = "RequestHeader" if match.header_name is not None else "Cookies"
+    condition, parameters = FRONT_DOOR_CONDITIONS[kind]
+    made: cdn.DeliveryRuleRequestHeaderConditionArgs | cdn.DeliveryRuleCookiesConditionArgs = condition(
+        name=kind,
+        parameters=parameters(
+            type_name=f"DeliveryRule{kind}ConditionParameters",
+            operator=FRONT_DOOR_OPERATORS[match.match.kind],
             selector=match.name,
             match_values=[match.match.value],
             negate_condition=False,
         ),
     )
+    return made
 
 
 @dataclass(frozen=True)
@@ -187,25 +188,7 @@ class AciService(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        origin_group = cdn.AFDOriginGroup(
-            f"{name}-origins",
-            origin_group_name=svc.name,
-            profile_name=args.front_door.profile_name,
-            resource_group_name=rg,
-            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
-                sample_size=4,
-                successful_samples_required=3,
-                additional_latency_in_milliseconds=s.additional_latency_ms,
-            ),
-            health_probe_settings=cdn.HealthProbeParametersArgs(
-                probe_path=svc.health_path,
-                probe_protocol=cdn.ProbeProtocol.HTTP,
-                probe_request_type=cdn.HealthProbeRequestType.GET,
-                probe_interval_in_seconds=30,
-            ),
-            session_affinity_state="Disabled",
-            opts=child,
-        )
+        origin_group = self._origin_group(f"{name}-origins", svc.name, args, s.additional_latency_ms)
         origins = []
         fqdns = {
             slot.name: groups[slot.name].ip_address.apply(lambda ip: (ip.fqdn or ip.ip or "") if ip else "")
@@ -213,23 +196,15 @@ class AciService(pulumi.ComponentResource):
         }
         for slot in args.plan.slots:
             weight, state = origin_weight(slot)
-            fqdn = fqdns[slot.name]
             origins.append(
-                cdn.AFDOrigin(
+                self._origin(
                     f"{name}-{slot.workload}",
-                    origin_name=slot.workload,
-                    origin_group_name=origin_group.name,
-                    profile_name=args.front_door.profile_name,
-                    resource_group_name=rg,
-                    host_name=fqdn,
-                    origin_host_header=fqdn,
-                    http_port=svc.port,
-                    https_port=443,
-                    priority=1,
-                    weight=weight,
-                    enabled_state=state,
-                    enforce_certificate_name_check=True,
-                    opts=child,
+                    slot.workload,
+                    origin_group,
+                    args,
+                    fqdns[slot.name],
+                    weight,
+                    state,
                 )
             )
         rule_sets = self._header_route(name, args, fqdns, origins)
@@ -265,6 +240,57 @@ class AciService(pulumi.ComponentResource):
         )
         self.register_outputs(self.endpoints.as_outputs())
 
+    def _origin_group(
+        self, name: str, group_name: str, args: AciServiceArgs, latency_ms: int
+    ) -> cdn.AFDOriginGroup:
+        """An origin group probing the service's health path (`latency_ms`: the band within which
+        origins share by weight)."""
+        return cdn.AFDOriginGroup(
+            name,
+            origin_group_name=group_name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=args.resource_group_name,
+            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
+                sample_size=4, successful_samples_required=3, additional_latency_in_milliseconds=latency_ms
+            ),
+            health_probe_settings=cdn.HealthProbeParametersArgs(
+                probe_path=args.service.health_path,
+                probe_protocol=cdn.ProbeProtocol.HTTP,
+                probe_request_type=cdn.HealthProbeRequestType.GET,
+                probe_interval_in_seconds=30,
+            ),
+            session_affinity_state="Disabled",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _origin(
+        self,
+        name: str,
+        origin_name: str,
+        group: cdn.AFDOriginGroup,
+        args: AciServiceArgs,
+        fqdn: pulumi.Input[str],
+        weight: int,
+        state: str,
+    ) -> cdn.AFDOrigin:
+        """A container group (by its FQDN) as an origin of `group`, at `weight` and `state`."""
+        return cdn.AFDOrigin(
+            name,
+            origin_name=origin_name,
+            origin_group_name=group.name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=args.resource_group_name,
+            host_name=fqdn,
+            origin_host_header=fqdn,
+            http_port=args.service.port,
+            https_port=443,
+            priority=1,
+            weight=weight,
+            enabled_state=state,
+            enforce_certificate_name_check=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _header_route(
         self,
         name: str,
@@ -281,39 +307,9 @@ class AciService(pulumi.ComponentResource):
             return None
         svc, rg, profile = args.service, args.resource_group_name, args.front_door.profile_name
         child = pulumi.ResourceOptions(parent=self)
-        group = cdn.AFDOriginGroup(
-            f"{name}-header-origins",
-            origin_group_name=f"{svc.name}-header",
-            profile_name=profile,
-            resource_group_name=rg,
-            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
-                sample_size=4, successful_samples_required=3, additional_latency_in_milliseconds=0
-            ),
-            health_probe_settings=cdn.HealthProbeParametersArgs(
-                probe_path=svc.health_path,
-                probe_protocol=cdn.ProbeProtocol.HTTP,
-                probe_request_type=cdn.HealthProbeRequestType.GET,
-                probe_interval_in_seconds=30,
-            ),
-            session_affinity_state="Disabled",
-            opts=child,
-        )
-        fqdn = fqdns[header.slot]
-        origin = cdn.AFDOrigin(
-            f"{name}-header-origin",
-            origin_name="header",
-            origin_group_name=group.name,
-            profile_name=profile,
-            resource_group_name=rg,
-            host_name=fqdn,
-            origin_host_header=fqdn,
-            http_port=svc.port,
-            https_port=443,
-            priority=1,
-            weight=MAX_ORIGIN_WEIGHT,
-            enabled_state="Enabled",
-            enforce_certificate_name_check=True,
-            opts=child,
+        group = self._origin_group(f"{name}-header-origins", f"{svc.name}-header", args, 0)
+        origin = self._origin(
+            f"{name}-header-origin", "header", group, args, fqdns[header.slot], MAX_ORIGIN_WEIGHT, "Enabled"
         )
         origins.append(origin)
         rule_set = cdn.RuleSet(
