@@ -392,3 +392,30 @@ def test_the_drivers_rollback_sends_header_traffic_to_stable(tmp_path: Path) -> 
     # Re-entering the steps (a set-weight) routes header traffic to the canary again.
     again = yaml.safe_load(edit(written, "worker", "set-weight", 20))["config"]["pouw-cicd:services"][1]
     assert "aborted" not in again["rollout"]
+
+
+A_B_FIRST = """\
+          - setWeight: 0
+          - pause: {duration: 5m}
+          - setWeight: 50
+          - setWeight: 100
+"""
+
+
+def test_a_rollback_in_the_header_only_phase_still_aborts_the_header_route(tmp_path: Path) -> None:
+    """Steps that start at setWeight 0 measure the canary on header traffic alone; failing there, the
+    weight is already 0, but the header route must still stop reaching the canary."""
+    (tmp_path / "Pulumi.staging.yaml").write_text(staging_with(A_B_FIRST))
+
+    def failing(metric: Any, target: str, n: int) -> float | None:
+        return 0.05 if metric.error_rate is not None else healthy(metric, target, n)
+
+    run = Run(tmp_path, FakeApplier(), FakeReader(failing), FakeClock())
+    assert run() == 1
+    rollout = yaml.safe_load((tmp_path / "Pulumi.staging.yaml").read_text())["config"]["pouw-cicd:services"][
+        1
+    ]["rollout"]
+    assert rollout["aborted"] is True and rollout["slots"]["canary"]["weight"] == 0
+    # The file already held weight 0 (the run resumed at the pause): the one apply is the rollback's.
+    assert run.applier.weights == [0] and run.state.commit == "rollout(staging/worker): rollback"
+    assert [e["event"] for e in run.state.history][-3:] == ["write", "apply", "rolled-back"]
