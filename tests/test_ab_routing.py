@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.rollout import CanaryRollout, HeaderMatch, parse_rollout
 from components.settings import SettingsError, parse
@@ -419,3 +421,24 @@ def test_a_rollback_in_the_header_only_phase_still_aborts_the_header_route(tmp_p
     # The file already held weight 0 (the run resumed at the pause): the one apply is the rollback's.
     assert run.applier.weights == [0] and run.state.commit == "rollout(staging/worker): rollback"
     assert [e["event"] for e in run.state.history][-3:] == ["write", "apply", "rolled-back"]
+
+
+TOKEN = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'+.^_`|~-",
+    min_size=1,
+    max_size=12,
+)
+
+
+@given(name=TOKEN, value=TOKEN, other=TOKEN)
+@settings(max_examples=60, deadline=None)
+def test_the_cookie_regex_matches_that_cookie_only(name: str, value: str, other: str) -> None:
+    """Gateway API has no cookie match: the Cookie-header regex must find the cookie among others and
+    neither a longer value nor a longer name (`xbeta=yes` is not `beta=yes`)."""
+    pattern = header_match(HeaderMatch.model_validate({"cookieName": name, "cookieValue": {"exact": value}}))[
+        "value"
+    ]
+    assert re.search(pattern, f"{name}={value}")
+    assert re.search(pattern, f"{other}=1; {name}={value}; z=2")
+    assert not re.search(pattern, f"{name}={value}{other}")
+    assert not re.search(pattern, f"{other}{name}={value}")
