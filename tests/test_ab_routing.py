@@ -25,8 +25,10 @@ from components.targets import TARGETS
 from components.targets.aci import front_door_condition
 from components.targets.base import alb_header_values
 from components.targets.kubernetes import header_match
+from preflight.analyzer import PolicyPackProcess, analyze, load_policy_config
 from preflight.diff import BUILD_TYPES, restarts, workload_restart_inputs
-from preflight.engine import PlanDiff, ProgramRun, plan_diff, run_program
+from preflight.engine import PlanDiff, ProgramRun, Registration, plan_diff, run_program
+from preflight.report import Preflight
 from preflight.rollout import compare, edit
 from preflight.stackconfig import load_stack_config
 from tests.conftest import project_copy, stack_file
@@ -442,3 +444,47 @@ def test_the_cookie_regex_matches_that_cookie_only(name: str, value: str, other:
     assert re.search(pattern, f"{other}=1; {name}={value}; z=2")
     assert not re.search(pattern, f"{name}={value}{other}")
     assert not re.search(pattern, f"{other}{name}={value}")
+
+
+# --- the policy, on staging's real header rules ------------------------------------------------------
+
+
+def test_the_policy_passes_stagings_header_rules_and_catches_a_split(
+    stack_runs: dict[str, Preflight], pack: PolicyPackProcess
+) -> None:
+    """Through the Analyzer protocol, on the resources staging's program declares: its three header
+    rules (ECS listener rule, Front Door rule, AKS HTTPRoute rule) pass; the ECS one split over both
+    target groups, or the AKS one backed by a Service nobody declares, fail."""
+    run = stack_runs["staging"]
+    resources = run.run.resources
+    config = load_policy_config(Path(run.policy_config))
+
+    def verdicts(changed: list[Registration]) -> set[str]:
+        result = analyze(pack, changed, config)
+        return {f"{v.urn.rsplit('::', 1)[1]}: {v.detail}" for v in result.violations if v.policy == POLICY}
+
+    assert verdicts(resources) == set()
+    rule = next(r for r in resources if r.name == "worker-ecs-header")
+    traffic = next(r for r in resources if r.name == "worker-ecs-traffic")
+    split = copy.deepcopy(rule.inputs)
+    split["actions"] = copy.deepcopy(traffic.inputs["actions"])
+    assert verdicts(replaced(resources, rule, split)) == {
+        "worker-ecs-header: header route (forward) forwards to 2 backends; an A/B rule sends matching "
+        "requests to one slot"
+    }
+    route = next(r for r in resources if r.name == "worker-aks-route")
+    renamed = copy.deepcopy(route.inputs)
+    renamed["spec"]["rules"][0]["backendRefs"] = [{"name": "worker-canry", "port": 80}]
+    assert verdicts(replaced(resources, route, renamed)) == {
+        "worker-aks-route: header route (rules[0]) forwards to Service worker-canry, which this stack "
+        "does not declare"
+    }
+
+
+POLICY = "header-route-single-slot"
+
+
+def replaced(resources: list[Registration], target: Registration, inputs: Any) -> list[Registration]:
+    changed = copy.copy(target)
+    changed.inputs = inputs
+    return [changed if r.urn == target.urn else r for r in resources]
