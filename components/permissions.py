@@ -589,6 +589,9 @@ PERMISSIONS: dict[str, Row] = {
             ("AFDOriginGroup", "originGroups/"),
             ("AFDOrigin", "originGroups/origins/"),
             ("Route", "afdEndpoints/routes/"),
+            # ACI's header route (A/B): a rule set and its rule.
+            ("RuleSet", "rulesets/"),
+            ("Rule", "rulesets/rules/"),
         )
     },
     # --- Kubernetes: RBAC verbs; the deploy role's AmazonEKSClusterAdminPolicy is cluster-admin, the

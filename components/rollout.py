@@ -346,6 +346,156 @@ def _check_analysis(analysis: AnalysisSettings | None) -> None:
         seen[metric.name] = i
 
 
+# -- A/B routing: requests that match go to the canary whatever its weight ----------------------------
+#
+# Argo Rollouts' `setHeaderRoute` vocabulary (argoproj/argo-rollouts docs/features/traffic-management:
+# `match: [{headerName, headerValue: {exact | prefix | regex}}]`), plus a cookie form (`cookieName`,
+# `cookieValue`). Every entry must match (AND), as Argo's header matches do on every router it
+# drives. Each target says which forms it can route (`Target.header_match_forms`); settings refuse a
+# form a service's target cannot do.
+
+HeaderMatchForm = Literal[
+    "header-exact", "header-prefix", "header-regex", "cookie-exact", "cookie-prefix", "cookie-regex"
+]
+HEADER_MATCH_FORMS: tuple[HeaderMatchForm, ...] = (
+    "header-exact",
+    "header-prefix",
+    "header-regex",
+    "cookie-exact",
+    "cookie-prefix",
+    "cookie-regex",
+)
+# An HTTP field name (RFC 9110 token), and a cookie name (RFC 6265 token, the same characters).
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+# Headers no header route may name: Host routes by host, Cookie has its own form (cookieName).
+_RESERVED_HEADERS = {"host": "routes by host name, not by a header route", "cookie": "use cookieName"}
+# At most this many entries: an ALB rule takes five condition values, one of them the path.
+MAX_HEADER_MATCHES = 4
+_MAX_MATCH_VALUE = 128  # an ALB http-header value's limit, and a sane one everywhere
+
+
+class StringMatch(Model):
+    """How a header's (or cookie's) value is matched: exactly one of `exact`, `prefix`, `regex`."""
+
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StringMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of exact, prefix, regex")
+        value = self.value
+        if not value or len(value) > _MAX_MATCH_VALUE:
+            raise ValueError(f"{self.kind} must be 1..{_MAX_MATCH_VALUE} characters")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"regex {self.regex!r} is not a regular expression ({err})") from None
+        elif "*" in value or "?" in value:
+            # ALB reads them as wildcards, and one rollout block drives every target.
+            raise ValueError(f"{self.kind} {value!r} holds '*' or '?'; match it with regex instead")
+        return self
+
+    @property
+    def kind(self) -> Literal["exact", "prefix", "regex"]:
+        return "exact" if self.exact is not None else "prefix" if self.prefix is not None else "regex"
+
+    @property
+    def value(self) -> str:
+        return next(v for v in (self.exact, self.prefix, self.regex) if v is not None)
+
+
+class HeaderMatch(Model):
+    """One condition a request must meet: `{headerName, headerValue}` or `{cookieName, cookieValue}`."""
+
+    header_name: str | None = None
+    header_value: StringMatch | None = None
+    cookie_name: str | None = None
+    cookie_value: StringMatch | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> HeaderMatch:
+        header = self.header_name is not None or self.header_value is not None
+        cookie = self.cookie_name is not None or self.cookie_value is not None
+        if header == cookie:
+            raise ValueError(
+                "a match is either {headerName, headerValue: {exact: ...}} or "
+                "{cookieName, cookieValue: {exact: ...}}"
+            )
+        name = self.header_name if header else self.cookie_name
+        value = self.header_value if header else self.cookie_value
+        prefix = "header" if header else "cookie"
+        if name is None or value is None:
+            raise ValueError(f"needs both {prefix}Name and {prefix}Value")
+        if not _TOKEN_RE.match(name):
+            raise ValueError(
+                f"{prefix}Name {name!r} is not a {prefix} name (letters, digits and !#$%&'*+.^_`|~-, "
+                "at most 64)"
+            )
+        if header and name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"headerName {name!r}: {_RESERVED_HEADERS[name.lower()]}")
+        return self
+
+    @property
+    def form(self) -> HeaderMatchForm:
+        value = self.header_value or self.cookie_value
+        assert value is not None
+        source = "header" if self.header_name is not None else "cookie"
+        return next(f for f in HEADER_MATCH_FORMS if f == f"{source}-{value.kind}")
+
+    @property
+    def name(self) -> str:
+        name = self.header_name if self.header_name is not None else self.cookie_name
+        assert name is not None
+        return name
+
+    @property
+    def match(self) -> StringMatch:
+        value = self.header_value or self.cookie_value
+        assert value is not None
+        return value
+
+    @property
+    def shown(self) -> str:
+        """As a person reads it: `header x-canary = always`, `cookie beta ^= yes`, `header a ~ ^v2`."""
+        op = {"exact": "=", "prefix": "^=", "regex": "~"}[self.match.kind]
+        return f"{self.form.split('-')[0]} {self.name} {op} {self.match.value}"
+
+
+class HeaderRouteSettings(Model):
+    """Requests meeting every `match` go to the canary slot only, ahead of the weighted split (Argo's
+    setHeaderRoute). After a rollback (`aborted: true` in the rollout block) they go to stable."""
+
+    match: tuple[HeaderMatch, ...]
+
+    @field_validator("match")
+    @classmethod
+    def _some(cls, value: tuple[HeaderMatch, ...]) -> tuple[HeaderMatch, ...]:
+        if not value:
+            raise ValueError(
+                "needs at least one match, e.g. - {headerName: x-canary, headerValue: {exact: always}}"
+            )
+        if len(value) > MAX_HEADER_MATCHES:
+            raise ValueError(f"takes at most {MAX_HEADER_MATCHES} matches (an ALB rule's limit)")
+        return value
+
+
+def form_names(forms: frozenset[str] | set[str]) -> str:
+    """Match forms as the stack file spells them (`headerValue.exact`, `cookieValue.prefix`)."""
+    ordered = [f for f in HEADER_MATCH_FORMS if f in forms]
+    return ", ".join(f"{f.split('-')[0]}Value.{f.split('-')[1]}" for f in ordered) or "none"
+
+
+_NO_HEADER_ROUTE = (
+    "headerRoute",
+    "is for canary; a blue-green service's idle slot has its own preview endpoint (previewUrl) to "
+    "test it before the switch",
+)
+
+
 def _refuse(data: Any, keys: Mapping[str, tuple[str, str]]) -> None:
     """Keys of another strategy: each refused with its own fix (path, message), not as a mere unknown key.
     A key counts however the file spells it (`activeSlot` or `active_slot`)."""
@@ -368,7 +518,7 @@ class _OneSlot(Model):
     def _own_keys(cls, data: Any) -> Any:
         strategy = cls.model_fields["strategy"].default
         fix = ("strategy", f"{strategy} runs one slot; remove slots, activeSlot and steps")
-        _refuse(data, {"slots": fix, "activeSlot": fix, "steps": fix})
+        _refuse(data, {"slots": fix, "activeSlot": fix, "steps": fix, "headerRoute": _NO_HEADER_ROUTE})
         return data
 
     def check(self, built_version: str) -> None:
@@ -436,12 +586,14 @@ class _TwoSlots(Model):
                 "set the new slot's version to it",
             )
 
-    def _with(self, changes: Mapping[str, Any]) -> Self:
-        """A copy with `changes` (top-level keys, camelCase) made and validated again: a step's result
-        is a rollout the stack file may hold. Only the keys the original sets are carried over, so
-        the difference between the two is exactly the step."""
+    def _with(self, changes: Mapping[str, Any], drop: tuple[str, ...] = ()) -> Self:
+        """A copy with `changes` (top-level keys, camelCase) made and `drop` removed, validated again: a
+        step's result is a rollout the stack file may hold. Only the keys the original sets are
+        carried over, so the difference between the two is exactly the step."""
         data = self.model_dump(by_alias=True, exclude_unset=True)
         data.update(changes)
+        for key in drop:
+            data.pop(key, None)
         return self.model_validate(data)
 
 
@@ -464,6 +616,7 @@ class BlueGreenRollout(_TwoSlots):
             {
                 "workload": ("workload", _PER_SLOT_WORKLOAD.format(strategy="blue-green")),
                 "steps": ("steps", "steps are for canary; blue-green promotes by switching activeSlot"),
+                "headerRoute": _NO_HEADER_ROUTE,
             },
         )
         slots = data.get("slots") if isinstance(data, Mapping) else None
@@ -556,6 +709,11 @@ class CanaryRollout(_TwoSlots):
     steps: tuple[StepSettings, ...] = ()
     # Measured on the canary during the timed pauses of the steps; a failure rolls it back.
     analysis: AnalysisSettings | None = None
+    # A/B: requests that match go to the canary whatever its weight (Argo's setHeaderRoute).
+    header_route: HeaderRouteSettings | None = None
+    # Written by a rollback while a header route is set (Argo's abort): matching requests go to stable
+    # too. Any set-weight (re-entering the steps) or promotion removes it.
+    aborted: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -657,7 +815,12 @@ class CanaryRollout(_TwoSlots):
             if name in self.slots
         )
         preview = "canary" if self.canary is not None else None
-        return RolloutPlan("canary", slots, stable_slot="stable", preview_slot=preview)
+        header = (
+            HeaderRoutePlan(self.header_route.match, "stable" if self.aborted else "canary")
+            if self.header_route is not None and self.canary is not None
+            else None
+        )
+        return RolloutPlan("canary", slots, stable_slot="stable", preview_slot=preview, header_route=header)
 
     def set_weight(self, weight: int) -> CanaryRollout:
         """The canary gets `weight`, stable the rest (its weight follows when the file sets one)."""
@@ -667,9 +830,11 @@ class CanaryRollout(_TwoSlots):
         return self._weighted(weight)
 
     def rollback(self) -> CanaryRollout:
-        """All traffic back to stable; the canary's pods stay (weight 0) for inspection."""
+        """All traffic back to stable; the canary's pods stay (weight 0) for inspection. With a header
+        route, `aborted: true` sends its requests to stable too (weight 0 alone cannot say it: a
+        canary at 0 taking only header traffic is how an A/B test starts)."""
         self._under_test()
-        return self._weighted(0)
+        return self._weighted(0, aborted=self.header_route is not None)
 
     def promote(self) -> CanaryRollout:
         """The canary's version becomes stable's and the canary slot goes. Refused after a rollback
@@ -687,7 +852,7 @@ class CanaryRollout(_TwoSlots):
         slots["stable"]["version"] = canary.version
         if slots["stable"].get("weight") is not None:
             slots["stable"]["weight"] = 100
-        return self._with({"slots": slots})
+        return self._with({"slots": slots}, drop=("aborted",))
 
     @property
     def reentry_weight(self) -> int:
@@ -702,12 +867,14 @@ class CanaryRollout(_TwoSlots):
             )
         return self.canary
 
-    def _weighted(self, weight: int) -> CanaryRollout:
+    def _weighted(self, weight: int, aborted: bool = False) -> CanaryRollout:
         slots = self.model_dump(by_alias=True, exclude_unset=True)["slots"]
         slots["canary"]["weight"] = weight
         if slots["stable"].get("weight") is not None:
             slots["stable"]["weight"] = 100 - weight
-        return self._with({"slots": slots})
+        if aborted:
+            return self._with({"slots": slots, "aborted": True})
+        return self._with({"slots": slots}, drop=("aborted",))
 
 
 def _strategy_of(value: Any) -> str:
@@ -774,11 +941,21 @@ class SlotPlan:
 
 
 @dataclass(frozen=True)
+class HeaderRoutePlan:
+    """Requests meeting every match go to `slot` only (the canary; stable after a rollback)."""
+
+    matches: tuple[HeaderMatch, ...]
+    slot: str
+
+
+@dataclass(frozen=True)
 class RolloutPlan:
     strategy: Strategy
     slots: tuple[SlotPlan, ...]
     stable_slot: str  # what the stable endpoint routes to (blue-green: the active slot)
     preview_slot: str | None
+    # A canary's A/B rule, ahead of the weighted split (None: no header route, or no canary slot).
+    header_route: HeaderRoutePlan | None = None
 
     @property
     def weights(self) -> dict[str, int]:

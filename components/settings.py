@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, Tag, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from components.rollout import Model as _Model
-from components.rollout import RolloutError
+from components.rollout import RolloutError, form_names
 from components.schema import (
     _HTTPS,
     _PATTERN_HINTS,
@@ -163,6 +163,7 @@ class Settings(_Model):
                 service.rollout.check(service.version)
             except RolloutError as err:
                 problems.append((f"services[{i}].rollout.{err.path}", str(err)))
+            problems += _header_route_problems(i, service)
         return problems
 
     def target_settings(self, key: str) -> BaseModel | None:
@@ -443,6 +444,36 @@ def parse(
 # `pulumi:disable-default-providers`...). A test keeps this in step with the imports.
 PROVIDER_NAMESPACES = ("aws", "azure-native", "docker", "docker-build", "gcp", "kubernetes")
 KNOWN_NAMESPACES = (NAMESPACE, "pulumi", *PROVIDER_NAMESPACES)
+
+
+def _header_route_problems(i: int, service: ServiceSettings) -> list[tuple[str, str]]:
+    """A header route's match forms that one of the service's targets cannot route (each target
+    declares its own: `Target.header_match_forms`)."""
+    route = getattr(service.rollout, "header_route", None)
+    problems: list[tuple[str, str]] = []
+    if route is None:
+        return problems
+    for target in service.targets:
+        forms = TARGETS[target].header_match_forms
+        if not forms:
+            problems.append(
+                (
+                    f"services[{i}].rollout.headerRoute",
+                    f"{target} cannot route by header: {TARGETS[target].header_route_instead}; remove "
+                    f"headerRoute or {target} from services[{i}].targets",
+                )
+            )
+            continue
+        for j, match in enumerate(route.match):
+            if match.form not in forms:
+                problems.append(
+                    (
+                        f"services[{i}].rollout.headerRoute.match[{j}]",
+                        f"{target} cannot match {match.shown} ({form_names({match.form})}); it matches "
+                        f"{form_names(forms)}",
+                    )
+                )
+    return problems
 
 
 def _all_config() -> dict[str, Any]:

@@ -520,7 +520,12 @@ class Driver:
             text, digest = read_stack_file(self.path)
             current = Service(text, self.service, str(self.path))
             action, weight = self._action(current, to, rollback)
-            if current.position != to:
+            # A rollback at weight 0 (an A/B phase: header traffic only) still has a header route to abort.
+            model = current.model
+            unaborted = (
+                isinstance(model, CanaryRollout) and model.header_route is not None and not model.aborted
+            )
+            if current.position != to or (rollback and unaborted):
                 new_text = edit(text, self.service, action, weight, source=str(self.path))
                 changes = self._checked(text, new_text, action)
                 # Recorded before the write: a crash between the two is seen on resume as a file that

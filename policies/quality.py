@@ -205,6 +205,78 @@ def _weights(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
             )
 
 
+def _header_rules(r: Any) -> Iterable[tuple[str, list[str]]]:
+    """(where, the backends it forwards to) for each rule of a resource that matches on a header or a
+    cookie: an ALB Ingress `conditions.<action>` with its `actions.<action>`, a listener rule with an
+    http_header condition, an HTTPRoute rule with header matches, a Front Door rule with a header or
+    cookie condition (its route override's origin group)."""
+    if r.resource_type == t.INGRESS:
+        annotations = (r.props.get("metadata") or {}).get("annotations") or {}
+        prefix = "alb.ingress.kubernetes.io/"
+        for key in annotations:
+            if key.startswith(prefix + "conditions."):
+                action = key[len(prefix + "conditions.") :]
+                conditions = json.loads(annotations[key] or "[]")
+                if not any(c.get("field") == "http-header" for c in conditions):
+                    continue
+                forward = json.loads(annotations.get(prefix + "actions." + action) or "{}")
+                groups = (forward.get("forwardConfig") or {}).get("targetGroups") or []
+                yield action, [str(g.get("serviceName")) for g in groups if g.get("weight", 1)]
+    elif r.resource_type == t.LISTENER_RULE:
+        if any(c.get("httpHeader") for c in r.props.get("conditions") or []):
+            for action in r.props.get("actions") or []:
+                groups = (action.get("forward") or {}).get("targetGroups") or []
+                single = [action["targetGroupArn"]] if action.get("targetGroupArn") else []
+                yield "forward", single + [str(g.get("arn")) for g in groups if g.get("weight") != 0]
+    elif r.resource_type == t.HTTP_ROUTE:
+        for i, rule in enumerate((r.props.get("spec") or {}).get("rules") or []):
+            if any(m.get("headers") for m in rule.get("matches") or []):
+                backends = rule.get("backendRefs") or []
+                yield f"rules[{i}]", [str(b.get("name")) for b in backends if b.get("weight", 1)]
+    elif r.resource_type == t.AFD_RULE:
+        names = {c.get("name") for c in r.props.get("conditions") or []}
+        if names & {"RequestHeader", "Cookies"}:
+            groups = [
+                str(((a.get("parameters") or {}).get("originGroupOverride") or {}).get("originGroup"))
+                for a in r.props.get("actions") or []
+                if a.get("name") == "RouteConfigurationOverride"
+            ]
+            yield "actions", [g for g in groups if g != "None"]
+
+
+@QUALITY.stack(
+    "header-route-single-slot",
+    "An A/B rule (a header or cookie match) sends every matching request to one slot's backend, "
+    "which the stack declares.",
+    severity=Severity.HIGH,
+    controls=[PROJECT("zero-downtime-rollouts")],
+    remediation="Let the targets build header routes from services[].rollout.headerRoute: each "
+    "forwards to the canary's Service, target group or origin group only (stable after a rollback).",
+)
+def _header_routes(args: StackValidationArgs) -> Iterable[tuple[str, str | None]]:
+    """A header rule that splits is not A/B (the requests a tester sends land anywhere), and one that
+    names a Service the stack does not declare sends them nowhere (the ALB or Gateway answers 503)."""
+    services = {
+        str((r.props.get("metadata") or {}).get("name"))
+        for r in args.resources
+        if r.resource_type == t.SERVICE
+    }
+    for r in args.resources:
+        for where, backends in _header_rules(r):
+            if len(backends) != 1:
+                yield (
+                    f"header route ({where}) forwards to {len(backends)} backends; an A/B rule sends "
+                    "matching requests to one slot",
+                    r.urn,
+                )
+            elif r.resource_type in (t.INGRESS, t.HTTP_ROUTE) and backends[0] not in services:
+                yield (
+                    f"header route ({where}) forwards to Service {backends[0]}, which this stack does "
+                    "not declare",
+                    r.urn,
+                )
+
+
 def _covered(labels: set[tuple[str, str]], selectors: set[frozenset[tuple[str, str]]]) -> bool:
     """Whether some selector is a subset of the labels: by lookup of the labels' subsets while they are
     few (pods carry a handful of labels), else by scanning the selectors."""

@@ -162,6 +162,7 @@ AKS_CLUSTER = "azure-native:containerservice:ManagedCluster"
 AKS_AGENT_POOL = "azure-native:containerservice:AgentPool"
 FRONT_DOOR_ROUTE = "azure-native:cdn:Route"
 AFD_ORIGIN = "azure-native:cdn:AFDOrigin"
+AFD_RULE = "azure-native:cdn:Rule"  # a Front Door rule set's rule (ACI's header route)
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
 ROLE_ASSIGNMENT_CLASSIC = "azure:authorization/assignment:Assignment"
 ROLE_ASSIGNMENTS = frozenset({ROLE_ASSIGNMENT, ROLE_ASSIGNMENT_CLASSIC})

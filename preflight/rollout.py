@@ -369,10 +369,13 @@ def _stepped(model: RolloutSettings, svc: _At, action: str, weight: int | None) 
 
 def _difference(change: _Edit, block: _At, at: _At, old: dict[str, Any], new: dict[str, Any]) -> None:
     """The step as edits of the file under `at`: each value the step changes replaced, each key it
-    removes deleted. A key it adds has no place in the file's text: refused (none of the steps adds)."""
+    removes deleted, each scalar key it adds (a rollback's `aborted: true`) inserted as the mapping's
+    first entry. Anything else it adds has no place in the file's text: refused."""
     added = sorted(set(new) - set(old))
-    if added:
-        raise _EditError(f"cannot make this edit in place: the step adds {', '.join(added)}; make it by hand")
+    for key in added:
+        if isinstance(new[key], (dict, list)):
+            raise _EditError(f"cannot make this edit in place: the step adds {key}; make it by hand")
+        change.insert(at, key, new[key], _token(change, block, at, new[key]))
     for key, value in old.items():
         spelt = _spelt(at, key)
         if key not in new:
@@ -392,6 +395,8 @@ def _token(change: _Edit, block: _At, at: _At, value: Any) -> str:
     """How the new value is written. An integer (a weight) plainly. Text the rollout block already
     holds is copied as written there (a promoted version keeps the canary's quotes, so it parses to
     the same text); other text keeps the replaced value's quotes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if not isinstance(value, str):
         return str(value)
     for scalar in _scalars(block):
@@ -478,10 +483,33 @@ class _Edit:
         self.splices.append(_Splice(start, end, ""))
         self._set(at.keys, _DELETED)
 
+    def insert(self, parent: _At, key: str, value: Any, token: str) -> None:
+        """`key: token` becomes the mapping's first entry: its own line at the first key's indentation
+        in a block mapping (the file's line break), `key: token, ` after the brace in a flow one."""
+        node = parent.node
+        if not isinstance(node, MappingNode) or not node.value:
+            raise _EditError(f"cannot make this edit in place: {parent.path} is not a mapping", parent.line)
+        first = node.value[0][0].start_mark.index
+        if node.flow_style:
+            self.splices.append(_Splice(first, first, f"{key}: {token}, "))
+        else:
+            start = _line_start(self.text, first)
+            indent = self.text[start:first]
+            if indent.strip(" \t"):
+                raise _EditError(
+                    f"cannot make this edit in place: {parent.path} shares its lines", parent.line
+                )
+            found = _LINE_BREAK.search(self.text)
+            self.splices.append(
+                _Splice(start, start, f"{indent}{key}: {token}{found.group() if found else chr(10)}")
+            )
+        self._set((*parent.keys, key), value)
+
     def apply(self) -> str:
         """The edited text, if it parses to exactly the intended data (else refused: edit by hand)."""
         out, last = [], 0
-        for splice in sorted(self.splices, key=lambda s: s.start):
+        # An insertion (empty span) goes before a deletion that starts where it does.
+        for splice in sorted(self.splices, key=lambda s: (s.start, s.end)):
             if splice.start < last:
                 raise _EditError("cannot make this edit in place: the edits overlap; edit the file by hand")
             out += [self.text[last : splice.start], splice.new]

@@ -48,7 +48,8 @@ def k8s(run: ProgramRun, type_: str, name: str) -> Registration:
 
 
 def route_weights(run: ProgramRun) -> dict[str, int]:
-    (rule,) = k8s(run, ROUTE, "worker").inputs["spec"]["rules"]
+    # The weighted rule is the last (staging's worker has a header route's rule first).
+    rule = k8s(run, ROUTE, "worker").inputs["spec"]["rules"][-1]
     return {b["name"]: int(b.get("weight", 1)) for b in rule["backendRefs"]}
 
 

@@ -42,6 +42,7 @@ def origins(run: ProgramRun) -> dict[str, tuple[int, str]]:
     return {
         r.inputs["originName"]: (int(r.inputs["weight"]), r.inputs["enabledState"])
         for r in run.by_type(ORIGIN)
+        if not r.name.endswith("-header-origin")  # a header route's own origin group (A/B)
     }
 
 

@@ -313,7 +313,7 @@ def test_generated_good_values_parse(port: int, version: str) -> None:
         (
             lambda r: r["services"][0]["rollout"].update(stpes=[]),
             "pouw-cicd:services[0].rollout.stpes: unknown key (did you mean steps?); allowed keys here are "
-            "analysis, slots, steps, strategy",
+            "aborted, analysis, headerRoute, slots, steps, strategy",
         ),
         (
             lambda r: r["services"][0]["rollout"]["slots"]["canary"].update(weight="ten"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
@@ -24,8 +24,8 @@ import pulumi_azure_native.managedidentity as managedidentity
 from pydantic import Field
 
 from components.registry import AcrRegistry
+from components.rollout import HeaderMatch, RolloutPlan, SlotPlan
 from components.rollout import Model as _Model
-from components.rollout import RolloutPlan, SlotPlan
 from components.schema import _SUBNET_ID, ServiceSettings
 from components.targets.base import ContainerSpec, Target, TargetEndpoints, cpu_cores, memory_gib
 
@@ -80,6 +80,45 @@ def origin_weight(slot: SlotPlan) -> tuple[int, str]:
     if slot.weight == 0:
         return 1, "Disabled"
     return max(1, slot.weight * MAX_ORIGIN_WEIGHT // 100), "Enabled"
+
+
+# Front Door rule conditions (RequestHeader, Cookies) by match kind: Equal and BeginsWith. Its RegEx
+# operator is left out: the rules engine documents regular expressions only for some conditions.
+FRONT_DOOR_OPERATORS = {"exact": "Equal", "prefix": "BeginsWith"}
+
+
+# The rule condition and its parameters' class per match source (header or cookie).
+FRONT_DOOR_CONDITIONS: dict[str, tuple[Any, Any]] = {
+    "RequestHeader": (
+        cdn.DeliveryRuleRequestHeaderConditionArgs,
+        cdn.RequestHeaderMatchConditionParametersArgs,
+    ),
+    "Cookies": (cdn.DeliveryRuleCookiesConditionArgs, cdn.CookiesMatchConditionParametersArgs),
+}
+
+
+def rule_set_name(service: str) -> str:
+    """A rule set's name takes letters and digits only (and starts with a letter)."""
+    return service.replace("-", "") + "ab"
+
+
+def front_door_condition(
+    match: HeaderMatch,
+) -> cdn.DeliveryRuleRequestHeaderConditionArgs | cdn.DeliveryRuleCookiesConditionArgs:
+    """One match as a Front Door rule condition: the header (or cookie) named by `selector`."""
+    kind = "RequestHeader" if match.header_name is not None else "Cookies"
+    condition, parameters = FRONT_DOOR_CONDITIONS[kind]
+    made: cdn.DeliveryRuleRequestHeaderConditionArgs | cdn.DeliveryRuleCookiesConditionArgs = condition(
+        name=kind,
+        parameters=parameters(
+            type_name=f"DeliveryRule{kind}ConditionParameters",
+            operator=FRONT_DOOR_OPERATORS[match.match.kind],
+            selector=match.name,
+            match_values=[match.match.value],
+            negate_condition=False,
+        ),
+    )
+    return made
 
 
 @dataclass(frozen=True)
@@ -149,47 +188,26 @@ class AciService(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
-        origin_group = cdn.AFDOriginGroup(
-            f"{name}-origins",
-            origin_group_name=svc.name,
-            profile_name=args.front_door.profile_name,
-            resource_group_name=rg,
-            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
-                sample_size=4,
-                successful_samples_required=3,
-                additional_latency_in_milliseconds=s.additional_latency_ms,
-            ),
-            health_probe_settings=cdn.HealthProbeParametersArgs(
-                probe_path=svc.health_path,
-                probe_protocol=cdn.ProbeProtocol.HTTP,
-                probe_request_type=cdn.HealthProbeRequestType.GET,
-                probe_interval_in_seconds=30,
-            ),
-            session_affinity_state="Disabled",
-            opts=child,
-        )
+        origin_group = self._origin_group(f"{name}-origins", svc.name, args, s.additional_latency_ms)
         origins = []
+        fqdns = {
+            slot.name: groups[slot.name].ip_address.apply(lambda ip: (ip.fqdn or ip.ip or "") if ip else "")
+            for slot in args.plan.slots
+        }
         for slot in args.plan.slots:
             weight, state = origin_weight(slot)
-            fqdn = groups[slot.name].ip_address.apply(lambda ip: (ip.fqdn or ip.ip or "") if ip else "")
             origins.append(
-                cdn.AFDOrigin(
+                self._origin(
                     f"{name}-{slot.workload}",
-                    origin_name=slot.workload,
-                    origin_group_name=origin_group.name,
-                    profile_name=args.front_door.profile_name,
-                    resource_group_name=rg,
-                    host_name=fqdn,
-                    origin_host_header=fqdn,
-                    http_port=svc.port,
-                    https_port=443,
-                    priority=1,
-                    weight=weight,
-                    enabled_state=state,
-                    enforce_certificate_name_check=True,
-                    opts=child,
+                    slot.workload,
+                    origin_group,
+                    args,
+                    fqdns[slot.name],
+                    weight,
+                    state,
                 )
             )
+        rule_sets = self._header_route(name, args, fqdns, origins)
         cdn.Route(
             f"{name}-route",
             route_name=svc.name,
@@ -203,6 +221,7 @@ class AciService(pulumi.ComponentResource):
             link_to_default_domain="Enabled",
             patterns_to_match=["/*"],
             enabled_state="Enabled",
+            rule_sets=rule_sets,
             opts=pulumi.ResourceOptions(parent=self, depends_on=origins),
         )
         preview = args.plan.preview_slot
@@ -220,6 +239,110 @@ class AciService(pulumi.ComponentResource):
             images=dict(args.images),
         )
         self.register_outputs(self.endpoints.as_outputs())
+
+    def _origin_group(
+        self, name: str, group_name: str, args: AciServiceArgs, latency_ms: int
+    ) -> cdn.AFDOriginGroup:
+        """An origin group probing the service's health path (`latency_ms`: the band within which
+        origins share by weight)."""
+        return cdn.AFDOriginGroup(
+            name,
+            origin_group_name=group_name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=args.resource_group_name,
+            load_balancing_settings=cdn.LoadBalancingSettingsParametersArgs(
+                sample_size=4, successful_samples_required=3, additional_latency_in_milliseconds=latency_ms
+            ),
+            health_probe_settings=cdn.HealthProbeParametersArgs(
+                probe_path=args.service.health_path,
+                probe_protocol=cdn.ProbeProtocol.HTTP,
+                probe_request_type=cdn.HealthProbeRequestType.GET,
+                probe_interval_in_seconds=30,
+            ),
+            session_affinity_state="Disabled",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _origin(
+        self,
+        name: str,
+        origin_name: str,
+        group: cdn.AFDOriginGroup,
+        args: AciServiceArgs,
+        fqdn: pulumi.Input[str],
+        weight: int,
+        state: str,
+    ) -> cdn.AFDOrigin:
+        """A container group (by its FQDN) as an origin of `group`, at `weight` and `state`."""
+        return cdn.AFDOrigin(
+            name,
+            origin_name=origin_name,
+            origin_group_name=group.name,
+            profile_name=args.front_door.profile_name,
+            resource_group_name=args.resource_group_name,
+            host_name=fqdn,
+            origin_host_header=fqdn,
+            http_port=args.service.port,
+            https_port=443,
+            priority=1,
+            weight=weight,
+            enabled_state=state,
+            enforce_certificate_name_check=True,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _header_route(
+        self,
+        name: str,
+        args: AciServiceArgs,
+        fqdns: Mapping[str, pulumi.Input[str]],
+        origins: list[cdn.AFDOrigin],
+    ) -> list[cdn.ResourceReferenceArgs] | None:
+        """The header route (A/B): an origin group of the one slot (the canary; stable after a
+        rollback), and a rule set whose rule sends requests meeting every match to it (a route
+        configuration override), ahead of the route's weighted origin group. The rule set joins the
+        route's `rule_sets`; without a header route the route has none."""
+        header = args.plan.header_route
+        if header is None:
+            return None
+        svc, rg, profile = args.service, args.resource_group_name, args.front_door.profile_name
+        child = pulumi.ResourceOptions(parent=self)
+        group = self._origin_group(f"{name}-header-origins", f"{svc.name}-header", args, 0)
+        origin = self._origin(
+            f"{name}-header-origin", "header", group, args, fqdns[header.slot], MAX_ORIGIN_WEIGHT, "Enabled"
+        )
+        origins.append(origin)
+        rule_set = cdn.RuleSet(
+            f"{name}-rules",
+            rule_set_name=rule_set_name(svc.name),
+            profile_name=profile,
+            resource_group_name=rg,
+            opts=child,
+        )
+        cdn.Rule(
+            f"{name}-header",
+            rule_name="header",
+            rule_set_name=rule_set.name,
+            profile_name=profile,
+            resource_group_name=rg,
+            order=1,
+            conditions=[front_door_condition(m) for m in header.matches],
+            actions=[
+                cdn.DeliveryRuleRouteConfigurationOverrideActionArgs(
+                    name="RouteConfigurationOverride",
+                    parameters=cdn.RouteConfigurationOverrideActionParametersArgs(
+                        type_name="DeliveryRuleRouteConfigurationOverrideActionParameters",
+                        origin_group_override=cdn.OriginGroupOverrideArgs(
+                            origin_group=cdn.ResourceReferenceArgs(id=group.id),
+                            forwarding_protocol="HttpOnly",
+                        ),
+                    ),
+                )
+            ],
+            match_processing_behavior="Stop",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[origin]),
+        )
+        return [cdn.ResourceReferenceArgs(id=rule_set.id)]
 
     def _container_group(
         self,
@@ -303,6 +426,7 @@ class AciTarget(Target):
     # Azure restarts every container of a group on any update of the group.
     workload_types = {"azure-native:containerinstance:ContainerGroup": None}
     routing_types = frozenset({"azure-native:cdn:AFDOrigin"})
+    header_match_forms = frozenset({"header-exact", "header-prefix", "cookie-exact", "cookie-prefix"})
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -685,6 +685,9 @@ class AksTarget(Target):
     registry = "acr"
     workload_types = WORKLOAD_TYPES
     routing_types = GATEWAY_ROUTING_TYPES
+    # Application Gateway for Containers matches headers exactly only: its RegularExpression header
+    # match is not implemented (Microsoft Q&A 1824077, confirmed by Azure support), and a cookie needs one.
+    header_match_forms = frozenset({"header-exact"})
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pulumi
 from pydantic import BaseModel
 
-from components.rollout import RolloutPlan, SlotPlan
+from components.rollout import HeaderMatch, RolloutPlan, SlotPlan
 from components.schema import ResourceSettings, ServiceSettings
 
 if TYPE_CHECKING:
@@ -28,6 +28,17 @@ RUN_AS_UID = 10001
 RUN_AS_GID = 10001
 # TLS 1.3 and 1.2 only, on every AWS load balancer listener the targets make.
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+# What an ALB http-header condition matches (EKS and ECS): a value with `*` and `?` wildcards, compared
+# case-insensitively; so exact is the value, prefix the value and `*`. ALB has no cookie condition.
+ALB_HEADER_MATCH_FORMS = frozenset({"header-exact", "header-prefix"})
+
+
+def alb_header_values(match: HeaderMatch) -> list[str]:
+    """An ALB http-header condition's values for one match (rollout.py refuses `*` and `?` in them)."""
+    value = match.match
+    return [value.value + ("*" if value.kind == "prefix" else "")]
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,11 @@ class Target(ABC):
     # helper classify changes from this (preflight/diff.py `workload_restart_inputs`).
     workload_types: ClassVar[Mapping[str, tuple[str, ...] | None]]
     routing_types: ClassVar[frozenset[str]]  # resource types that split traffic between slots
+    # The A/B match forms (components/rollout.py `HEADER_MATCH_FORMS`) its routing can send to one
+    # slot ahead of the weighted split; settings refuse a service's header route using another.
+    header_match_forms: ClassVar[frozenset[str]] = frozenset()
+    # What the target offers instead when it routes no header (the README says it too).
+    header_route_instead: ClassVar[str] = ""
 
     def __init__(self, ctx: StackContext) -> None:
         self.ctx = ctx

@@ -307,6 +307,12 @@ class CloudRunTarget(Target):
     # The template is the revision an update creates; `traffics` only moves traffic.
     workload_types = {CLOUD_RUN_SERVICE: ("template",)}
     routing_types = frozenset({CLOUD_RUN_SERVICE})  # the same resource: `traffics` only moves traffic
+    # Cloud Run splits by percent and serves each tagged revision at its own URL; it has no header
+    # routing, so settings refuse a header route on it.
+    header_route_instead = (
+        "it routes by tag URL; the canary's tag URL (its previewUrl, https://canary---<service host>) "
+        "is its A/B entry point"
+    )
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -40,7 +40,14 @@ from components.network import AwsNetwork, log_key_policy, web_acl
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan, SlotPlan
 from components.schema import _ACM_ARN, ServiceSettings
-from components.targets.base import TLS_POLICY, ContainerSpec, Target, TargetEndpoints
+from components.targets.base import (
+    ALB_HEADER_MATCH_FORMS,
+    TLS_POLICY,
+    ContainerSpec,
+    Target,
+    TargetEndpoints,
+    alb_header_values,
+)
 
 if TYPE_CHECKING:
     from components.context import StackContext
@@ -79,6 +86,8 @@ class EcsSettings(_Model):
 
 
 CONTAINER = "app"
+# The production listener's rules: the header route (A/B) is evaluated before the weighted split.
+HEADER_RULE_PRIORITY = 90
 
 
 @dataclass(frozen=True)
@@ -620,6 +629,29 @@ class EcsService(pulumi.ComponentResource):
                 opts=child,
             )
 
+        if not native and plan.header_route is not None:
+            # The A/B rule: ahead of the weighted one (a lower number is evaluated first), every match
+            # an http-header condition (ANDed), forwarding to the one slot's target group only.
+            header = plan.header_route
+            lb.ListenerRule(
+                f"{name}-header",
+                listener_arn=main.arn,
+                priority=HEADER_RULE_PRIORITY,
+                actions=[forward(groups, {plan.workload(header.slot): 100})],
+                conditions=[
+                    *everywhere,
+                    *(
+                        lb.ListenerRuleConditionArgs(
+                            http_header=lb.ListenerRuleConditionHttpHeaderArgs(
+                                http_header_name=m.name, values=alb_header_values(m)
+                            )
+                        )
+                        for m in header.matches
+                    ),
+                ],
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=services),
+            )
         if not native:
             lb.ListenerRule(
                 f"{name}-traffic",
@@ -765,6 +797,7 @@ class EcsTarget(Target):
         ),
     }
     routing_types = frozenset({"aws:lb/listenerRule:ListenerRule"})
+    header_match_forms = ALB_HEADER_MATCH_FORMS
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

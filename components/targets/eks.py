@@ -40,7 +40,13 @@ from components.network import AwsNetwork, log_key, web_acl
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
 from components.schema import _ACM_ARN, _CIDR, _KUBERNETES_VERSION, ServiceSettings
-from components.targets.base import TLS_POLICY, Target, TargetEndpoints
+from components.targets.base import (
+    ALB_HEADER_MATCH_FORMS,
+    TLS_POLICY,
+    Target,
+    TargetEndpoints,
+    alb_header_values,
+)
 from components.targets.kubernetes import (
     WORKLOAD_TYPES,
     labels,
@@ -460,6 +466,27 @@ def weighted_action(service: str, plan: RolloutPlan) -> str:
     return json.dumps({"type": "forward", "forwardConfig": {"targetGroups": groups}}, sort_keys=True)
 
 
+def header_conditions(plan: RolloutPlan) -> str:
+    """The header route's ALB conditions (`conditions.<action>` annotation): every match, ANDed."""
+    assert plan.header_route is not None
+    conditions = [
+        {
+            "field": "http-header",
+            "httpHeaderConfig": {"httpHeaderName": m.name, "values": alb_header_values(m)},
+        }
+        for m in plan.header_route.matches
+    ]
+    return json.dumps(conditions, sort_keys=True)
+
+
+def header_action(service: str, plan: RolloutPlan) -> str:
+    """The header route's ALB action: forward to the one slot's Service (the canary; stable after a
+    rollback)."""
+    assert plan.header_route is not None
+    group = {"serviceName": f"{service}-{plan.header_route.slot}", "servicePort": "80", "weight": 100}
+    return json.dumps({"type": "forward", "forwardConfig": {"targetGroups": [group]}}, sort_keys=True)
+
+
 def _hostname(status: Any) -> str:
     ingress = status.load_balancer.ingress if status and status.load_balancer else None
     return (ingress[0].hostname or "") if ingress else ""
@@ -483,13 +510,27 @@ class EksService(pulumi.ComponentResource):
         slot_services(name, svc, plan, ns, routing)
         annotations = alb_annotations(args.settings, svc, args.environment, args.web_acl_arn)
         backend: networking.IngressBackendArgsDict = {"service": {"name": svc.name, "port": {"number": 80}}}
+        paths: list[networking.HTTPIngressPathArgsDict] = []
         if plan.weighted:
             action = f"{svc.name}-weighted"
             annotations[f"alb.ingress.kubernetes.io/actions.{action}"] = weighted_action(svc.name, plan)
             backend = {"service": {"name": action, "port": {"name": "use-annotation"}}}
+        if plan.header_route is not None:
+            # The A/B rule comes first: the controller gives an Ingress's paths rule priorities in order.
+            header = f"{svc.name}-header"
+            annotations[f"alb.ingress.kubernetes.io/conditions.{header}"] = header_conditions(plan)
+            annotations[f"alb.ingress.kubernetes.io/actions.{header}"] = header_action(svc.name, plan)
+            paths.append(
+                {
+                    "path": "/",
+                    "path_type": "Prefix",
+                    "backend": {"service": {"name": header, "port": {"name": "use-annotation"}}},
+                }
+            )
+        paths.append({"path": "/", "path_type": "Prefix", "backend": backend})
         ingress_spec: networking.IngressSpecArgsDict = {
             "ingress_class_name": "alb",
-            "rules": [{"http": {"paths": [{"path": "/", "path_type": "Prefix", "backend": backend}]}}],
+            "rules": [{"http": {"paths": paths}}],
         }
         ingress = networking.Ingress(
             f"{name}-ingress",
@@ -519,6 +560,7 @@ class EksTarget(Target):
     needs_network = True
     workload_types = WORKLOAD_TYPES
     routing_types = frozenset({"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress"})
+    header_match_forms = ALB_HEADER_MATCH_FORMS
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -40,6 +40,7 @@ from components.rollout import RolloutPlan
 from components.schema import _CIDR, GcpSettings, ServiceSettings, _matching
 from components.targets.base import Target, TargetEndpoints
 from components.targets.kubernetes import (
+    GATEWAY_HEADER_MATCH_FORMS,
     GATEWAY_ROUTING_TYPES,
     WORKLOAD_TYPES,
     backend_services,
@@ -430,6 +431,7 @@ class GkeTarget(Target):
     registry = "artifactRegistry"
     workload_types = WORKLOAD_TYPES
     routing_types = GATEWAY_ROUTING_TYPES
+    header_match_forms = GATEWAY_HEADER_MATCH_FORMS
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -11,6 +11,7 @@ named as EKS always named them, so no URN moves.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ import pulumi_kubernetes.networking.v1 as networking
 import pulumi_kubernetes.policy.v1 as policy
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.rollout import RolloutPlan, SlotPlan
+from components.rollout import HeaderMatch, RolloutPlan, SlotPlan
 from components.schema import ServiceSettings
 from components.targets.base import ContainerSpec
 
@@ -430,19 +431,54 @@ def gateway(
     )
 
 
+# The match forms a Gateway API HTTPRoute can route, as `header_match` translates them: Exact is core;
+# a prefix, a regex and a cookie become a RegularExpression match (implementation-specific: GKE has it,
+# Application Gateway for Containers does not, so AKS declares exact only).
+GATEWAY_HEADER_MATCH_FORMS = frozenset(
+    {"header-exact", "header-prefix", "header-regex", "cookie-exact", "cookie-prefix"}
+)
+
+
+def header_match(match: HeaderMatch) -> dict[str, str]:
+    """One HTTPRoute header match. A cookie is a RegularExpression on the Cookie header (Gateway API has
+    no cookie match): its name and value between `; ` separators."""
+    value = match.match
+    if match.header_name is not None:
+        if value.kind == "exact":
+            return {"type": "Exact", "name": match.name, "value": value.value}
+        pattern = f"^{re.escape(value.value)}.*" if value.kind == "prefix" else value.value
+        return {"type": "RegularExpression", "name": match.name, "value": pattern}
+    rest = "(;|$)" if value.kind == "exact" else "[^;]*(;|$)"
+    pattern = f"(^|;\\s*){re.escape(match.name)}={re.escape(value.value)}{rest}"
+    return {"type": "RegularExpression", "name": "Cookie", "value": pattern}
+
+
 def http_route(
     name: str, svc: ServiceSettings, plan: RolloutPlan, ns: pulumi.Input[str], routing: pulumi.ResourceOptions
 ) -> CustomResource:
-    """The service's HTTPRoute on its Gateway: every path to the plan's backends, at its weights."""
-    spec = {
-        "parentRefs": [{"name": svc.name}],
-        "rules": [
+    """The service's HTTPRoute on its Gateway: every path to the plan's backends, at its weights; with a
+    header route, first a rule sending matching requests to its one slot's Service (Gateway API
+    prefers the rule with more header matches, so it wins over the weighted one whatever the order)."""
+    rules: list[dict[str, Any]] = []
+    if plan.header_route is not None:
+        rules.append(
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": route_backends(svc, plan),
+                "matches": [
+                    {
+                        "path": {"type": "PathPrefix", "value": "/"},
+                        "headers": [header_match(m) for m in plan.header_route.matches],
+                    }
+                ],
+                "backendRefs": [{"name": f"{svc.name}-{plan.header_route.slot}", "port": 80}],
             }
-        ],
-    }
+        )
+    rules.append(
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": route_backends(svc, plan),
+        }
+    )
+    spec = {"parentRefs": [{"name": svc.name}], "rules": rules}
     return CustomResource(
         f"{name}-route",
         api_version=GATEWAY_API,
