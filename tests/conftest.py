@@ -31,6 +31,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
     gc.enable()
 
+
 STACKS = ("dev", "staging", "prod")
 PROJECT_ENTRIES = ("Pulumi.yaml", "__main__.py", "components", "policies", "app")
 
