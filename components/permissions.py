@@ -823,9 +823,28 @@ _AKS_ROWS: list[tuple[str, Row]] = [
     ),
 ]
 
+# Signature verification at admission (components/admission.py): Kyverno's component and its policy
+# (a Kyverno CRD; RBAC verbs as the other Kubernetes rows), the GKE control plane's webhook firewall.
+_ADMISSION_ROWS: list[tuple[str, Row]] = [
+    ("pouw:index:Kyverno", _program("a component: its children have their rows")),
+    ("kubernetes:kyverno.io/v1:ClusterPolicy", _k8s("clusterpolicies", "kyverno.io")),
+    (
+        "gcp:compute/firewall:Firewall",
+        Row(
+            "gcp",
+            GCP_ROLES.format("compute"),
+            ("compute.firewalls.create", "compute.networks.updatePolicy"),
+            ("compute.firewalls.update", "compute.networks.updatePolicy"),
+            ("compute.firewalls.delete", "compute.networks.updatePolicy"),
+            ("compute.firewalls.get",),
+        ),
+    ),
+]
+
 PERMISSIONS.update(_GKE_AND_KUBERNETES_ROWS)
 PERMISSIONS.update(_WAF_ROWS)
 PERMISSIONS.update(_AKS_ROWS)
+PERMISSIONS.update(_ADMISSION_ROWS)
 
 
 # What the deploy identity calls outside any resource's lifecycle: the rollout driver's metric reads
@@ -854,6 +873,38 @@ DRIVER_READS: dict[Cloud, Row] = {
     # monitor/metrics/list): Microsoft.Insights/metrics/read on the resource, which the deploy identity's
     # Contributor at the resource group already grants (Contributor's actions are `*` but its NotActions).
     "azure": Row("azure", AZURE_PERMISSIONS.format("monitor"), read=("Microsoft.Insights/metrics/read",)),
+}
+
+
+# What a cluster's Kyverno admission controller reads with its own cloud identity (components/admission.py):
+# the image manifests of the registry the cluster pulls from, to resolve a tag to its digest and check
+# it (the signatures themselves are read from GHCR, where the release pushed them). Granted on the
+# stack's repositories only, by components/targets/{eks,gke,aks}.py; ADMISSION_ROLES names the
+# built-in role holding exactly these reads where the cloud grants by role.
+ADMISSION_READS: dict[Cloud, Row] = {
+    # Log in (GetAuthorizationToken has no resource type: `*`) and read manifests and layers of the
+    # stack's repositories (list_amazonelasticcontainerregistry.html).
+    "aws": Row(
+        "aws",
+        AWS_SAR.format("amazonelasticcontainerregistry"),
+        read=("ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
+    ),
+    # Artifact Registry Reader on the environment's repository (roles-permissions/artifactregistry).
+    "gcp": Row(
+        "gcp",
+        GCP_ROLES.format("artifactregistry"),
+        read=("artifactregistry.repositories.downloadArtifacts", "artifactregistry.dockerimages.get"),
+    ),
+    # AcrPull on the registry (permissions/containers: Microsoft.ContainerRegistry/registries/pull/read).
+    "azure": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("containers"),
+        read=("Microsoft.ContainerRegistry/registries/pull/read",),
+    ),
+}
+ADMISSION_ROLES: dict[Cloud, str] = {
+    "gcp": "roles/artifactregistry.reader",
+    "azure": "7f951dda-4ed3-4680-a7ca-43fe172d538d",  # AcrPull
 }
 
 

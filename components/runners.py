@@ -143,6 +143,7 @@ STACK_ROLES: dict[str, str | None] = {
     "eks-cluster-*": "eks.amazonaws.com",  # EksCluster: the control plane
     "eks-nodes-*": "eks.amazonaws.com",  # EksCluster: the managed node group
     "eks-lb-controller-*": None,  # EksCluster: AWS Load Balancer Controller (IRSA)
+    "eks-kyverno-*": None,  # EksCluster.verify_signatures: Kyverno's ECR reads (IRSA)
     "ci-runners-*-push-*": None,  # CiRunners: ECR push (IRSA)
     "*-ecs-execution-*": "ecs-tasks.amazonaws.com",  # EcsService: task execution (pull, logs, secrets)
     "*-ecs-task-*": "ecs-tasks.amazonaws.com",  # EcsService: the application's own role
