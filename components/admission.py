@@ -32,8 +32,6 @@ import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.targets.kubernetes import RESTRICTED, egress_only_policies, metadata
-
 if TYPE_CHECKING:
     from components.settings import Settings
 
@@ -194,6 +192,9 @@ class Kyverno(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KyvernoArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("pouw:index:Kyverno", name, None, opts)
+        # Here, not at the top: components.targets imports every target, and they import this module.
+        from components.targets.kubernetes import RESTRICTED, egress_only_policies, metadata
+
         v = args.verification
         k8s = pulumi.ResourceOptions(parent=self, provider=args.provider)
         namespace = core.Namespace(
