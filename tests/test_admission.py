@@ -17,7 +17,9 @@ from components import admission
 from components.permissions import ADMISSION_READS, ADMISSION_ROLES, GCP_ROLE_PERMISSIONS
 from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
+from preflight.cli import main
 from preflight.engine import ProgramRun, Registration
+from tests.conftest import project_copy, stack_file
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
 
@@ -260,3 +262,24 @@ def test_signer_defaults_to_the_source_repository() -> None:
     assert settings.signer_repository == "Acme/Shop"
     assert settings.admission_enforced is True
     assert admission.signature_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
+
+
+def test_a_staging_cluster_that_only_audits_is_blocked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gate (cluster-image-verification, mandatory in staging) over the whole program: audit-only
+    admission on staging's clusters is a mandatory violation per cluster namespace."""
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:admission"] = {"enforce": False}
+    project = project_copy(tmp_path, "staging", config)
+    assert (
+        main(["--stack", "staging", "--project-dir", str(project), "--json", str(tmp_path / "plan.json")])
+        == 1
+    )
+    diagnostics = json.loads((tmp_path / "plan.json").read_text())["diagnostics"]
+    found = sorted(
+        d["message"].split(" runs ")[0] for d in diagnostics if d["policy"] == "cluster-image-verification"
+    )
+    # web on EKS and GKE, worker on AKS: one violation per cluster, never satisfied by another's policy.
+    assert found == ["namespace web", "namespace web", "namespace worker"]
+    assert {d["level"] for d in diagnostics if d["policy"] == "cluster-image-verification"} == {"mandatory"}
