@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pulumi
+import pulumi_gcp.binaryauthorization as binaryauthorization
+import pulumi_gcp.containeranalysis as containeranalysis
+import pulumi_gcp.kms as kms
+import pulumi_gcp.projects as projects
+import pulumi_gcp.serviceaccount as serviceaccount
 import pulumi_kubernetes.core.v1 as core
 import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
@@ -234,3 +239,161 @@ class Kyverno(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=[release])),
         )
         self.register_outputs({"policy": POLICY_NAME})
+
+
+# Cloud Run cannot check a cosign signature: Binary Authorization admits a revision whose image digest
+# carries an attestation by the environment's attestor, which the release creates with this KMS key
+# right after cosign signs (release.yml, "Attest for Binary Authorization"). Binary Authorization
+# reference: cloud.google.com/binary-authorization/docs/creating-attestors-console and
+# cloud.google.com/binary-authorization/docs/run/enabling-binauthz-cloud-run; resource fields from the
+# installed pulumi_gcp (binaryauthorization.Attestor/Policy, containeranalysis.Note, kms.CryptoKey).
+# The types whose create, update and delete the deploy account's custom role holds (the rest of the
+# component is the bootstrap identity's: components/permissions.py).
+BINAUTHZ_TYPES = frozenset(
+    {
+        "gcp:kms/keyRing:KeyRing",
+        "gcp:kms/cryptoKey:CryptoKey",
+        "gcp:containeranalysis/note:Note",
+        "gcp:binaryauthorization/attestor:Attestor",
+    }
+)
+ATTESTOR_ALGORITHM = "EC_SIGN_P256_SHA256"  # KMS; the attestor's public key: ECDSA_P256_SHA256
+# What the release's attesting identity holds, each on one resource (a project for occurrences, which
+# have no narrower scope): sign with the key, attach occurrences to the note, read the attestor.
+ATTESTER_ROLES = {
+    "key": "roles/cloudkms.signerVerifier",
+    "note": "roles/containeranalysis.notes.attacher",
+    "attestor": "roles/binaryauthorization.attestorsViewer",
+    "project": "roles/containeranalysis.occurrences.editor",
+}
+
+
+@dataclass(frozen=True)
+class BinaryAuthorizationArgs:
+    project: str
+    region: str
+    environment: str
+    enforce: bool
+    protect: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def admission_rule(
+    attestor: pulumi.Input[str], enforce: bool
+) -> binaryauthorization.PolicyDefaultAdmissionRuleArgsDict:
+    """The project's default rule: an attestation by the release attestor, blocking (or, in dry-run,
+    only logging) anything else."""
+    return {
+        "evaluation_mode": "REQUIRE_ATTESTATION",
+        "enforcement_mode": "ENFORCED_BLOCK_AND_AUDIT_LOG" if enforce else "DRYRUN_AUDIT_LOG_ONLY",
+        "require_attestations_bies": [attestor],
+    }
+
+
+class BinaryAuthorization(pulumi.ComponentResource):
+    """The environment's release attestor (a Container Analysis note and a KMS signing key), the
+    project's Binary Authorization policy requiring it, and the service account the release attests
+    as (`attester`, trusted by the pipeline identities' pool for the `release` environment only)."""
+
+    attester: serviceaccount.Account
+    attestor_name: pulumi.Output[str]
+    key_version: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: BinaryAuthorizationArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("pouw:index:BinaryAuthorization", name, None, opts)
+        project, env = args.project, args.environment
+        child = pulumi.ResourceOptions(parent=self)
+        stateful = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        ring = kms.KeyRing(
+            f"{name}-keys", name=f"pouw-{env}-binauthz", project=project, location=args.region, opts=stateful
+        )
+        key = kms.CryptoKey(
+            f"{name}-signing",
+            name="release-attestor",
+            key_ring=ring.id,
+            purpose="ASYMMETRIC_SIGN",
+            version_template={
+                "algorithm": ATTESTOR_ALGORITHM,
+                "protection_level": "HSM" if args.protect else "SOFTWARE",
+            },
+            labels=dict(args.labels),
+            opts=stateful,
+        )
+        version = kms.get_kms_crypto_key_version_output(
+            crypto_key=key.id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        note = containeranalysis.Note(
+            f"{name}-note",
+            name=f"pouw-{env}-release",
+            project=project,
+            attestation_authority={"hint": {"human_readable_name": f"pouw-cicd release ({env})"}},
+            opts=child,
+        )
+        attestor = binaryauthorization.Attestor(
+            f"{name}-attestor",
+            name=f"pouw-{env}-release",
+            project=project,
+            attestation_authority_note={
+                "note_reference": note.name,
+                "public_keys": [
+                    {
+                        "id": version.id,
+                        "pkix_public_key": {
+                            "public_key_pem": version.public_keys.apply(lambda k: k[0].pem if k else ""),
+                            "signature_algorithm": "ECDSA_P256_SHA256",
+                        },
+                    }
+                ],
+            },
+            opts=child,
+        )
+        binaryauthorization.Policy(
+            f"{name}-policy",
+            project=project,
+            global_policy_evaluation_mode="ENABLE",  # Google's own system images stay admitted
+            default_admission_rule=admission_rule(attestor.name, args.enforce),
+            opts=child,
+        )
+        self.attester = serviceaccount.Account(
+            f"{name}-attester",
+            account_id=f"attest-{env}",
+            project=project,
+            display_name=f"pouw-cicd release attestations ({env})",
+            opts=child,
+        )
+        member = self.attester.email.apply(lambda email: f"serviceAccount:{email}")
+        kms.CryptoKeyIAMMember(
+            f"{name}-attester-sign",
+            crypto_key_id=key.id,
+            role=ATTESTER_ROLES["key"],
+            member=member,
+            opts=child,
+        )
+        containeranalysis.NoteIamMember(
+            f"{name}-attester-note",
+            project=project,
+            note=note.name,
+            role=ATTESTER_ROLES["note"],
+            member=member,
+            opts=child,
+        )
+        binaryauthorization.AttestorIamMember(
+            f"{name}-attester-attestor",
+            project=project,
+            attestor=attestor.name,
+            role=ATTESTER_ROLES["attestor"],
+            member=member,
+            opts=child,
+        )
+        projects.IAMMember(
+            f"{name}-attester-occurrences",
+            project=project,
+            role=ATTESTER_ROLES["project"],
+            member=member,
+            opts=child,
+        )
+        self.attestor_name = pulumi.Output.concat("projects/", project, "/attestors/", attestor.name)
+        self.key_version = version.name
+        self.register_outputs({"attestor": self.attestor_name, "keyVersion": self.key_version})

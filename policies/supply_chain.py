@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pulumi_policy import Severity, StackValidationArgs
+from pulumi_policy import ResourceValidationArgs, Severity, StackValidationArgs
 
 import resource_types as t
-from pack_support import IMAGES_REGISTRIES, PROJECT, present, setting
+from pack_support import GCP, IMAGES_REGISTRIES, PROJECT, present, setting
 
 # Namespaces whose workloads are the platform's, not a service's.
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease", "kyverno"})
@@ -87,3 +87,21 @@ def _cluster_image_verification(args: StackValidationArgs) -> Iterable[tuple[str
                 "keyless attestor covers its pods: unsigned images would be admitted",
                 urn,
             )
+
+
+@GCP.resource(
+    "cloudrun-binary-authorization",
+    "Cloud Run services admit revisions through Binary Authorization (the project's policy or a named "
+    "one), so only attested release digests run.",
+    types=[t.CLOUD_RUN],
+    severity=Severity.HIGH,
+    controls=[PROJECT("signed-images-at-admission")],
+    remediation="Deploy through components.targets.cloudrun with the admission block on: the service "
+    "sets binaryAuthorization.useDefault and the stack makes the release attestor and policy.",
+)
+def _cloudrun_binary_authorization(args: ResourceValidationArgs) -> Iterable[str]:
+    binauthz = args.props.get("binaryAuthorization") or {}
+    if binauthz.get("useDefault") is not True and not present(binauthz, "policy"):
+        yield "Cloud Run service does not use Binary Authorization: any image would run"
+    elif present(binauthz, "breakglassJustification"):
+        yield "Cloud Run service bypasses Binary Authorization with a breakglass justification"

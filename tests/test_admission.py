@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.cli import main
 from preflight.engine import ProgramRun, Registration
+from preflight.report import Preflight
 from tests.conftest import project_copy, stack_file
+from tests.test_pipelines import workflow
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
 
@@ -283,3 +286,133 @@ def test_a_staging_cluster_that_only_audits_is_blocked(
     # web on EKS and GKE, worker on AKS: one violation per cluster, never satisfied by another's policy.
     assert found == ["namespace web", "namespace web", "namespace worker"]
     assert {d["level"] for d in diagnostics if d["policy"] == "cluster-image-verification"} == {"mandatory"}
+
+
+BINAUTHZ = "pouw:index:BinaryAuthorization"
+
+
+def test_cloud_run_requires_the_release_attestation(tmp_path: Path) -> None:
+    run = build(tmp_path, "prod", ["cloudrun"], lambda c: None)
+    service = run.get("gcp:cloudrunv2/service:Service", "web-cloudrun").inputs
+    assert service["binaryAuthorization"] == {"useDefault": True}
+    attestor = run.get("gcp:binaryauthorization/attestor:Attestor", "binauthz-attestor")
+    note = run.get("gcp:containeranalysis/note:Note", "binauthz-note")
+    authority = attestor.inputs["attestationAuthorityNote"]
+    assert authority["noteReference"] == note.outputs["name"] == "pouw-prod-release"
+    (key,) = authority["publicKeys"]
+    assert key["pkixPublicKey"]["signatureAlgorithm"] == "ECDSA_P256_SHA256"
+    policy = run.get("gcp:binaryauthorization/policy:Policy", "binauthz-policy").inputs
+    assert policy["globalPolicyEvaluationMode"] == "ENABLE"
+    assert policy["defaultAdmissionRule"] == {
+        "evaluationMode": "REQUIRE_ATTESTATION",
+        "enforcementMode": "ENFORCED_BLOCK_AND_AUDIT_LOG",
+        "requireAttestationsBies": ["pouw-prod-release"],
+    }
+    signing = run.get("gcp:kms/cryptoKey:CryptoKey", "binauthz-signing")
+    assert signing.inputs["purpose"] == "ASYMMETRIC_SIGN"
+    assert signing.inputs["versionTemplate"] == {"algorithm": "EC_SIGN_P256_SHA256", "protectionLevel": "HSM"}
+    assert signing.protect and run.get("gcp:kms/keyRing:KeyRing", "binauthz-keys").protect  # prod
+    assert run.get("gcp:kms/keyRing:KeyRing", "binauthz-keys").inputs["name"] == "pouw-prod-binauthz"
+    assert signing.inputs["name"] == "release-attestor"  # the names release.yml's step signs with
+
+
+def test_the_attester_holds_just_what_sign_and_create_needs(tmp_path: Path) -> None:
+    run = build(tmp_path, "staging", ["cloudrun"], lambda c: None)
+    attester = run.get("gcp:serviceaccount/account:Account", "binauthz-attester")
+    assert attester.inputs["accountId"] == "attest-staging"
+    member = f"serviceAccount:{attester.outputs['email']}"
+    grants = {
+        r.type.split("/")[-1].split(":")[0]: (r.inputs["role"], r.inputs["member"])
+        for r in run.resources
+        if r.parent == run.get(BINAUTHZ, "binauthz").urn and "role" in r.inputs
+    }
+    assert grants == {
+        "cryptoKeyIAMMember": ("roles/cloudkms.signerVerifier", member),
+        "noteIamMember": ("roles/containeranalysis.notes.attacher", member),
+        "attestorIamMember": ("roles/binaryauthorization.attestorsViewer", member),
+        "iAMMember": ("roles/containeranalysis.occurrences.editor", member),
+    }
+    # Staging enforces too; dev has no Cloud Run.
+    policy = run.get("gcp:binaryauthorization/policy:Policy", "binauthz-policy").inputs
+    assert policy["defaultAdmissionRule"]["enforcementMode"] == "ENFORCED_BLOCK_AND_AUDIT_LOG"
+
+
+def test_cloud_run_dry_runs_where_admission_audits(tmp_path: Path) -> None:
+    def audit(config: dict[str, Any]) -> None:
+        config["pouw-cicd:admission"] = {"enforce": False}
+
+    run = build(tmp_path, "staging", ["cloudrun"], audit)
+    policy = run.get("gcp:binaryauthorization/policy:Policy", "binauthz-policy").inputs
+    assert policy["defaultAdmissionRule"]["enforcementMode"] == "DRYRUN_AUDIT_LOG_ONLY"
+
+
+def test_only_the_release_environment_may_attest(stack_runs: dict[str, Preflight]) -> None:
+    run = stack_runs["staging"].run
+    binding = run.get("gcp:serviceaccount/iAMMember:IAMMember", "pipeline-attester-wif").inputs
+    assert binding["role"] == "roles/iam.workloadIdentityUser"
+    assert binding["member"].endswith("/subject/repo:pouw/pouw-cicd:environment:release")
+    assert (
+        binding["serviceAccountId"]
+        == run.get("gcp:serviceaccount/account:Account", "binauthz-attester").outputs["name"]
+    )
+    assert stack_runs["dev"].run.by_type(BINAUTHZ) == []  # dev runs no Cloud Run
+
+
+def release_sign_job() -> dict[str, Any]:
+    jobs: dict[str, Any] = workflow("release.yml")["jobs"]
+    return jobs["sign"]
+
+
+def test_release_attests_after_signing_and_before_the_release() -> None:
+    sign = release_sign_job()
+    names = [s.get("name") or s.get("uses", "") for s in sign["steps"]]
+    attest = names.index("Attest for Binary Authorization")
+    signing = names.index("Sign the digest (keyless)")
+    verify = names.index("Verify the signature as a deploy will")
+    assert signing < verify < attest  # attested only once the signature verifies
+    assert sign["environment"] == "release" and sign["permissions"]["id-token"] == "write"
+    # The GitHub Release needs the sign job, so it waits for the attestation too.
+    assert "sign" in workflow("release.yml")["jobs"]["release"]["needs"]
+
+
+def test_the_attestation_step_signs_each_environments_registry_copy(tmp_path: Path) -> None:
+    """The step's shell, run with stand-ins for curl, jq and gcloud that log their arguments."""
+    step = next(s for s in release_sign_job()["steps"] if s.get("name") == "Attest for Binary Authorization")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("curl", "jq", "gcloud"):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        script.chmod(0o755)
+    environments = (
+        "staging pouw-staging europe-west1 containers projects/1/locations/global/workloadIdentityPools/"
+        "github-staging/providers/github\n"
+        "prod pouw-prod europe-west1 containers projects/2/locations/global/workloadIdentityPools/"
+        "github-prod/providers/github\n"
+    )
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "ENVIRONMENTS": environments,
+        "COMPONENT": "web",
+        "DIGEST": "sha256:" + "a" * 64,
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.example/?x=1",
+    }
+    done = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    creates = [c for c in calls if c.startswith("gcloud container binauthz attestations sign-and-create")]
+    assert len(creates) == 2
+    digest = "sha256:" + "a" * 64
+    assert f"--artifact-url=europe-west1-docker.pkg.dev/pouw-staging/containers/web@{digest}" in creates[0]
+    assert (
+        "--attestor=pouw-staging-release" in creates[0]
+        and "--keyversion-keyring=pouw-staging-binauthz" in creates[0]
+    )
+    assert f"--artifact-url=europe-west1-docker.pkg.dev/pouw-prod/containers/web@{digest}" in creates[1]
+    logins = [c for c in calls if c.startswith("gcloud iam workload-identity-pools create-cred-config")]
+    assert "--service-account=attest-staging@pouw-staging.iam.gserviceaccount.com" in logins[0]
+    assert "audience=https://iam.googleapis.com/projects/2/" in [c for c in calls if c.startswith("curl")][1]
