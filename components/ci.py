@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from components.admission import BINAUTHZ_TYPES
 from components.context import StackContext
 from components.permissions import gcp_project_permissions
 from components.registry import ArtifactRegistry, EcrRegistry
@@ -113,11 +114,14 @@ def _identities(
     gke = targets.get(GkeTarget.key)
     runtime_accounts = {k: s.account for k, s in cloud_run.items()}
     project_permissions: dict[str, tuple[str, ...]] = {}
+    scoped: frozenset[str] = frozenset()
     if isinstance(gke, GkeTarget):
         runtime_accounts["gke-nodes"] = gke.cluster.node_account  # the cluster's node pools run as it
-        project_permissions = {
-            kind: gcp_project_permissions(PROJECT_SCOPED_TYPES, kind) for kind in ("deploy", "preview")
-        }
+        scoped |= PROJECT_SCOPED_TYPES
+    if isinstance(run, CloudRunTarget) and run.binary_authorization is not None:
+        scoped |= BINAUTHZ_TYPES  # the release attestor and its key (components/admission.py)
+    if scoped:
+        project_permissions = {kind: gcp_project_permissions(scoped, kind) for kind in ("deploy", "preview")}
     registry = ctx.registries.get("artifactRegistry")
     repositories = (
         {settings.registries.artifact_registry.repository: registry.repository}
@@ -144,6 +148,9 @@ def _identities(
                 services={k: s.service for k, s in cloud_run.items()},
                 runtime_accounts=runtime_accounts,
                 project_permissions=project_permissions,
+                attester=run.binary_authorization.attester
+                if isinstance(run, CloudRunTarget) and run.binary_authorization is not None
+                else None,
             ),
             tags=settings.tags("ci"),
         ),

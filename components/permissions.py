@@ -826,9 +826,137 @@ _AKS_ROWS: list[tuple[str, Row]] = [
     ),
 ]
 
+# Signature verification at admission (components/admission.py): Kyverno's component and its policy
+# (a Kyverno CRD; RBAC verbs as the other Kubernetes rows), the GKE control plane's webhook firewall.
+_ADMISSION_ROWS: list[tuple[str, Row]] = [
+    ("pouw:index:Kyverno", _program("a component: its children have their rows")),
+    ("kubernetes:kyverno.io/v1:ClusterPolicy", _k8s("clusterpolicies", "kyverno.io")),
+    ("pouw:index:BinaryAuthorization", _program("a component: its children have their rows")),
+    # Cloud Run's Binary Authorization: the release attestor and its KMS key (GCP_ROLES pages cloudkms,
+    # containeranalysis, binaryauthorization). Its IAM grants and the project's admission policy are the
+    # bootstrap identity's: a deploy identity that could rewrite them could admit anything.
+    (
+        "gcp:kms/keyRing:KeyRing",
+        Row(
+            "gcp",
+            GCP_ROLES.format("cloudkms"),
+            ("cloudkms.keyRings.create",),
+            (),  # immutable
+            (),  # key rings cannot be deleted: the provider only forgets them
+            ("cloudkms.keyRings.get",),
+        ),
+    ),
+    (
+        "gcp:kms/cryptoKey:CryptoKey",
+        Row(
+            "gcp",
+            GCP_ROLES.format("cloudkms"),
+            ("cloudkms.cryptoKeys.create",),
+            ("cloudkms.cryptoKeys.update",),
+            ("cloudkms.cryptoKeyVersions.list", "cloudkms.cryptoKeyVersions.destroy"),
+            (
+                "cloudkms.cryptoKeys.get",
+                "cloudkms.cryptoKeyVersions.list",
+                "cloudkms.cryptoKeyVersions.viewPublicKey",
+            ),
+            note="a delete destroys the key's versions (keys themselves cannot be deleted); the read "
+            "includes the attestor's public key (kms.get_kms_crypto_key_version)",
+        ),
+    ),
+    (
+        "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember",
+        Row(
+            "gcp",
+            GCP_ROLES.format("cloudkms"),
+            ("cloudkms.cryptoKeys.setIamPolicy", "cloudkms.cryptoKeys.getIamPolicy"),
+            ("cloudkms.cryptoKeys.setIamPolicy",),
+            ("cloudkms.cryptoKeys.setIamPolicy",),
+            ("cloudkms.cryptoKeys.getIamPolicy",),
+            bootstrap=("create", "update", "delete"),
+            note="who may sign attestations",
+            preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
+        ),
+    ),
+    (
+        "gcp:containeranalysis/note:Note",
+        Row(
+            "gcp",
+            GCP_ROLES.format("containeranalysis"),
+            ("containeranalysis.notes.create",),
+            ("containeranalysis.notes.update",),
+            ("containeranalysis.notes.delete",),
+            ("containeranalysis.notes.get",),
+        ),
+    ),
+    (
+        "gcp:containeranalysis/noteIamMember:NoteIamMember",
+        Row(
+            "gcp",
+            GCP_ROLES.format("containeranalysis"),
+            ("containeranalysis.notes.setIamPolicy", "containeranalysis.notes.getIamPolicy"),
+            ("containeranalysis.notes.setIamPolicy",),
+            ("containeranalysis.notes.setIamPolicy",),
+            ("containeranalysis.notes.getIamPolicy",),
+            bootstrap=("create", "update", "delete"),
+            preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
+        ),
+    ),
+    (
+        "gcp:binaryauthorization/attestor:Attestor",
+        Row(
+            "gcp",
+            GCP_ROLES.format("binaryauthorization"),
+            ("binaryauthorization.attestors.create", "containeranalysis.notes.get"),
+            ("binaryauthorization.attestors.update", "containeranalysis.notes.get"),
+            ("binaryauthorization.attestors.delete",),
+            ("binaryauthorization.attestors.get",),
+        ),
+    ),
+    (
+        "gcp:binaryauthorization/attestorIamMember:AttestorIamMember",
+        Row(
+            "gcp",
+            GCP_ROLES.format("binaryauthorization"),
+            ("binaryauthorization.attestors.setIamPolicy", "binaryauthorization.attestors.getIamPolicy"),
+            ("binaryauthorization.attestors.setIamPolicy",),
+            ("binaryauthorization.attestors.setIamPolicy",),
+            ("binaryauthorization.attestors.getIamPolicy",),
+            bootstrap=("create", "update", "delete"),
+            preview_gap="getIamPolicy is not granted; preview diffs the binding from state",
+        ),
+    ),
+    (
+        "gcp:binaryauthorization/policy:Policy",
+        Row(
+            "gcp",
+            GCP_ROLES.format("binaryauthorization"),
+            ("binaryauthorization.policy.update",),
+            ("binaryauthorization.policy.update",),
+            ("binaryauthorization.policy.update",),  # a delete resets the project's policy
+            ("binaryauthorization.policy.get",),
+            bootstrap=("create", "update", "delete"),
+            note="the project's admission policy: a deploy identity that could change it could admit any "
+            "image",
+            preview_gap="binaryauthorization.policy.get is not granted; preview diffs the policy from state",
+        ),
+    ),
+    (
+        "gcp:compute/firewall:Firewall",
+        Row(
+            "gcp",
+            GCP_ROLES.format("compute"),
+            ("compute.firewalls.create", "compute.networks.updatePolicy"),
+            ("compute.firewalls.update", "compute.networks.updatePolicy"),
+            ("compute.firewalls.delete", "compute.networks.updatePolicy"),
+            ("compute.firewalls.get",),
+        ),
+    ),
+]
+
 PERMISSIONS.update(_GKE_AND_KUBERNETES_ROWS)
 PERMISSIONS.update(_WAF_ROWS)
 PERMISSIONS.update(_AKS_ROWS)
+PERMISSIONS.update(_ADMISSION_ROWS)
 
 
 # What the deploy identity calls outside any resource's lifecycle: the rollout driver's metric reads
@@ -857,6 +985,38 @@ DRIVER_READS: dict[Cloud, Row] = {
     # monitor/metrics/list): Microsoft.Insights/metrics/read on the resource, which the deploy identity's
     # Contributor at the resource group already grants (Contributor's actions are `*` but its NotActions).
     "azure": Row("azure", AZURE_PERMISSIONS.format("monitor"), read=("Microsoft.Insights/metrics/read",)),
+}
+
+
+# What a cluster's Kyverno admission controller reads with its own cloud identity (components/admission.py):
+# the image manifests of the registry the cluster pulls from, to resolve a tag to its digest and check
+# it (the signatures themselves are read from GHCR, where the release pushed them). Granted on the
+# stack's repositories only, by components/targets/{eks,gke,aks}.py; ADMISSION_ROLES names the
+# built-in role holding exactly these reads where the cloud grants by role.
+ADMISSION_READS: dict[Cloud, Row] = {
+    # Log in (GetAuthorizationToken has no resource type: `*`) and read manifests and layers of the
+    # stack's repositories (list_amazonelasticcontainerregistry.html).
+    "aws": Row(
+        "aws",
+        AWS_SAR.format("amazonelasticcontainerregistry"),
+        read=("ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
+    ),
+    # Artifact Registry Reader on the environment's repository (roles-permissions/artifactregistry).
+    "gcp": Row(
+        "gcp",
+        GCP_ROLES.format("artifactregistry"),
+        read=("artifactregistry.repositories.downloadArtifacts", "artifactregistry.dockerimages.get"),
+    ),
+    # AcrPull on the registry (permissions/containers: Microsoft.ContainerRegistry/registries/pull/read).
+    "azure": Row(
+        "azure",
+        AZURE_PERMISSIONS.format("containers"),
+        read=("Microsoft.ContainerRegistry/registries/pull/read",),
+    ),
+}
+ADMISSION_ROLES: dict[Cloud, str] = {
+    "gcp": "roles/artifactregistry.reader",
+    "azure": "7f951dda-4ed3-4680-a7ca-43fe172d538d",  # AcrPull
 }
 
 
@@ -923,6 +1083,24 @@ GCP_ROLE_PERMISSIONS |= {
             "monitoring.timeSeries.list",
         ]
     )
+}
+# Binary Authorization's attesting account (components/admission.py ATTESTER_ROLES), per the roles pages
+# cloudkms, containeranalysis and binaryauthorization.
+GCP_ROLE_PERMISSIONS |= {
+    "roles/cloudkms.signerVerifier": _perms(
+        "cloudkms.cryptoKeyVersions.useToSign cloudkms.cryptoKeyVersions.useToVerify "
+        "cloudkms.cryptoKeyVersions.viewPublicKey cloudkms.locations.get cloudkms.locations.list "
+        "resourcemanager.projects.get"
+    ),
+    "roles/containeranalysis.notes.attacher": _perms("containeranalysis.notes.attachOccurrence"),
+    "roles/binaryauthorization.attestorsViewer": _perms(
+        "binaryauthorization.attestors.get binaryauthorization.attestors.list"
+    ),
+    "roles/containeranalysis.occurrences.editor": _perms(
+        "containeranalysis.occurrences.create containeranalysis.occurrences.delete "
+        "containeranalysis.occurrences.get containeranalysis.occurrences.list "
+        "containeranalysis.occurrences.update"
+    ),
 }
 GCP_ROLE_PERMISSIONS["roles/run.admin"] = GCP_ROLE_PERMISSIONS["roles/run.developer"] | {
     "run.services.setIamPolicy"

@@ -143,6 +143,7 @@ STACK_ROLES: dict[str, str | None] = {
     "eks-cluster-*": "eks.amazonaws.com",  # EksCluster: the control plane
     "eks-nodes-*": "eks.amazonaws.com",  # EksCluster: the managed node group
     "eks-lb-controller-*": None,  # EksCluster: AWS Load Balancer Controller (IRSA)
+    "eks-kyverno-*": None,  # EksCluster.verify_signatures: Kyverno's ECR reads (IRSA)
     "ci-runners-*-push-*": None,  # CiRunners: ECR push (IRSA)
     "*-ecs-execution-*": "ecs-tasks.amazonaws.com",  # EcsService: task execution (pull, logs, secrets)
     "*-ecs-task-*": "ecs-tasks.amazonaws.com",  # EcsService: the application's own role
@@ -366,6 +367,11 @@ def _wif_principal(subject: str, pool_name: str) -> str:
 def subjects(repository: str, environment: str) -> tuple[str, str]:
     """GitHub's `sub` claim for a job in the environment, and for a pull request."""
     return f"repo:{repository}:environment:{environment}", f"repo:{repository}:pull_request"
+
+
+def release_subject(repository: str) -> str:
+    """The `sub` of release.yml's signing job (GitHub environment `release`, limited to release tags)."""
+    return f"repo:{repository}:environment:release"
 
 
 def plan_subject(repository: str, environment: str) -> str:
@@ -682,6 +688,9 @@ class GcpDeployScope:
     # Project-level permissions from the permission table, by identity kind ("deploy", "preview"), for
     # what GCP has no resource-level IAM for (GKE clusters, node pools, VPCs): one custom role each.
     project_permissions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Binary Authorization's attesting account (components/admission.py): the release workflow's job in
+    # the GitHub environment `release` may act as it, no other job.
+    attester: serviceaccount.Account | None = None
 
 
 @dataclass(frozen=True)
@@ -874,6 +883,18 @@ class PipelineIdentities(pulumi.ComponentResource):
             oidc=gcp_iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=f"https://{GITHUB_OIDC}"),
             opts=child,
         )
+        attester = args.gcp_scope.attester
+        if attester is not None:
+            serviceaccount.IAMMember(
+                f"{name}-attester-wif",
+                service_account_id=attester.name,
+                role="roles/iam.workloadIdentityUser",
+                member=pool.name.apply(
+                    functools.partial(_wif_principal, release_subject(args.settings.repository))
+                ),
+                opts=child,
+            )
+            self.outputs["gcpAttesterServiceAccount"] = attester.email
         emails = {}
         for kind, subject in (("deploy", deploy), ("preview", preview)):
             account = serviceaccount.Account(

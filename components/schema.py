@@ -465,3 +465,18 @@ class AzureSettings(_Model):
 class GcpSettings(_Model):
     project: Annotated[str, _GCP_PROJECT]
     region: str
+
+
+class AdmissionSettings(_Model):
+    """Signature verification at admission: Kyverno on the clusters (EKS, GKE, AKS), Binary
+    Authorization on Cloud Run (components/admission.py).
+
+    `signer` is the repository whose release workflow signs the images (the certificate names
+    `https://github.com/<signer>/.github/workflows/release.yml@refs/tags/<service>/v...`); unset, it is
+    `sourceRepository`'s. `enforce` rejects what is unsigned; unset, dev audits and staging and prod
+    enforce.
+    """
+
+    signer: Annotated[str, _REPOSITORY] | None = None
+    enforce: bool | None = None
+    kyverno_chart_version: Annotated[str, _CHART_VERSION] = "3.9.0"

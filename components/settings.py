@@ -35,6 +35,7 @@ from components.schema import (
     _PATTERN_HINTS,
     ACR_MAX_IP_RULES,
     AcrNetworkAccess,
+    AdmissionSettings,
     AzureSettings,
     CiRunnersSettings,
     Environment,
@@ -91,6 +92,7 @@ class Settings(_Model):
     aks: AksSettings | None = None
     ci_runners: CiRunnersSettings | None = None
     pipeline_identities: PipelineIdentitySettings | None = None
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     services: tuple[ServiceSettings, ...]
 
     @field_validator("services")
@@ -117,6 +119,15 @@ class Settings(_Model):
         if self.aks is not None and self.azure is None:
             problems.append(("aks", "needs pouw-cicd:azure (location, resourceGroup); add it"))
         problems += self._api_access_problems()
+        if self.admission_targets() and self.signer_repository is None:
+            problems.append(
+                (
+                    "admission.signer",
+                    f"sourceRepository {self.source_repository} is not https://github.com/<owner>/<repo>, "
+                    "so the release workflow's signing identity is unknown; set admission.signer to the "
+                    "<owner>/<repo> whose release.yml signs the images",
+                )
+            )
         for name, block in (("eks", self.eks), ("ecs", self.ecs)):
             if block is not None and self.network is None:
                 problems.append((name, "needs pouw-cicd:network (availabilityZones, natGateways); add it"))
@@ -207,6 +218,26 @@ class Settings(_Model):
         """Explicit, or a year in prod (an audit trail), 30 days elsewhere."""
         explicit = self.network.flow_log_retention_days if self.network else None
         return explicit or (365 if self.is_prod else 30)
+
+    def admission_targets(self) -> list[str]:
+        """The targets that verify signatures at admission (Kyverno or Binary Authorization)."""
+        return sorted(self.targets() & {"eks", "gke", "aks", "cloudrun"})
+
+    @property
+    def signer_repository(self) -> str | None:
+        """`admission.signer`, or the GitHub `<owner>/<repo>` of `sourceRepository`."""
+        if self.admission.signer is not None:
+            return self.admission.signer
+        found = re.fullmatch(
+            r"https://github\.com/([A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(\.git)?/?", self.source_repository
+        )
+        return found.group(1) if found else None
+
+    @property
+    def admission_enforced(self) -> bool:
+        """Explicit, or enforced everywhere but dev (dev audits: a violation is reported, not refused)."""
+        explicit = self.admission.enforce
+        return self.environment != "dev" if explicit is None else explicit
 
     @property
     def is_prod(self) -> bool:

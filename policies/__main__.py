@@ -7,6 +7,7 @@ its policies. Enforcement levels and allow-lists come from `config/<stack>.json`
 """
 
 import shared_analysis
+import supply_chain  # noqa: F401
 from pulumi_policy import EnforcementLevel, PolicyPack
 
 import aws_network_data  # noqa: F401

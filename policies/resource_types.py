@@ -60,6 +60,7 @@ ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding"
 CLUSTER_ROLE_BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
 BINDINGS = frozenset({ROLE_BINDING, CLUSTER_ROLE_BINDING})
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+KYVERNO_CLUSTER_POLICY = "kubernetes:kyverno.io/v1:ClusterPolicy"
 HTTP_ROUTE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"  # Gateway API (GKE, AKS)
 GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
 

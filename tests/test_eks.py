@@ -238,7 +238,8 @@ def test_every_kubernetes_resource_uses_the_cluster_provider(stack_runs: dict[st
     assert kube
     for r in kube:
         on_aks = "pouw:index:AksService" in r.parent or "pouw:index:AksCluster" in r.parent
-        expected = gke if "pouw:index:GkeService" in r.parent else aks if on_aks else provider
+        on_gke = "pouw:index:GkeService" in r.parent or "pouw:index:GkeCluster" in r.parent
+        expected = gke if on_gke else aks if on_aks else provider
         assert r.provider.rsplit("::", 1)[0] == expected.urn, r.urn
     assert (
         provider.inputs["kubeconfig"]["4dabf18193072939515e22adb298388d"]

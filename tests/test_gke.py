@@ -86,7 +86,7 @@ def test_the_api_admits_the_nat_egress_of_the_runners(tmp_path: Path) -> None:
 def test_the_pull_identity_reads_the_repository_only(tmp_path: Path) -> None:
     run = gke_only(tmp_path, "staging")
     member = "serviceAccount:pouw-staging-nodes@pouw-staging.iam.gserviceaccount.com"
-    (pull,) = run.by_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
+    pull = run.get("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember", "gke-nodes-pull")
     assert pull.inputs["role"] == "roles/artifactregistry.reader" and pull.inputs["member"] == member
     assert pull.inputs["repository"] == "containers" and pull.inputs["location"] == "europe-west1"
     grants = [r.inputs for r in run.by_type("gcp:projects/iAMMember:IAMMember")]

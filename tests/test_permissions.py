@@ -16,6 +16,7 @@ import pytest
 
 from components import permissions as table
 from components import pipeline_policies
+from components.admission import BINAUTHZ_TYPES
 from components.runners import AKS_PIPELINE_ROLES, AZURE_ASSIGNED_ROLES, CLUSTER_ACCESS_POLICIES, STACK_ROLES
 from components.targets.gke import PROJECT_SCOPED_TYPES
 from preflight.engine import ProgramRun, Registration
@@ -550,9 +551,11 @@ def test_no_grant_beyond_the_table(stack_runs: dict[str, Preflight], stack: str)
             f"{role}: add what it grants to GCP_ROLE_PERMISSIONS"
         )
     for custom in run.by_type("gcp:projects/iAMCustomRole:IAMCustomRole"):
-        # Generated from the table: exactly the GKE and VPC rows' permissions (no actAs project-wide).
+        # Generated from the table: exactly the GKE and VPC rows' permissions and Cloud Run's release
+        # attestor's (no actAs project-wide).
         kind = custom.inputs["roleId"].rsplit("_", 1)[1]
-        assert custom.inputs["permissions"] == list(table.gcp_project_permissions(PROJECT_SCOPED_TYPES, kind))
+        scoped = PROJECT_SCOPED_TYPES | BINAUTHZ_TYPES
+        assert custom.inputs["permissions"] == list(table.gcp_project_permissions(scoped, kind))
         assert "iam.serviceAccounts.actAs" not in custom.inputs["permissions"]
     groups = {g.outputs["id"] for g in run.by_type("azure-native:resources:ResourceGroup")}
     for assignment in run.by_type("azure-native:authorization:RoleAssignment"):
@@ -739,12 +742,15 @@ def test_a_gcp_stack_without_gke_still_gets_the_metric_read(tmp_path: Any) -> No
         for r in run.by_type("gcp:projects/iAMCustomRole:IAMCustomRole")
         if r.inputs["roleId"].endswith("_deploy")
     ]
-    assert custom.inputs["permissions"] == ["monitoring.timeSeries.list"]
-    assert not [
+    # The driver's read and Cloud Run's release attestor and key (components/admission.py).
+    assert custom.inputs["permissions"] == list(table.gcp_project_permissions(BINAUTHZ_TYPES, "deploy"))
+    assert "monitoring.timeSeries.list" in custom.inputs["permissions"]
+    (preview,) = [
         r
         for r in run.by_type("gcp:projects/iAMCustomRole:IAMCustomRole")
         if r.inputs["roleId"].endswith("_preview")
-    ]
+    ]  # the attestor's and key's reads
+    assert preview.inputs["permissions"] == list(table.gcp_project_permissions(BINAUTHZ_TYPES, "preview"))
     deploy, _ = gcp_grants(run, "deploy")
     assert monitoring(deploy) == {"monitoring.timeSeries.list"}
 

@@ -77,8 +77,8 @@ def bad(mutate: Any, secret: frozenset[str] = frozenset(), other: dict[str, str]
         ),
         (
             lambda r: r.update(enviroment="prod"),
-            "pouw-cicd:enviroment: unknown key (did you mean environment?); known keys are aci, aks, "
-            "azure, ciRunners, cloudRun, costCenter,",
+            "pouw-cicd:enviroment: unknown key (did you mean environment?); known keys are aci, admission, "
+            "aks, azure, ciRunners, cloudRun, costCenter,",
         ),
         (lambda r: r.pop("owner"), "pouw-cicd:owner: is required; add it to Pulumi.prod.yaml"),
         (

@@ -50,6 +50,14 @@ import pulumi_kubernetes.helm.v3 as helm
 from pulumi_kubernetes.provider import Provider
 from pydantic import Field, model_validator
 
+from components.admission import (
+    ADMISSION_SERVICE_ACCOUNT,
+    KYVERNO_NAMESPACE,
+    Kyverno,
+    KyvernoArgs,
+    Verification,
+)
+from components.permissions import ADMISSION_ROLES
 from components.registry import AcrRegistry
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
@@ -507,8 +515,55 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
         )
         self.traffic_controller = self._gateway(name, args, gateway_subnet, subscription)
+        self.args = args
+        self.subscription = subscription
         self.register_outputs(
             {"clusterName": self.cluster.name, "trafficControllerId": self.traffic_controller.id}
+        )
+
+    def verify_signatures(self, name: str, verification: Verification) -> Kyverno:
+        """Kyverno, whose admission controller reads the registry as a workload identity of its own
+        (federated with its service account; AcrPull, the permission table's ADMISSION_ROLES, on the
+        registry only), as the ALB Controller reads AGC."""
+        args = self.args
+        child = pulumi.ResourceOptions(parent=self)
+        identity = managedidentity.UserAssignedIdentity(
+            f"{name}-kyverno",
+            resource_name_=f"{args.cluster_name}-aks-kyverno",
+            resource_group_name=args.resource_group_name,
+            location=args.azure.location,
+            tags=args.tags,
+            opts=child,
+        )
+        credential = managedidentity.FederatedIdentityCredential(
+            f"{name}-kyverno",
+            resource_name_=identity.name,
+            resource_group_name=args.resource_group_name,
+            federated_identity_credential_resource_name="kyverno-admission",
+            issuer=self.cluster.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else None),
+            subject=f"system:serviceaccount:{KYVERNO_NAMESPACE}:{ADMISSION_SERVICE_ACCOUNT}",
+            audiences=["api://AzureADTokenExchange"],
+            opts=child,
+        )
+        pull = assign(
+            f"{name}-kyverno-pull",
+            ADMISSION_ROLES["azure"],
+            args.registry.registry_id,
+            identity.principal_id,
+            self.subscription,
+            self,
+        )
+        return Kyverno(
+            f"{name}-kyverno",
+            KyvernoArgs(
+                provider=self.provider,
+                verification=verification,
+                credentials="azure",
+                annotations={"azure.workload.identity/client-id": identity.client_id},
+                pod_labels={"azure.workload.identity/use": "true"},
+                depends_on=[credential, pull],
+            ),
+            opts=child,
         )
 
     def _gateway(
@@ -716,6 +771,10 @@ class AksTarget(Target):
                 tags=s.tags(),
                 protect=ctx.protect,
             ),
+        )
+        verification = Verification.of(s, self.key)
+        self.admission = (
+            self.cluster.verify_signatures("aks", verification) if verification is not None else None
         )
 
     def deploy(

@@ -32,6 +32,7 @@ import pulumi_gcp.cloudrunv2 as cloudrunv2
 import pulumi_gcp.secretmanager as secretmanager
 import pulumi_gcp.serviceaccount as serviceaccount
 
+from components.admission import BinaryAuthorization, BinaryAuthorizationArgs, Verification
 from components.registry import ArtifactRegistry
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
@@ -190,6 +191,8 @@ class CloudRunServiceArgs:
     ingress: str
     labels: dict[str, str] = field(default_factory=dict)
     protect: bool = False
+    # The project's Binary Authorization policy admits its revisions (the release's attestation).
+    binary_authorization: bool = False
 
 
 class CloudRunService(pulumi.ComponentResource):
@@ -274,6 +277,7 @@ class CloudRunService(pulumi.ComponentResource):
             labels=args.labels,
             template=template,
             traffics=traffics,
+            binary_authorization={"use_default": True} if args.binary_authorization else None,
             opts=child,
         )
         invokers = list(args.settings.invokers) + (["allUsers"] if args.settings.allow_public else [])
@@ -323,6 +327,22 @@ class CloudRunTarget(Target):
         self.registry_ = registry
         # The services made, by app: the pipeline identities grant the deploy account on each.
         self.services: dict[str, CloudRunService] = {}
+        verification = Verification.of(s, self.key)
+        self.binary_authorization = (
+            BinaryAuthorization(
+                "binauthz",
+                BinaryAuthorizationArgs(
+                    project=s.gcp.project,
+                    region=s.gcp.region,
+                    environment=s.environment,
+                    enforce=verification.enforce,
+                    protect=ctx.protect,
+                    labels=s.labels(),
+                ),
+            )
+            if verification is not None
+            else None
+        )
 
     def deploy(
         self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]
@@ -341,6 +361,7 @@ class CloudRunTarget(Target):
                 ingress=s.cloud_run.ingress_for(s.is_prod),
                 labels=s.labels(service.name),
                 protect=self.ctx.protect,
+                binary_authorization=self.binary_authorization is not None,
             ),
         )
         self.services[service.name] = run

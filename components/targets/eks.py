@@ -35,8 +35,17 @@ from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_kubernetes.provider import Provider
 from pydantic import Field, model_validator
 
+from components.admission import (
+    ADMISSION_SERVICE_ACCOUNT,
+    KYVERNO_NAMESPACE,
+    Kyverno,
+    KyvernoArgs,
+    Verification,
+)
 from components.iam import document, irsa_trust, service_role
 from components.network import AwsNetwork, log_key, web_acl
+from components.permissions import ADMISSION_READS
+from components.registry import EcrRegistry
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
 from components.schema import _ACM_ARN, _CIDR, _KUBERNETES_VERSION, ServiceSettings
@@ -130,6 +139,19 @@ def lb_controller_policy() -> str:
     """The published document, parsed (so a corrupt file fails here) and written compactly."""
     text = LB_CONTROLLER_POLICY_FILE.read_text()
     return json.dumps(json.loads(text), separators=(",", ":"))
+
+
+def admission_read_policy(repository_arns: list[str]) -> str:
+    """Kyverno's registry reads (components/permissions.py ADMISSION_READS): the login on `*` (it has
+    no resource), the image reads on the stack's repositories only."""
+    login = "ecr:GetAuthorizationToken"
+    reads = sorted(a for a in ADMISSION_READS["aws"].read if a != login)
+    return document(
+        [
+            {"Effect": "Allow", "Action": [login], "Resource": "*"},
+            {"Effect": "Allow", "Action": reads, "Resource": sorted(repository_arns)},
+        ]
+    )
 
 
 def kubeconfig(endpoint: str, ca_data: str, cluster_name: str, region: str) -> str:
@@ -378,6 +400,42 @@ class EksCluster(pulumi.ComponentResource):
             opts=opts,
         )
 
+    def verify_signatures(
+        self,
+        name: str,
+        verification: Verification,
+        repository_arns: list[pulumi.Output[str]],
+        args: EksClusterArgs,
+    ) -> Kyverno:
+        """Kyverno, whose admission controller reads the stack's ECR repositories through IRSA (the
+        permission table's ADMISSION_READS) to check the release signature of every service pod."""
+        role = iam.Role(
+            f"{name}-kyverno",
+            assume_role_policy=pulumi.Output.all(self.oidc_provider_arn, self.oidc_issuer).apply(
+                lambda a: irsa_trust(a[0], a[1], KYVERNO_NAMESPACE, ADMISSION_SERVICE_ACCOUNT)
+            ),
+            permissions_boundary=args.permissions_boundary,
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        policy = iam.RolePolicy(
+            f"{name}-kyverno",
+            role=role.id,
+            policy=pulumi.Output.all(*repository_arns).apply(lambda arns: admission_read_policy(arns)),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return Kyverno(
+            f"{name}-kyverno",
+            KyvernoArgs(
+                provider=self.provider,
+                verification=verification,
+                credentials="amazon",
+                annotations={"eks.amazonaws.com/role-arn": role.arn},
+                depends_on=[policy],
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
     def _load_balancer_controller(self, name: str, args: EksClusterArgs) -> None:
         role = iam.Role(
             f"{name}-lb-controller",
@@ -567,20 +625,24 @@ class EksTarget(Target):
         s = ctx.settings
         assert s.eks is not None and ctx.network is not None  # settings validation guarantees both
         self.settings = s.eks
-        self.cluster = EksCluster(
-            "eks",
-            EksClusterArgs(
-                settings=s.eks,
-                network=ctx.network,
-                cluster_name=ctx.cluster_name,
-                public_endpoint=s.eks.public_endpoint(s.is_prod),
-                tags=s.tags(),
-                protect=ctx.protect,
-                encrypt_logs=s.is_prod,
-                waf=s.eks.waf_on(s.is_prod),
-                permissions_boundary=ctx.boundary,
-            ),
+        self.cluster_args = EksClusterArgs(
+            settings=s.eks,
+            network=ctx.network,
+            cluster_name=ctx.cluster_name,
+            public_endpoint=s.eks.public_endpoint(s.is_prod),
+            tags=s.tags(),
+            protect=ctx.protect,
+            encrypt_logs=s.is_prod,
+            waf=s.eks.waf_on(s.is_prod),
+            permissions_boundary=ctx.boundary,
         )
+        self.cluster = EksCluster("eks", self.cluster_args)
+        verification = Verification.of(s, self.key)
+        ecr = ctx.registries.get("ecr")
+        self.admission = None
+        if verification is not None and isinstance(ecr, EcrRegistry):
+            arns = [ecr.repository(service).repository.arn for service in verification.services]
+            self.admission = self.cluster.verify_signatures("eks", verification, arns, self.cluster_args)
 
     def deploy(
         self, service: ServiceSettings, plan: RolloutPlan, images: Mapping[str, pulumi.Input[str]]

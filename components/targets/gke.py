@@ -34,6 +34,15 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.provider import Provider
 from pydantic import Field, model_validator
 
+from components.admission import (
+    ADMISSION_SERVICE_ACCOUNT,
+    KYVERNO_NAMESPACE,
+    WEBHOOK_PORT,
+    Kyverno,
+    KyvernoArgs,
+    Verification,
+)
+from components.permissions import ADMISSION_ROLES
 from components.registry import ArtifactRegistry
 from components.rollout import Model as _Model
 from components.rollout import RolloutPlan
@@ -225,6 +234,8 @@ class GkeCluster(pulumi.ComponentResource):
             opts=child,
         )
         self.node_account = account
+        self.network = network
+        self.args = args
         self.node_account_email = account.email
         member = account.email.apply(lambda email: f"serviceAccount:{email}")
         node_role = projects.IAMMember(
@@ -324,6 +335,64 @@ class GkeCluster(pulumi.ComponentResource):
             {"clusterName": self.cluster.name, "nodeServiceAccount": self.node_account_email}
         )
 
+    def verify_signatures(self, name: str, verification: Verification) -> Kyverno:
+        """Kyverno, whose admission controller reads the environment's repository as a Google service
+        account of its own (Workload Identity; the permission table's ADMISSION_ROLES), and a firewall
+        rule that lets the private control plane call its webhook: GKE's firewall admits the control
+        plane to the nodes on 443 and 10250 only, so without it every pod admission times out (GKE,
+        "Adding firewall rules for specific use cases": cloud.google.com/kubernetes-engine/docs/how-to/
+        private-clusters#add_firewall_rules)."""
+        args = self.args
+        project, region = args.gcp.project, args.gcp.region
+        child = pulumi.ResourceOptions(parent=self)
+        account = serviceaccount.Account(
+            f"{name}-kyverno",
+            account_id=f"{args.cluster_name}-admit",
+            project=project,
+            display_name=f"Kyverno admission on {args.cluster_name} (reads image manifests)",
+            opts=child,
+        )
+        member = account.email.apply(lambda email: f"serviceAccount:{email}")
+        read = artifactregistry.RepositoryIamMember(
+            f"{name}-kyverno-read",
+            project=project,
+            location=region,
+            repository=args.registry.repository.repository_id,
+            role=ADMISSION_ROLES["gcp"],
+            member=member,
+            opts=child,
+        )
+        federated = serviceaccount.IAMMember(
+            f"{name}-kyverno-workload-identity",
+            service_account_id=account.name,
+            role="roles/iam.workloadIdentityUser",
+            member=f"serviceAccount:{project}.svc.id.goog[{KYVERNO_NAMESPACE}/{ADMISSION_SERVICE_ACCOUNT}]",
+            opts=child,
+        )
+        webhook = compute.Firewall(
+            f"{name}-kyverno-webhook",
+            name=f"{args.cluster_name}-kyverno-webhook",
+            project=project,
+            network=self.network.id,
+            direction="INGRESS",
+            source_ranges=[args.settings.master_cidr],
+            target_service_accounts=[self.node_account_email],
+            allows=[{"protocol": "tcp", "ports": [str(WEBHOOK_PORT)]}],
+            description="GKE control plane to the Kyverno admission webhook",
+            opts=child,
+        )
+        return Kyverno(
+            f"{name}-kyverno",
+            KyvernoArgs(
+                provider=self.provider,
+                verification=verification,
+                credentials="google",
+                annotations={"iam.gke.io/gcp-service-account": account.email},
+                depends_on=[read, federated, webhook],
+            ),
+            opts=child,
+        )
+
 
 def _as_cidr(ip: str) -> str:
     """A NAT address (`52.0.0.1`) as the /32 authorized networks take; ranges stay as they are."""
@@ -417,6 +486,7 @@ PROJECT_SCOPED_TYPES = frozenset(
         "gcp:container/nodePool:NodePool",
         "gcp:compute/network:Network",
         "gcp:compute/subnetwork:Subnetwork",
+        "gcp:compute/firewall:Firewall",  # the control plane's way to the Kyverno webhook
     }
 )
 
@@ -453,6 +523,10 @@ class GkeTarget(Target):
                 labels=s.labels(),
                 protect=ctx.protect,
             ),
+        )
+        verification = Verification.of(s, self.key)
+        self.admission = (
+            self.cluster.verify_signatures("gke", verification) if verification is not None else None
         )
 
     def deploy(
