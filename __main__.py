@@ -26,8 +26,8 @@ ctx = StackContext(
 targets = {key: TARGETS[key](ctx) for key in used}
 
 for service in settings.services:
-    image = ctx.build(service)
     plan = service.rollout.plan(service.version, service.replicas.min, service.replicas.max)
+    image = ctx.images(service, plan)
     outputs: dict[str, object] = {"version": service.version, "digest": image.digest, "images": image.refs}
     for key in service.targets:
         target = targets[key]
