@@ -842,6 +842,86 @@ def record(project_dir: Path, service: str, version: str, digest: str, repositor
     return 0
 
 
+ISSUER = "https://token.actions.githubusercontent.com"
+RELEASE_WORKFLOW = ".github/workflows/release.yml"
+
+
+def signer_identity(source_repository: str, service: str, version: str) -> str:
+    """The certificate identity a release's signature must name, as a regular expression: release.yml
+    of this repository at the version's tag (cosign's `--certificate-identity-regexp`)."""
+    return (
+        "^"
+        + re.escape(f"{source_repository.rstrip('/')}/{RELEASE_WORKFLOW}@refs/tags/{service}/v{version}")
+        + "$"
+    )
+
+
+def deployed_images(text: str, source: str) -> tuple[str, list[tuple[str, str]], bool]:
+    """(sourceRepository, [(service, version) of every slot], buildUnreleased) of a stack file."""
+    data = _parse(text).data
+    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        raise ReleaseError(f"{source}: no config; run from the project (or pass --project-dir)")
+    repository = str(config.get(f"{NAMESPACE}:sourceRepository") or "")
+    releases = config.get(f"{NAMESPACE}:releases") or {}
+    unreleased = bool(releases.get("buildUnreleased")) if isinstance(releases, dict) else False
+    found: list[tuple[str, str]] = []
+    for entry in config.get(f"{NAMESPACE}:services") or []:
+        slots = ((entry.get("rollout") or {}).get("slots") or {}).values()
+        for version in [entry.get("version"), *(slot.get("version") for slot in slots)]:
+            if (entry.get("name"), str(version)) not in found:
+                found.append((str(entry.get("name")), str(version)))
+    return repository, found, unreleased
+
+
+def verify(project_dir: Path, stack: str, cosign: str) -> int:
+    """`cosign verify` every recorded image the stack deploys, before `pulumi up` uses it.
+
+    Each must carry a keyless signature whose certificate names release.yml at the version's tag, issued
+    to a GitHub Actions OIDC token. A version with no record fails here as the program would (exit 2),
+    except in a stack that builds unreleased versions (dev), where it is built, not a release.
+    """
+    text, _ = read_stack_file(stack_path(project_dir, stack))
+    repository, deployed, unreleased = deployed_images(text, f"Pulumi.{stack}.yaml")
+    path = project_dir / RECORD_FILE
+    try:
+        recorded = parse_record(path.read_text(encoding="utf-8") if path.exists() else "", RECORD_FILE)
+    except RecordError as err:
+        raise ReleaseError(str(err)) from None
+    for service, version in deployed:
+        image = recorded.image(service, version)
+        if image is None:
+            if unreleased:
+                print(f"{service} {version}: not released, built by this stack (dev); no release signature")
+                continue
+            raise ReleaseError(
+                f"{service} {version} ({stack}) has no release record in {RECORD_FILE}; release it first"
+            )
+        command = [
+            cosign,
+            "verify",
+            image.ref,
+            "--certificate-identity-regexp",
+            signer_identity(repository, service, version),
+            "--certificate-oidc-issuer",
+            ISSUER,
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise ReleaseError(
+                f"{cosign} is not installed; install cosign (sigstore/cosign-installer)"
+            ) from None
+        if done.returncode != 0:
+            problem = (done.stderr.strip().splitlines() or ["no valid signature"])[-1]
+            raise ReleaseError(
+                f"{service} {version}: {image.ref} is not signed by {RELEASE_WORKFLOW} at "
+                f"{service}/v{version} ({problem}); deploy only what the release signed"
+            )
+        print(f"{service} {version}: {image.ref} signed by {RELEASE_WORKFLOW}@refs/tags/{service}/v{version}")
+    return 0
+
+
 def with_record(text: str, service: str, version: str, repository: str, digest: str) -> str:
     """The record with one more entry, edited round-trip (comments and other entries unchanged)."""
     yaml = YAML()
@@ -918,10 +998,15 @@ def main(argv: list[str], project_dir: Path) -> int:
     rec.add_argument("--digest", required=True, help="sha256:<64 hex>, the build's digest")
     rec.add_argument("--repository", required=True, help="where the release pushed it: ghcr.io/<owner>/<svc>")
     rec.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    ver = sub.add_parser("verify", help="cosign verify every recorded image a stack deploys")
+    ver.add_argument("--stack", required=True)
+    ver.add_argument("--cosign", default="cosign", help="the cosign executable")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             return prepare(project_dir, args.dry_run)
+        if args.command == "verify":
+            return verify(project_dir, args.stack, args.cosign)
         if args.command == "record":
             return record(project_dir, args.service, args.version, args.digest, args.repository, args.dry_run)
         return promote(project_dir, args.to, args.service, args.dry_run)

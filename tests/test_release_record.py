@@ -8,15 +8,18 @@ that the gate refuses a digest the pack config does not carry (what the CLI path
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.releases import RECORD_FILE, parse_record
-from delivery.release import PACK_CONFIGS, RECORD_POLICY, main
+from delivery.release import PACK_CONFIGS, RECORD_POLICY, main, signer_identity
 from preflight.cli import main as preflight_main
 from tests.conftest import ROOT, STACKS, project_copy, released, stack_file
+from tests.test_pipelines import action, workflow
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -124,3 +127,136 @@ def test_the_gate_refuses_a_digest_the_pack_config_does_not_carry(
     out = capsys.readouterr().out
     assert code == 1
     assert "image-release-recorded" in out and "mandatory" in out
+
+
+# -- the pipelines: refuse an existing version early, record the digest, verify before up ------------
+
+
+def steps_of(job: dict[str, Any]) -> list[str]:
+    """Each step as its action (`owner/repo`) or its name."""
+    return [action(s) or str(s.get("name", "")) for s in job["steps"]]
+
+
+def test_release_refuses_an_existing_version_before_it_builds() -> None:
+    build = workflow("release.yml")["jobs"]["build"]
+    steps = steps_of(build)
+    refuse = steps.index("Refuse a version already in the registry")
+    assert steps.index("docker/login-action") < refuse < steps.index("docker/build-push-action")
+    script = build["steps"][refuse]["run"]
+    assert 'docker buildx imagetools inspect "${IMAGE}:${VERSION}"' in script
+    assert script.index("already exists") < script.index("not found|manifest unknown")
+
+
+def test_release_records_the_signed_digest_by_pull_request() -> None:
+    jobs = workflow("release.yml")["jobs"]
+    job = jobs["record"]
+    assert job["needs"] == ["tag", "build", "sign"]  # only a signed digest is recorded
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    steps = steps_of(job)
+    checkout = job["steps"][0]
+    assert checkout["with"]["ref"] == "${{ github.event.repository.default_branch }}"
+    assert checkout["with"]["persist-credentials"] is False
+    recording = job["steps"][steps.index("Record the digest")]
+    assert "python -m delivery.release record" in recording["run"]
+    assert recording["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    assert recording["env"]["IMAGE"] == "${{ needs.build.outputs.image }}"
+    opening = job["steps"][steps.index("Open the record's pull request")]["run"]
+    assert "git add releases.yaml policies/config" in opening and "gh pr create" in opening
+    assert steps.index("Record the digest") < steps.index("Open the record's pull request")
+
+
+def test_deploy_verifies_the_release_signatures_before_pulumi_up() -> None:
+    up = workflow("deploy-stack.yml")["jobs"]["up"]
+    assert up["permissions"]["packages"] == "read"
+    steps = steps_of(up)
+    names = [str(s.get("id", "")) for s in up["steps"]]
+    verify = steps.index("Verify the release signatures (no pulumi up when one fails)")
+    assert steps.index("docker/login-action") < steps.index("sigstore/cosign-installer") < verify
+    assert steps.index("Program and policy pack environments") < verify < names.index("up")
+    assert up["steps"][verify]["run"] == '.venv/bin/python -m delivery.release verify --stack "$STACK"'
+    text = (ROOT / "Jenkinsfile").read_text().split("def deployStack(", 1)[1].split("\npipeline {", 1)[0]
+    assert text.index("delivery.release verify --stack") < text.index("pulumi up --yes")
+    assert text.index("make .venv/.installed") < text.index("delivery.release verify --stack")
+
+
+# -- `delivery.release verify`: cosign verify every recorded image a stack deploys -------------------
+
+FAKE_COSIGN = """#!/bin/sh
+printf '%s\\n' "$*" >> "$(dirname "$0")/calls"
+case "$*" in *"$REFUSE"*) echo "Error: no matching signatures" >&2; exit 1;; esac
+"""
+
+
+@pytest.fixture
+def cosign(tmp_path: Path) -> Path:
+    path = tmp_path / "bin" / "cosign"
+    path.parent.mkdir()
+    path.write_text(FAKE_COSIGN)
+    path.chmod(0o755)
+    return path
+
+
+def calls(cosign: Path) -> list[str]:
+    log = cosign.parent / "calls"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_verify_checks_every_slot_against_the_release_identity(
+    cosign: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFUSE", "nothing-matches-this")
+    assert main(["verify", "--stack", "prod", "--cosign", str(cosign)], ROOT) == 0
+    recorded = parse_record((ROOT / RECORD_FILE).read_text(), RECORD_FILE)
+    expected = []
+    for service, version in (("web", "1.4.2"), ("web", "1.4.1"), ("worker", "2.0.1"), ("worker", "2.0.0")):
+        image = recorded.image(service, version)
+        assert image is not None
+        identity = signer_identity("https://github.com/pouw/pouw-cicd", service, version)
+        expected.append(
+            f"verify {image.ref} --certificate-identity-regexp {identity} "
+            "--certificate-oidc-issuer https://token.actions.githubusercontent.com"
+        )
+    assert calls(cosign) == expected
+    assert "web 1.4.1: ghcr.io/pouw/web@sha256:" in capsys.readouterr().out
+
+
+def test_the_identity_is_release_yml_at_the_versions_tag_only() -> None:
+    pattern = re.compile(signer_identity("https://github.com/pouw/pouw-cicd", "web", "1.4.2"))
+    # What release.yml's own verification names: server/repository/.github/workflows/release.yml@ref.
+    assert pattern.match(
+        "https://github.com/pouw/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2"
+    )
+    for other in (
+        "https://github.com/pouw/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.20",
+        "https://github.com/pouw/pouw-cicd/.github/workflows/deploy.yml@refs/tags/web/v1.4.2",
+        "https://github.com/pouw/pouw-cicd/.github/workflows/release.yml@refs/heads/main",
+        "https://github.com/evil/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2",
+    ):
+        assert not pattern.match(other), other
+
+
+def test_verify_refuses_an_unsigned_digest(
+    cosign: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = parse_record((ROOT / RECORD_FILE).read_text(), RECORD_FILE)
+    bad = recorded.image("worker", "2.0.0")
+    assert bad is not None
+    monkeypatch.setenv("REFUSE", bad.digest)
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], ROOT) == 2
+    err = capsys.readouterr().err
+    assert f"worker 2.0.0: {bad.ref} is not signed by .github/workflows/release.yml at worker/v2.0.0" in err
+    assert "no matching signatures" in err
+
+
+def test_verify_in_dev_names_what_it_builds_and_elsewhere_refuses_an_unrecorded_version(
+    cosign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFUSE", "nothing-matches-this")
+    assert main(["verify", "--stack", "dev", "--cosign", str(cosign)], ROOT) == 0
+    out = capsys.readouterr().out
+    assert "web 1.5.0-rc.1: not released, built by this stack (dev)" in out and calls(cosign) == []
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:services"][0]["version"] = "9.9.9"
+    project = project_copy(tmp_path / "p", "staging", config, {"services": {}})
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 2
+    assert "web 9.9.9 (staging) has no release record in releases.yaml" in capsys.readouterr().err
