@@ -760,6 +760,15 @@ def promote(project_dir: Path, stack: str, service: str, dry_run: bool) -> int:
             f"{service} {entry.version} ({source.name}) was never released: no tag {tag}; release it first "
             "(`python -m delivery.release prepare`, merge, push the tag): every environment runs that build"
         )
+    try:
+        recorded = parse_record(_record_text(project_dir), RECORD_FILE).image(service, entry.version)
+    except RecordError as err:
+        raise ReleaseError(str(err)) from None
+    if recorded is None:
+        raise ReleaseError(
+            f"{service} {entry.version} was tagged but its digest is not in {RECORD_FILE}: merge the "
+            f"record's pull request (release.yml's record job) first; {stack} deploys only recorded versions"
+        )
     if dry_run:
         return _promote(target, stack, service, entry.version, dry_run)
     if git.dirty(target):
@@ -874,6 +883,11 @@ def deployed_images(text: str, source: str) -> tuple[str, list[tuple[str, str]],
     return repository, found, unreleased
 
 
+def _record_text(project_dir: Path) -> str:
+    path = project_dir / RECORD_FILE
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
 def verify(project_dir: Path, stack: str, cosign: str) -> int:
     """`cosign verify` every recorded image the stack deploys, before `pulumi up` uses it.
 
@@ -883,9 +897,8 @@ def verify(project_dir: Path, stack: str, cosign: str) -> int:
     """
     text, _ = read_stack_file(stack_path(project_dir, stack))
     repository, deployed, unreleased = deployed_images(text, f"Pulumi.{stack}.yaml")
-    path = project_dir / RECORD_FILE
     try:
-        recorded = parse_record(path.read_text(encoding="utf-8") if path.exists() else "", RECORD_FILE)
+        recorded = parse_record(_record_text(project_dir), RECORD_FILE)
     except RecordError as err:
         raise ReleaseError(str(err)) from None
     for service, version in deployed:
