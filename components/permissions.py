@@ -657,6 +657,7 @@ PERMISSIONS: dict[str, Row] = {
             "FrontDoor",
             "ImageBuild",
             "PipelineIdentities",
+            "ReleaseImage",
         )
     },
     "pulumi:providers:kubernetes": _program(
