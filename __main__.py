@@ -1,8 +1,9 @@
-"""pouw-cicd: build every service's image once, deploy that digest to each of its targets.
+"""pouw-cicd: deploy each service's released digest (dev: or its build) to each of its targets.
 
 Thin on purpose, and in the order of the architecture: settings (nothing is registered if they are
 invalid), the stack context, the targets the stack uses (components/targets: TARGETS is the only list),
-then per service: build, plan, deploy to each of its targets, export; last, the CI infrastructure.
+then per service: plan, images (the release's copies, or dev's build), deploy to each target, export;
+last, the CI infrastructure.
 """
 
 import os
@@ -26,8 +27,8 @@ ctx = StackContext(
 targets = {key: TARGETS[key](ctx) for key in used}
 
 for service in settings.services:
-    image = ctx.build(service)
     plan = service.rollout.plan(service.version, service.replicas.min, service.replicas.max)
+    image = ctx.images(service, plan)
     outputs: dict[str, object] = {"version": service.version, "digest": image.digest, "images": image.refs}
     for key in service.targets:
         target = targets[key]

@@ -8,7 +8,8 @@ them plain settings and `pulumi.Input` values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 
 import pulumi
@@ -16,7 +17,7 @@ import pulumi_azure_native.network as azure_network
 import pulumi_azure_native.resources as azure_resources
 
 from components.iam import permissions_boundary
-from components.image import ImageBuild, ImageBuildArgs, slot_images
+from components.image import ImageBuild, ImageBuildArgs, ReleaseImage, ReleaseImageArgs
 from components.network import AwsNetwork, AwsNetworkArgs
 from components.registry import (
     AcrRegistry,
@@ -146,6 +147,31 @@ class StackContext:
         """The environment's build registry: every build goes there; the others get copies."""
         return build_registry(self.settings.registries)
 
+    def images(self, service: ServiceSettings, plan: RolloutPlan) -> ServiceImages:
+        """The service's images: every released version its slots run, copied from the release record
+        (`ReleaseImage`); a version the release has not recorded is built here, which settings allow
+        in dev only (`releases.buildUnreleased`)."""
+        record = self.settings.record
+        versions = {service.version, *(s.version for s in plan.slots)}
+        released = {v: image for v in sorted(versions) if (image := record.image(service.name, v))}
+        release = None
+        if released:
+            kinds = [k for k in self.settings.registries_for(service) if k != "ghcr" and k in self.registries]
+            ghcr = self.registries.get("ghcr")
+            release = ReleaseImage(
+                service.name,
+                ReleaseImageArgs(
+                    service=service.name,
+                    versions=released,
+                    registries=[
+                        self.registries[k].target(service.name) for k in kinds if k in self.registries
+                    ],
+                    source_credentials=ghcr.target(service.name).credentials if ghcr is not None else None,
+                ),
+            )
+        build = None if service.version in released else self.build(service)
+        return ServiceImages(service.version, release, build)
+
     def build(self, service: ServiceSettings) -> ImageBuild:
         """The service's one build, pushed to the build registry and copied to each other it needs."""
         kinds = [k for k in self.settings.registries_for(service) if k != self.build_kind]
@@ -164,13 +190,48 @@ class StackContext:
         )
 
     def slot_images(
-        self, service: ServiceSettings, plan: RolloutPlan, image: ImageBuild, kind: str
+        self, service: ServiceSettings, plan: RolloutPlan, images: ServiceImages, kind: str
     ) -> dict[str, pulumi.Output[str]]:
-        """Each slot's digest-pinned image in registry `kind`: the slot running this update's version
-        gets the fresh build, older slots their already-pushed image resolved once from its immutable
-        tag (targets pulling from the same registry share the lookup)."""
+        """Each slot's digest-pinned image in registry `kind`: a released version's copy, this update's
+        build, or (dev, unreleased) an earlier build resolved once from its immutable tag (targets
+        pulling from the same registry share the lookup)."""
         key = (service.name, kind)
         if key not in self._slot_images:
-            pinned: Callable[[str], pulumi.Output[str]] = self.registries[kind].pinned(service.name)
-            self._slot_images[key] = slot_images(plan, service.version, image.refs[kind], pinned)
+            found: dict[str, pulumi.Output[str]] = {}
+            for slot in plan.slots:
+                ref = images.ref(slot.version, kind)
+                if ref is None:
+                    ref = self.registries[kind].pinned(service.name)(slot.version)
+                found[slot.name] = ref
+            self._slot_images[key] = found
         return self._slot_images[key]
+
+
+@dataclass(frozen=True)
+class ServiceImages:
+    """A service's released copies and, for an unreleased version (dev), its build."""
+
+    version: str  # the service's `version`: what `digest` and `refs` describe
+    release: ReleaseImage | None
+    build: ImageBuild | None
+
+    def ref(self, version: str, kind: str) -> pulumi.Output[str] | None:
+        if self.release is not None and version in self.release.refs:
+            return self.release.refs[version].get(kind)
+        if self.build is not None and version == self.version:
+            return self.build.refs.get(kind)
+        return None
+
+    @property
+    def refs(self) -> dict[str, pulumi.Output[str]]:
+        if self.build is not None:
+            return self.build.refs
+        assert self.release is not None
+        return self.release.refs[self.version]
+
+    @property
+    def digest(self) -> pulumi.Output[str]:
+        if self.build is not None:
+            return self.build.digest
+        assert self.release is not None
+        return pulumi.Output.from_input(self.release.digests[self.version])

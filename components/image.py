@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker_build as docker_build
 
 from components.registry import CACHE_TAG, PushTarget
-from components.rollout import RolloutPlan
+from components.releases import RecordedImage
 from components.schema import ServiceSettings
 
 # BuildKit's Dockerfile frontend: "Opt into deterministic output regardless of multi-platform output
@@ -151,11 +151,84 @@ class ImageBuild(pulumi.ComponentResource):
         self.register_outputs({"digest": self.digest, "refs": self.refs})
 
 
-def slot_images(
-    plan: RolloutPlan,
-    built_version: str,
-    built_ref: pulumi.Output[str],
-    pinned: Callable[[str], pulumi.Output[str]],
-) -> dict[str, pulumi.Output[str]]:
-    """Each slot's digest-pinned image: this update's build, or an earlier build by its tag."""
-    return {s.name: built_ref if s.version == built_version else pinned(s.version) for s in plan.slots}
+RELEASE_TAG_PREFIX = "release-"
+
+
+def release_tag(version: str) -> str:
+    """`release-1.4.2`: a copied release's tag, apart from the `1.4.2` an environment's own build used
+    (dev's unreleased builds, and every build before releases were recorded): ECR's and Artifact
+    Registry's tags are immutable, so the release's bytes cannot take over a tag another build holds."""
+    return f"{RELEASE_TAG_PREFIX}{version}"
+
+
+@dataclass(frozen=True)
+class ReleaseImageArgs:
+    service: str
+    # version -> the release's image (components/releases.py): each is copied, never rebuilt.
+    versions: Mapping[str, RecordedImage]
+    # Every registry the service's targets pull from (never GHCR: the release's own source).
+    registries: Sequence[PushTarget]
+    # The source registry's login, when the stack has one (GHCR); else the host's Docker login.
+    source_credentials: docker_build.RegistryArgs | None = None
+
+
+def _pinned_copy(
+    repository: pulumi.Output[str], index_ref: pulumi.Output[str], digest: str
+) -> pulumi.Output[str]:
+    return pulumi.Output.all(repository, index_ref).apply(lambda a: copied_ref(a[0], a[1], digest))
+
+
+class ReleaseImage(pulumi.ComponentResource):
+    """A service's released versions, copied by digest into the registries its targets pull from.
+
+    Nothing is built: each recorded `repository@digest` (the release's one build, signed and
+    attested) is the single source of an `Index` per registry, the carbon copy `ImageBuild` also
+    makes, so the copy has the release's digest. The digest comes from the record, so a preview
+    already shows the exact `<registry>/<service>@<digest>` every target deploys; the ref still
+    comes through the Index's output (and `copied_ref` refuses a copy with another digest), so a
+    workload is deployed only after its copy exists. Copies are `retain_on_delete`, as builds are.
+
+    `refs[version][kind]` is that registry's digest-pinned ref of the version.
+    """
+
+    digests: dict[str, str]
+    refs: dict[str, dict[str, pulumi.Output[str]]]
+    copies: dict[tuple[str, str], docker_build.Index]
+
+    def __init__(self, name: str, args: ReleaseImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("pouw:index:ReleaseImage", name, None, opts)
+        provider = None
+        if args.source_credentials is not None and args.registries:
+            provider = docker_build.Provider(
+                f"{name}-source",
+                registries=[args.source_credentials],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.digests = {version: image.digest for version, image in args.versions.items()}
+        self.refs = {}
+        self.copies = {}
+        for version, image in sorted(args.versions.items()):
+            self.refs[version] = {}
+            for target in args.registries:
+                index = self._copy(name, version, image, target, provider)
+                self.copies[(version, target.kind)] = index
+                self.refs[version][target.kind] = _pinned_copy(target.repository_url, index.ref, image.digest)
+        self.register_outputs({"refs": self.refs})
+
+    def _copy(
+        self,
+        name: str,
+        version: str,
+        image: RecordedImage,
+        target: PushTarget,
+        provider: docker_build.Provider | None,
+    ) -> docker_build.Index:
+        tag = release_tag(version)
+        return docker_build.Index(
+            f"{name}-{version}-{copy_name('release', target.kind)}",
+            sources=[image.ref],
+            tag=target.repository_url.apply(lambda url: f"{url}:{tag}"),
+            push=True,
+            registry=target.credentials,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, retain_on_delete=True),
+        )

@@ -660,6 +660,7 @@ PERMISSIONS: dict[str, Row] = {
             "FrontDoor",
             "ImageBuild",
             "PipelineIdentities",
+            "ReleaseImage",
         )
     },
     "pulumi:providers:kubernetes": _program(

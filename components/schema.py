@@ -311,6 +311,13 @@ class GhcrSettings(_Model):
     token_key: str
 
 
+class ReleasesSettings(_Model):
+    """How the stack gets its images: from the release record (releases.yaml), or, in dev only, also
+    built from source for a version the release has not recorded yet (`buildUnreleased`)."""
+
+    build_unreleased: bool = False
+
+
 class RegistriesSettings(_Model):
     """Which registries this environment pushes to; every service goes to each one present."""
 

@@ -20,14 +20,16 @@ import difflib
 import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import pulumi
 import pulumi.runtime
 from pulumi.runtime import config as runtime_config
-from pydantic import BaseModel, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, Tag, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
+from components.releases import RECORD_FILE, RecordError, ReleaseRecord, load_record
 from components.rollout import Model as _Model
 from components.rollout import RolloutError, form_names
 from components.schema import (
@@ -43,6 +45,7 @@ from components.schema import (
     NetworkSettings,
     PipelineIdentitySettings,
     RegistriesSettings,
+    ReleasesSettings,
     ServiceSettings,
 )
 from components.targets import TARGETS
@@ -93,7 +96,14 @@ class Settings(_Model):
     ci_runners: CiRunnersSettings | None = None
     pipeline_identities: PipelineIdentitySettings | None = None
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    releases: ReleasesSettings = Field(default_factory=ReleasesSettings)
     services: tuple[ServiceSettings, ...]
+    # The release record (releases.yaml, not a config key): what `parse` was given.
+    _record: ReleaseRecord = PrivateAttr(default_factory=ReleaseRecord)
+
+    @property
+    def record(self) -> ReleaseRecord:
+        return self._record
 
     @field_validator("services")
     @classmethod
@@ -406,7 +416,12 @@ def load(stack: str | None = None) -> Settings:
     prefix = f"{NAMESPACE}:"
     raw = {_short_key(k): _decode(v) for k, v in config.items() if k.startswith(prefix)}
     other = {k: v for k, v in config.items() if not k.startswith(prefix)}
-    return parse(raw, stack or pulumi.get_stack(), secret_keys=_secret_keys(raw), other_config=other)
+    stack = stack or pulumi.get_stack()
+    try:
+        record = load_record(Path(RECORD_FILE))  # the program runs in the project directory
+    except RecordError as err:
+        raise SettingsError([f"{err} (the release record every stack deploys from)"]) from None
+    return parse(raw, stack, secret_keys=_secret_keys(raw), other_config=other, record=record)
 
 
 def parse(
@@ -414,12 +429,15 @@ def parse(
     stack: str,
     secret_keys: frozenset[str] = frozenset(),
     other_config: Mapping[str, Any] | None = None,
+    record: ReleaseRecord | None = None,
 ) -> Settings:
     """Validate the stack's config.
 
     `raw`: the `pouw-cicd:*` keys, namespace stripped, objects already decoded; `secret_keys`: which of
     them the stack stores encrypted; `other_config`: every other key by its full name (`aws:region`,
-    `pulumi:tags`...), checked for misspelt namespaces and for what the providers need.
+    `pulumi:tags`...), checked for misspelt namespaces and for what the providers need; `record`: the
+    release record (releases.yaml), which every version a stack deploys must be in unless the stack
+    builds unreleased versions (dev); `load` always passes it, None (a test of other keys) skips that.
     """
     other = dict(other_config or {})
     fields = {f.alias or name for name, f in Settings.model_fields.items()}
@@ -440,6 +458,8 @@ def parse(
     if settings is not None:
         problems.extend(f"{NAMESPACE}:{path}: {what}" for path, what in settings.cross_key_problems())
         problems.extend(_aws_problems(settings, other, stack))
+        if record is not None:
+            problems.extend(_release_problems(settings, record, stack))
     references = settings.secret_references() if settings else []
     # While settings are invalid, references are unknown: a key stored as a secret is given the benefit.
     referenced = {key for _, key in references} if settings else set(secret_keys)
@@ -467,7 +487,37 @@ def parse(
     if problems:
         raise SettingsError(problems)
     assert settings is not None
+    settings._record = record or ReleaseRecord()
     return settings
+
+
+def _release_problems(settings: Settings, record: ReleaseRecord, stack: str) -> list[str]:
+    """Every version a stack deploys was released (in the record), unless it builds unreleased ones."""
+    if settings.releases.build_unreleased:
+        if settings.environment == "dev":
+            return []
+        return [
+            f"{NAMESPACE}:releases.buildUnreleased: only dev may build unreleased versions; "
+            f"{settings.environment} deploys what the release recorded: remove the key"
+        ]
+    problems = []
+    for i, service in enumerate(settings.services):
+        try:
+            slots = service.rollout.plan(service.version, service.replicas.min, service.replicas.max).slots
+        except RolloutError:
+            slots = ()  # reported with the rollout's own key path
+        paths = {service.version: f"services[{i}].version"}
+        for slot in slots:
+            paths.setdefault(slot.version, f"services[{i}].rollout.slots.{slot.name}.version")
+        for version, path in paths.items():
+            if record.image(service.name, version) is None:
+                problems.append(
+                    f"{NAMESPACE}:{path}: {service.name} {version} has no release record in "
+                    f"{RECORD_FILE}; release it (push the tag {service.name}/v{version}: release.yml "
+                    f"builds it once and records its digest with `python -m delivery.release record`), "
+                    f"merge the record's pull request, then deploy it to {stack}"
+                )
+    return problems
 
 
 # The packages whose providers this program uses (`import pulumi_<name>`): their config namespaces

@@ -3,6 +3,8 @@ and the stack-file edits that release a version and promote it.
 
     python -m delivery.release prepare [--dry-run]
     python -m delivery.release promote --to staging --service web [--dry-run]
+    python -m delivery.release record --service web --version 1.4.2 --digest sha256:... \
+        --repository ghcr.io/<owner>/web
 
 `prepare` computes each component's next semantic version from the conventional commits since its last
 release tag, writes the new CHANGELOG.md sections, sets the dev stack's `version` of every service it
@@ -43,6 +45,13 @@ from their own config (one version per repository or path filter, git-cliff as a
 TOML config) and cannot express "scope or build inputs"; `semver` and `packaging` bump versions but
 parse no commits and render no changelog.
 
+`record` is what release.yml runs once the build is signed: it adds the version's digest and source
+repository to releases.yaml (the release record every stack deploys from, components/releases.py),
+edited round-trip so its comments and other entries stay as they are, and puts the same digests in
+every `policies/config/<stack>.json` (`image-release-recorded`'s `recorded`), so the pack refuses a
+digest the release did not record on the CLI path too. A version already recorded with another digest
+is refused (exit 2): a released version is never rebuilt.
+
 A version that already exists is refused before anything is written (exit 2, one line): a tag of that
 version anywhere in the clone (a release branch's, say), or the version already in a stack file (a hand
 edit, or a prepared release not tagged yet). The stack file is the user's: the edit is made at the
@@ -56,10 +65,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import io
+import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -73,8 +84,12 @@ from commitizen.version_increment import VersionIncrement
 from commitizen.version_schemes import Increment, SemVer2
 from packaging.version import InvalidVersion
 from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.nodes import MappingNode, ScalarNode
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
+from components.releases import DIGEST_RE, RECORD_FILE, REPOSITORY_RE, RecordError, parse_record
 from components.rollout import BlueGreenRollout, CanaryRollout, RolloutError, RolloutSettings, parse_rollout
 from components.schema import BuildSettings
 from preflight.cli import split_project_dir
@@ -745,6 +760,15 @@ def promote(project_dir: Path, stack: str, service: str, dry_run: bool) -> int:
             f"{service} {entry.version} ({source.name}) was never released: no tag {tag}; release it first "
             "(`python -m delivery.release prepare`, merge, push the tag): every environment runs that build"
         )
+    try:
+        recorded = parse_record(_record_text(project_dir), RECORD_FILE).image(service, entry.version)
+    except RecordError as err:
+        raise ReleaseError(str(err)) from None
+    if recorded is None:
+        raise ReleaseError(
+            f"{service} {entry.version} was tagged but its digest is not in {RECORD_FILE}: merge the "
+            f"record's pull request (release.yml's record job) first; {stack} deploys only recorded versions"
+        )
     if dry_run:
         return _promote(target, stack, service, entry.version, dry_run)
     if git.dirty(target):
@@ -773,6 +797,174 @@ def _promote(target: Path, stack: str, service: str, version: str, dry_run: bool
 def commit_subject(stack: str, service: str, version: str) -> str:
     """The promotion pull request's title: `release(<stack>/<service>): <version>`."""
     return f"release({stack}/{service}): {version}"
+
+
+PACK_CONFIGS = Path("policies") / "config"
+RECORD_POLICY = "image-release-recorded"
+RECORD_HEADER = (
+    "# The release record: each service version's release digest and where release.yml pushed it.\n"
+    "# Written by `python -m delivery.release record`; every stack deploys a version from here.\n"
+)
+
+
+def record(project_dir: Path, service: str, version: str, digest: str, repository: str, dry_run: bool) -> int:
+    """Add `service` `version` -> (`repository`, `digest`) to the record and the pack configs."""
+    _semver(version, "--version")
+    if not re.match(DIGEST_RE, digest):
+        raise ReleaseError(f"--digest {digest!r} is not sha256:<64 lowercase hex>; pass the build's digest")
+    if not re.match(REPOSITORY_RE, repository):
+        raise ReleaseError(
+            f"--repository {repository!r} is not host/path (no tag, no digest): ghcr.io/<owner>/{service}"
+        )
+    path = project_dir / RECORD_FILE
+    text, read_digest = read_stack_file(path) if path.exists() else (RECORD_HEADER + "services: {}\n", None)
+    try:
+        existing = parse_record(text, RECORD_FILE)
+    except RecordError as err:
+        raise ReleaseError(str(err)) from None
+    found = existing.image(service, version)
+    if found is not None:
+        if (found.digest, found.repository) == (digest, repository):
+            print(f"{service} {version} is already recorded as {found.ref}; nothing to do")
+            return 0
+        raise ReleaseError(
+            f"{service} {version} is already recorded as {found.ref} in {RECORD_FILE}; a released version "
+            "is never rebuilt: release a new version (python -m delivery.release prepare)"
+        )
+    new = with_record(text, service, version, repository, digest)
+    updated = parse_record(new, RECORD_FILE)
+    configs = {p: p.read_text(encoding="utf-8") for p in sorted((project_dir / PACK_CONFIGS).glob("*.json"))}
+    new_configs = {p: pack_config(old, updated.services) for p, old in configs.items()}
+    print("".join(_diff(path, text if read_digest else "", new)), end="")
+    if dry_run:
+        print("dry run: nothing written")
+        return 0
+    if read_digest is None:
+        _write_changelog(path, new, None)
+    else:
+        write_stack_file(path, new, read_digest)
+    for config_path, config_text in new_configs.items():
+        config_path.write_text(config_text, encoding="utf-8")
+    names = ", ".join(p.name for p in new_configs)
+    print(f"wrote {RECORD_FILE} and {PACK_CONFIGS}/{{{names}}}; commit them in the record's pull request")
+    print(f"commit message: chore(release): record {service} {version} {digest}")
+    return 0
+
+
+ISSUER = "https://token.actions.githubusercontent.com"
+RELEASE_WORKFLOW = ".github/workflows/release.yml"
+
+
+def signer_identity(source_repository: str, service: str, version: str) -> str:
+    """The certificate identity a release's signature must name, as a regular expression: release.yml
+    of this repository at the version's tag (cosign's `--certificate-identity-regexp`)."""
+    return (
+        "^"
+        + re.escape(f"{source_repository.rstrip('/')}/{RELEASE_WORKFLOW}@refs/tags/{service}/v{version}")
+        + "$"
+    )
+
+
+def deployed_images(text: str, source: str) -> tuple[str, list[tuple[str, str]], bool]:
+    """(sourceRepository, [(service, version) of every slot], buildUnreleased) of a stack file."""
+    data = _parse(text).data
+    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        raise ReleaseError(f"{source}: no config; run from the project (or pass --project-dir)")
+    repository = str(config.get(f"{NAMESPACE}:sourceRepository") or "")
+    releases = config.get(f"{NAMESPACE}:releases") or {}
+    unreleased = bool(releases.get("buildUnreleased")) if isinstance(releases, dict) else False
+    found: list[tuple[str, str]] = []
+    for entry in config.get(f"{NAMESPACE}:services") or []:
+        slots = ((entry.get("rollout") or {}).get("slots") or {}).values()
+        for version in [entry.get("version"), *(slot.get("version") for slot in slots)]:
+            if (entry.get("name"), str(version)) not in found:
+                found.append((str(entry.get("name")), str(version)))
+    return repository, found, unreleased
+
+
+def _record_text(project_dir: Path) -> str:
+    path = project_dir / RECORD_FILE
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def verify(project_dir: Path, stack: str, cosign: str) -> int:
+    """`cosign verify` every recorded image the stack deploys, before `pulumi up` uses it.
+
+    Each must carry a keyless signature whose certificate names release.yml at the version's tag, issued
+    to a GitHub Actions OIDC token. A version with no record fails here as the program would (exit 2),
+    except in a stack that builds unreleased versions (dev), where it is built, not a release.
+    """
+    text, _ = read_stack_file(stack_path(project_dir, stack))
+    repository, deployed, unreleased = deployed_images(text, f"Pulumi.{stack}.yaml")
+    try:
+        recorded = parse_record(_record_text(project_dir), RECORD_FILE)
+    except RecordError as err:
+        raise ReleaseError(str(err)) from None
+    for service, version in deployed:
+        image = recorded.image(service, version)
+        if image is None:
+            if unreleased:
+                print(f"{service} {version}: not released, built by this stack (dev); no release signature")
+                continue
+            raise ReleaseError(
+                f"{service} {version} ({stack}) has no release record in {RECORD_FILE}; release it first"
+            )
+        command = [
+            cosign,
+            "verify",
+            image.ref,
+            "--certificate-identity-regexp",
+            signer_identity(repository, service, version),
+            "--certificate-oidc-issuer",
+            ISSUER,
+        ]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise ReleaseError(
+                f"{cosign} is not installed; install cosign (sigstore/cosign-installer)"
+            ) from None
+        if done.returncode != 0:
+            problem = (done.stderr.strip().splitlines() or ["no valid signature"])[-1]
+            raise ReleaseError(
+                f"{service} {version}: {image.ref} is not signed by {RELEASE_WORKFLOW} at "
+                f"{service}/v{version} ({problem}); deploy only what the release signed"
+            )
+        print(f"{service} {version}: {image.ref} signed by {RELEASE_WORKFLOW}@refs/tags/{service}/v{version}")
+    return 0
+
+
+def with_record(text: str, service: str, version: str, repository: str, digest: str) -> str:
+    """The record with one more entry, edited round-trip (comments and other entries unchanged)."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    data = yaml.load(text) or CommentedMap()
+    services = data.get("services")
+    if not isinstance(services, dict) or not services:
+        services = data["services"] = CommentedMap()
+    versions = services.get(service)
+    if not isinstance(versions, dict):
+        versions = services[service] = CommentedMap()
+    entry = CommentedMap(repository=repository, digest=digest)
+    entry.fa.set_flow_style()
+    versions[DoubleQuotedScalarString(version)] = entry
+    entry["digest"] = DoubleQuotedScalarString(digest)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def pack_config(text: str, recorded: Mapping[str, Mapping[str, Any]]) -> str:
+    """A pack config with `image-release-recorded`'s digests set from the record, the rest as it was."""
+    config = json.loads(text)
+    block = config.get(RECORD_POLICY) if isinstance(config.get(RECORD_POLICY), dict) else {}
+    block["recorded"] = {
+        s: {v: image.digest for v, image in sorted(vs.items())} for s, vs in sorted(recorded.items())
+    }
+    config[RECORD_POLICY] = block
+    return json.dumps(config, indent=2) + "\n"
 
 
 def _count(items: Sequence[object], noun: str) -> str:
@@ -813,10 +1005,23 @@ def main(argv: list[str], project_dir: Path) -> int:
     prom.add_argument("--to", required=True, choices=sorted(PROMOTES_FROM))
     prom.add_argument("--service", required=True)
     prom.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    rec = sub.add_parser("record", help="record a release's digest (releases.yaml and the pack configs)")
+    rec.add_argument("--service", required=True)
+    rec.add_argument("--version", required=True)
+    rec.add_argument("--digest", required=True, help="sha256:<64 hex>, the build's digest")
+    rec.add_argument("--repository", required=True, help="where the release pushed it: ghcr.io/<owner>/<svc>")
+    rec.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    ver = sub.add_parser("verify", help="cosign verify every recorded image a stack deploys")
+    ver.add_argument("--stack", required=True)
+    ver.add_argument("--cosign", default="cosign", help="the cosign executable")
     args = parser.parse_args(argv)
     try:
         if args.command == "prepare":
             return prepare(project_dir, args.dry_run)
+        if args.command == "verify":
+            return verify(project_dir, args.stack, args.cosign)
+        if args.command == "record":
+            return record(project_dir, args.service, args.version, args.digest, args.repository, args.dry_run)
         return promote(project_dir, args.to, args.service, args.dry_run)
     except (ReleaseError, StackFileError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -21,6 +21,7 @@ import kubernetes_access  # noqa: F401
 import kubernetes_baseline  # noqa: F401
 import managed_clusters  # noqa: F401
 import quality  # noqa: F401
+import release_records  # noqa: F401
 import serverless  # noqa: F401
 import workload_security  # noqa: F401
 from pack_support import TYPE_FILTERS, ordered

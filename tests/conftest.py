@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.releases import RECORD_FILE
 from preflight.analyzer import PolicyPackProcess
 from preflight.cli import run_preflight
 from preflight.engine import ProgramRun, plan_diff, run_program
@@ -41,12 +44,44 @@ def stack_file(stack: str) -> dict[str, Any]:
     return data
 
 
-def project_copy(tmp_path: Path, stack: str, config: dict[str, Any]) -> Path:
-    """A project dir that shares the real code (symlinks) but has its own stack file."""
+def sample_digest(service: str, version: str) -> str:
+    """How releases.yaml's sample entries are made: the sha256 of a label, the digest of no image."""
+    return "sha256:" + hashlib.sha256(f"sample {service} {version}".encode()).hexdigest()
+
+
+def released(config: dict[str, Any]) -> dict[str, Any]:
+    """The project's release record plus, outside dev, an entry for every version the config deploys
+    (service version and slot versions): what a test stack that deploys is given as released. A
+    test of an unreleased version passes its own record to `project_copy`."""
+    record: dict[str, Any] = yaml.safe_load((ROOT / RECORD_FILE).read_text()) or {}
+    listed = record.setdefault("services", {})
+    if config.get("pouw-cicd:environment") == "dev":
+        return record
+    for service in config.get("pouw-cicd:services") or []:
+        if not isinstance(service, dict) or not isinstance(service.get("name"), str):
+            continue
+        slots = ((service.get("rollout") or {}).get("slots") or {}).values()
+        versions = {service.get("version"), *(s.get("version") for s in slots if isinstance(s, dict))}
+        for version in sorted(v for v in versions if isinstance(v, str)):
+            entry = {
+                "repository": f"ghcr.io/pouw/{service['name']}",
+                "digest": sample_digest(service["name"], version),
+            }
+            listed.setdefault(service["name"], {}).setdefault(version, entry)
+    return record
+
+
+def project_copy(
+    tmp_path: Path, stack: str, config: dict[str, Any], record: dict[str, Any] | None = None
+) -> Path:
+    """A project dir that shares the real code (symlinks) but has its own stack file and release record
+    (`record`, else `released(config)`)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     for entry in PROJECT_ENTRIES:
         (tmp_path / entry).symlink_to(ROOT / entry)
     (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=False))
+    chosen = released(config) if record is None else record
+    (tmp_path / RECORD_FILE).write_text(yaml.safe_dump(chosen, sort_keys=False))
     return tmp_path
 
 
@@ -73,11 +108,19 @@ def _run_key(config: StackConfig) -> tuple[Any, ...]:
     )
 
 
-def run_config(tmp_path: Path, stack: str, config: dict[str, Any]) -> ProgramRun:
-    """The program on `config` (a stack file's `config:` mapping), run unless the same run is kept."""
-    project = project_copy(tmp_path, stack, config)
+def _record_key(path: Path) -> str:
+    """What a release record says (not how it is spelled): part of what determines a run."""
+    return json.dumps(yaml.safe_load(path.read_text()), sort_keys=True)
+
+
+def run_config(
+    tmp_path: Path, stack: str, config: dict[str, Any], record: dict[str, Any] | None = None
+) -> ProgramRun:
+    """The program on `config` (a stack file's `config:` mapping), run unless the same run is kept;
+    `record`: the release record (default `released(config)`)."""
+    project = project_copy(tmp_path, stack, config, record)
     stack_config = load_stack_config(project, stack)
-    key = _run_key(stack_config)
+    key = (*_run_key(stack_config), _record_key(project / RECORD_FILE))
     if key in _STACK_FILE_RUNS:
         return _STACK_FILE_RUNS[key]
     run = _RECENT.pop(key, None) or run_program(project, stack_config)
@@ -93,7 +136,7 @@ def stack_runs() -> dict[str, Preflight]:
     runs are also what run_config answers for the stack files' own configs."""
     results = {stack: run_preflight(stack) for stack in STACKS}
     for result in results.values():
-        _STACK_FILE_RUNS[_run_key(result.config)] = result.run
+        _STACK_FILE_RUNS[(*_run_key(result.config), _record_key(ROOT / RECORD_FILE))] = result.run
     return results
 
 

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from components.releases import RECORD_FILE
+from delivery.release import with_record
 from preflight import diff
 from preflight.engine import PlanDiff, ProgramRun, Registration
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sample_digest
 
 GIT = [
     "git",
@@ -64,9 +66,18 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # The edits. Each one is what a pull request would change.
 
 
+def record(repo: Path, service: str, *versions: str) -> None:
+    """What the release of each version merged into releases.yaml (staging and prod deploy only those)."""
+    path = repo / RECORD_FILE
+    for version in versions:
+        digest = sample_digest(service, version)
+        path.write_text(with_record(path.read_text(), service, version, f"ghcr.io/pouw/{service}", digest))
+
+
 def rename_service(repo: Path) -> None:
     """prod: the ECS/ACI service `worker` becomes `jobs` (config only)."""
     replace_in(repo / "Pulumi.prod.yaml", "- name: worker", "- name: jobs")
+    record(repo, "jobs", "2.0.0", "2.0.1")
 
 
 def shift_canary(repo: Path) -> None:
@@ -90,6 +101,7 @@ def rename_key_and_bump_idle_slot(repo: Path) -> None:
     prod = repo / "Pulumi.prod.yaml"
     replace_in(prod, "version: 2.0.1\n", "version: 2.0.2\n")
     replace_in(prod, "green: {version: 2.0.1}", "green: {version: 2.0.2}")
+    record(repo, "worker", "2.0.2")
 
 
 def rename_component_with_alias(repo: Path) -> None:
@@ -115,6 +127,7 @@ def next_release(repo: Path) -> None:
     replace_in(prod, "version: 2.0.1\n", "version: 2.0.2\n")
     replace_in(prod, "activeSlot: blue", "activeSlot: green")
     replace_in(prod, "blue: {version: 2.0.0}", "blue: {version: 2.0.2}")
+    record(repo, "worker", "2.0.2")
 
 
 def add_stack(repo: Path) -> None:

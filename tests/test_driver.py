@@ -32,7 +32,7 @@ from delivery.driver import (
 from delivery.metrics import MetricError, Window
 from preflight.engine import ProgramRun
 from preflight.rollout import StepChanges, compare
-from tests.conftest import ROOT, project_copy, stack_file
+from tests.conftest import ROOT, project_copy, released, stack_file
 
 STAGING = (ROOT / "Pulumi.staging.yaml").read_text()
 WORKER_CANARY = "          canary: {version: 2.0.1, weight: 20}\n"
@@ -467,7 +467,13 @@ def test_a_step_that_would_restart_a_workload_is_refused(
 ) -> None:
     """The real plan comparison on a real stack file: an edit that also moved the canary's version (a
     helper bug, or a racing hand edit) restarts the canary's task definition and container group."""
-    project = project_copy(tmp_path / "project", "staging", stack_file("staging")["config"])
+    config = stack_file("staging")["config"]
+    record = released(config)  # 2.0.2 was released (the edit must be refused for its restart alone)
+    record["services"]["worker"]["2.0.2"] = {
+        "repository": "ghcr.io/pouw/worker",
+        "digest": "sha256:" + "2" * 64,
+    }
+    project = project_copy(tmp_path / "project", "staging", config, record)
     (project / "Pulumi.staging.yaml").unlink()
     (project / "Pulumi.staging.yaml").write_text(staging_with(WALK))
     real_edit = driver_module.edit

@@ -137,7 +137,11 @@ def test_secrets_are_only_in_secret_form(
 
 def test_known_secrets_of_the_prod_plan(exports: dict[str, dict[str, Any]]) -> None:
     by_name = {(r["type"], r["urn"].rsplit("::", 1)[-1]): r for r in resources(exports["prod"])}
-    web = by_name[(IMAGE, "web")]
+    copy = by_name[("docker-build:index:Index", "web-1.4.2-release-copy-ecr")]
+    assert is_secret(copy["inputs"]["registry"]["password"])  # the ECR login of the release's copy
+    assert not is_secret(copy["inputs"]["registry"]["address"])
+    by_name = {(r["type"], r["urn"].rsplit("::", 1)[-1]): r for r in resources(exports["dev"])}
+    web = by_name[(IMAGE, "web")]  # dev builds its unreleased version
     assert is_secret(web["inputs"]["secrets"])  # BuildKit secrets: the pip index token
     assert is_secret(web["inputs"]["registries"][0]["password"])  # the ECR login
     assert not is_secret(web["inputs"]["registries"][0]["address"])

@@ -43,12 +43,14 @@ def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
     cmk = stack != "dev"
     azure = "acr" in registries(stack)
     gcp = "artifactRegistry" in registries(stack)
+    built = n if stack == "dev" else 0  # staging and prod deploy the release's digest, never build
     expected = {
         "pouw:index:EcrRepository": n,
-        "pouw:index:ImageBuild": n,
+        "pouw:index:ImageBuild": built,
+        "pouw:index:ReleaseImage": n - built,
         REPO: n,
         LIFECYCLE: n,
-        IMAGE: n,
+        IMAGE: built,
         "aws:ecr/repositoryPolicy:RepositoryPolicy": n if stack == "prod" else 0,
         "aws:ecr/registryScanningConfiguration:RegistryScanningConfiguration": int(stack == "prod"),
         "pouw:index:AcrRegistry": int(azure),
@@ -63,12 +65,17 @@ def test_graph_shape(stack_runs: dict[str, Preflight], stack: str) -> None:
     for name in services(stack):
         repo = run.get(REPO, f"{name}-ecr")
         assert parent_of(run, repo).type == "pouw:index:EcrRepository"
+        if not built:
+            version = next(
+                s["version"] for s in stack_file(stack)["config"]["pouw-cicd:services"] if s["name"] == name
+            )
+            copy = run.get(INDEX, f"{name}-{version}-release-copy-ecr")
+            assert parent_of(run, copy).type == "pouw:index:ReleaseImage"
+            assert repo.urn in copy.dependencies  # the copy pushes to the repository
+            continue
         image = run.get(IMAGE, name)
         assert parent_of(run, image).type == "pouw:index:ImageBuild"
         assert repo.urn in image.dependencies  # the build pushes to the repository (the build registry)
-        if "acr" in PUSHES[stack][name]:
-            assert run.get(ACR, "acr").urn not in image.dependencies
-            assert run.get(ACR, "acr").urn in run.get(INDEX, f"{name}-copy-acr").dependencies
 
 
 # Where each service's image goes: what its targets pull from (+ GHCR, a distribution registry); a
@@ -81,7 +88,7 @@ PUSHES = {
 }
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ["dev"])  # staging and prod: tests/test_release_images.py
 def test_one_build_per_service_is_copied_to_the_registries_it_needs(
     stack_runs: dict[str, Preflight], stack: str
 ) -> None:
@@ -156,11 +163,11 @@ def test_ecr_hardened_defaults(stack_runs: dict[str, Preflight]) -> None:
 
 
 def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
-    run = stack_runs["prod"].run
+    run = stack_runs["dev"].run  # dev builds its unreleased versions; staging and prod build nothing
     image = run.get(IMAGE, "web")
     url = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web"
-    assert image.inputs["tags"][0] == f"{url}:1.4.2"  # the first registry also holds the cache
-    assert image.inputs["platforms"] == ["linux/amd64", "linux/arm64"]
+    assert image.inputs["tags"][0] == f"{url}:1.5.0-rc.1"  # the first registry also holds the cache
+    assert image.inputs["platforms"] == ["linux/amd64"]
     assert image.inputs["target"] == "runtime"
     assert image.inputs["push"] is True
     assert image.inputs["buildOnPreview"] is False
@@ -168,14 +175,14 @@ def test_image_build_inputs(stack_runs: dict[str, Preflight]) -> None:
     assert image.inputs["dockerfile"] == {"location": "app/Dockerfile"}
     # Always an image index (even for one platform), so a copy keeps the digest.
     assert image.inputs["buildArgs"] == {"PYTHON_VERSION": "3.12", "BUILDKIT_MULTI_PLATFORM": "1"}
-    assert image.inputs["labels"]["org.opencontainers.image.version"] == "1.4.2"
+    assert image.inputs["labels"]["org.opencontainers.image.version"] == "1.5.0-rc.1"
     assert image.inputs["labels"]["org.opencontainers.image.source"].startswith("https://github.com/")
     assert "org.opencontainers.image.created" not in image.inputs["labels"]
     assert image.inputs["cacheFrom"] == [{"registry": {"ref": f"{url}:buildcache"}}]
     assert image.inputs["cacheTo"][0]["registry"]["mode"] == "max"
     # Secrets stay marked secret on the wire: the build secret and the registry password.
     assert image.inputs["secrets"][SIG_KEY] == SECRET_SIG
-    (ecr_login,) = image.inputs["registries"]  # the build registry only; Artifact Registry gets a copy
+    (ecr_login,) = image.inputs["registries"]  # the build registry only; GHCR gets a copy
     assert ecr_login["address"] == url.split("/")[0] and ecr_login["username"] == "AWS"
     assert ecr_login["password"][SIG_KEY] == SECRET_SIG
     assert "secrets" not in run.get(IMAGE, "worker").inputs
@@ -198,7 +205,12 @@ def test_plan_json_masks_secrets(stack_runs: dict[str, Preflight]) -> None:
     plan = json.loads(text)
     assert SECRET_PLACEHOLDER not in text
     assert "preflight-placeholder-token" not in text
-    image = next(r for r in plan["resources"] if r["type"] == IMAGE and r["name"] == "web")
+    copy = next(
+        r for r in plan["resources"] if r["type"] == INDEX and r["name"] == "web-1.4.2-release-copy-ecr"
+    )
+    assert copy["inputs"]["registry"]["password"] == "[secret]"
+    dev = json.loads(plan_json(stack_runs["dev"]))
+    image = next(r for r in dev["resources"] if r["type"] == IMAGE and r["name"] == "web")
     assert image["inputs"]["secrets"] == "[secret]"
     assert plan["secretPlaceholders"] == [  # in the stack file's order
         "pouw-cicd:pipIndexToken",

@@ -321,9 +321,10 @@ def test_a_service_without_targets_logs_in_to_every_registry(tmp_path: Path) -> 
     config["pouw-cicd:services"][1]["targets"] = []
     config["pouw-cicd:services"][1]["rollout"] = {"strategy": "rolling"}
     run = run_config(tmp_path, "prod", config)
-    (ecr_login,) = run.get(IMAGE, "worker").inputs["registries"]  # the build registry
-    acr_login = run.get(INDEX, "worker-copy-acr").inputs["registry"]  # and a copy to each other one
-    ar_login = run.get(INDEX, "worker-copy-artifact-registry").inputs["registry"]
+    # The release is copied to each registry (GHCR, where it lives, excepted), each with its own login.
+    ecr_login = run.get(INDEX, "worker-2.0.1-release-copy-ecr").inputs["registry"]
+    acr_login = run.get(INDEX, "worker-2.0.1-release-copy-acr").inputs["registry"]
+    ar_login = run.get(INDEX, "worker-2.0.1-release-copy-artifact-registry").inputs["registry"]
     assert ecr_login["username"] == "AWS"
     assert acr_login["address"] == "pouwcicdprod.azurecr.io"
     assert acr_login["username"] == "00000000-0000-0000-0000-000000000000"  # Entra token, no admin
@@ -334,6 +335,15 @@ def test_a_service_without_targets_logs_in_to_every_registry(tmp_path: Path) -> 
     }
     # ACR's token exchange needs the real registry: unknown (and still secret) in a preview.
     assert acr_login["password"] == {SIG_KEY: SECRET_SIG, "value": UNKNOWN_STRING}
+
+
+def test_a_dev_service_without_targets_builds_into_ecr_and_copies_to_ghcr(tmp_path: Path) -> None:
+    config = stack_file("dev")["config"]
+    config["pouw-cicd:services"][1]["targets"] = []
+    run = run_config(tmp_path, "dev", config)
+    (ecr_login,) = run.get(IMAGE, "worker").inputs["registries"]  # the build registry
+    assert ecr_login["username"] == "AWS"
+    assert run.get(INDEX, "worker-copy-ghcr").inputs["registry"]["address"] == "ghcr.io"
 
 
 KMS_KEY = "aws:kms/key:Key"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.releases import RECORD_FILE
 from components.rollout import CanaryRollout
 from components.schema import ServiceSettings
 from delivery import release
@@ -408,8 +409,28 @@ def stacks(tmp_path: Path) -> Repo:
     repo.tag("web/v1.5.0-rc.1", "worker/v2.1.0-rc.1")
     repo.write("Pulumi.staging.yaml", STAGING)
     repo.write("Pulumi.prod.yaml", PROD)
+    repo.write(RECORD_FILE, RECORDED)  # what release.yml's record pull requests merged
     repo.commit("chore: staging and prod")
     return repo
+
+
+RECORDED = f"""services:
+  web:
+    "1.5.0-rc.1": {{repository: ghcr.io/pouw/web, digest: "sha256:{"1" * 64}"}}
+  worker:
+    "2.1.0-rc.1": {{repository: ghcr.io/pouw/worker, digest: "sha256:{"2" * 64}"}}
+"""
+
+
+def test_a_tagged_version_whose_record_is_not_merged_is_not_promoted(
+    stacks: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks.write(RECORD_FILE, "services: {}\n")
+    stacks.commit("chore: the record pull request not merged yet")
+    code, _, err = run(stacks, "promote", "--to", "staging", "--service", "worker", capsys=capsys)
+    assert code == 2
+    assert "worker 2.1.0-rc.1 was tagged but its digest is not in releases.yaml: merge the record's" in err
+    assert stacks.read("Pulumi.staging.yaml") == STAGING
 
 
 def test_promote_is_the_version_line_for_a_rolling_service(

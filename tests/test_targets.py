@@ -52,8 +52,8 @@ def build(
         )
         targets = {k: TARGETS[k](ctx) for k in keys}
         for service in settings.services:
-            image = ctx.build(service)
             plan = service.rollout.plan(service.version, service.replicas.min, service.replicas.max)
+            image = ctx.images(service, plan)
             for key in service.targets:
                 if key in targets:
                     images = ctx.slot_images(service, plan, image, targets[key].registry)
