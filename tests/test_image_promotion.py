@@ -128,12 +128,7 @@ def test_adding_cloudrun_to_a_service_on_eks_adds_only_its_copy_and_the_target(t
     added = assert_only_added(
         before,
         after,
-        lambda a: (
-            a in copy
-            or a in grants
-            or a in attestor
-            or a[1].startswith(("web-cloudrun", "binauthz"))
-        ),
+        lambda a: a in copy or a in grants or a in attestor or a[1].startswith(("web-cloudrun", "binauthz")),
         may_change=roles,
     )
     assert copy <= added
