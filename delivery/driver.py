@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -67,7 +67,6 @@ from components.rollout import (
 )
 from delivery import notify
 from delivery.metrics import MetricError, Window
-from delivery.release import Git, ReleaseError
 from preflight.rollout import (
     ProgramRunError,
     RolloutEditError,
@@ -87,6 +86,9 @@ from preflight.rollout import (
     write_stack_file,
 )
 from preflight.stackconfig import StackConfigError
+
+if TYPE_CHECKING:
+    from delivery.release import Git
 
 EXIT_DONE = 0
 EXIT_ROLLED_BACK = 1
@@ -893,7 +895,17 @@ def pending(project_dir: Path, stack: str) -> list[str]:
 def _switched_back(project_dir: Path, stack: str, svc: Service) -> bool:
     """Whether the last rollback commit of the service left it as the stack file has it now (a
     blue-green rollback looks like a switch not taken yet; only git tells them apart)."""
-    git = Git(project_dir)  # the release tool's few git reads; a failure is a ReleaseError naming the fix
+    # The release tool's few git reads, imported here: only `pending` needs them, and the release
+    # module (commitizen) is half of the driver's start-up otherwise.
+    from delivery.release import Git, ReleaseError
+
+    try:
+        return _rolled_back_to(Git(project_dir), project_dir, stack, svc)
+    except ReleaseError as err:  # names the fix (not a git repository, git missing)
+        raise RefusedError(str(err)) from err
+
+
+def _rolled_back_to(git: Git, project_dir: Path, stack: str, svc: Service) -> bool:
     if git.run("rev-parse", "--is-shallow-repository").strip() == "true":
         raise RefusedError(
             f"{git.top} is a shallow clone: the rollback commits of {stack}'s blue-green services are not "
@@ -948,7 +960,7 @@ def main(argv: Sequence[str] | None = None, project_dir: Path = PROJECT_DIR) -> 
         text, _ = read_stack_file(stack_path(project_dir, args.stack))
         needs_metrics = Service(text, args.service, args.stack).analysis is not None
         reader = cloud_reader(project_dir, args.stack, args.service, applier) if needs_metrics else None
-    except (StackFileError, RefusedError, MetricError, StackConfigError, ReleaseError) as err:
+    except (StackFileError, RefusedError, MetricError, StackConfigError) as err:
         print(f"error: {err}")
         return EXIT_ERROR
     driver = Driver(

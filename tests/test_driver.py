@@ -455,6 +455,15 @@ def test_pending_refuses_a_shallow_clone_it_cannot_see_rollbacks_in(
     assert out.rstrip().endswith("fetch the history (actions/checkout with fetch-depth: 0) and run again")
 
 
+def test_pending_outside_a_git_clone_says_so(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A blue-green switch needs git history to tell it from a rollback: no repository is exit 2, one line."""
+    (project / "Pulumi.staging.yaml").write_text(staging_with(WALK, weight=20))
+    assert driver_module.main(["pending", "--stack", "staging"], project_dir=project) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert out.startswith(f"error: git rev-parse in {project}: ") and out.count("\n") == 1
+    assert out.rstrip().endswith("run the release in a git clone")
+
+
 def test_waiting_lists_the_services_a_run_left_at_a_manual_pause(project: Path) -> None:
     (project / "Pulumi.staging.yaml").write_text(staging_with(HELD))
     assert waiting(project, "staging") == []
