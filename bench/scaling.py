@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.floors import env, import_floor, provider_modules, sdk_floor  # noqa: E402
+from components.releases import RECORD_FILE, parse_record  # noqa: E402
+from delivery.release import pack_config  # noqa: E402
 from tests.conftest import PROJECT_ENTRIES  # noqa: E402
 
 STACK = "prod"
@@ -134,9 +136,40 @@ def project_with(source: Path, services: int, into: Path) -> Path:
             del config[name]
     into.mkdir(parents=True)
     for entry in PROJECT_ENTRIES:
-        (into / entry).symlink_to(source / entry)
+        if entry != "policies":
+            (into / entry).symlink_to(source / entry)
     (into / f"Pulumi.{STACK}.yaml").write_text(yaml.safe_dump({"config": config}, sort_keys=False))
+    record_copies(source, [s["name"] for s in config[SERVICES_KEY]], into)
     return into
+
+
+def record_copies(source: Path, names: list[str], into: Path) -> None:
+    """The release record for the repeated services: `web-2` runs what `web` was released as (the same
+    digests), in `releases.yaml` and in the pack's config (`image-release-recorded`), as `python -m
+    delivery.release record` keeps them, so prod's gate sees recorded releases, not violations.
+    The pack's own files stay links to `source`'s. (A `--source` from before the record: links only.)"""
+    policies = into / "policies"
+    if not (source / RECORD_FILE).is_file():
+        policies.symlink_to(source / "policies")
+        return
+    record = yaml.safe_load((source / RECORD_FILE).read_text()) or {}
+    released = record.setdefault("services", {})
+    for name in names:
+        original = name.rsplit("-", 1)[0] if name not in released else name
+        released.setdefault(name, released.get(original, {}))
+    (into / RECORD_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+    policies.mkdir()
+    for entry in (source / "policies").iterdir():
+        if entry.name != "config":
+            (policies / entry.name).symlink_to(entry)
+    (policies / "config").mkdir()
+    parsed = parse_record((into / RECORD_FILE).read_text(), RECORD_FILE)
+    for config_file in (source / "policies" / "config").iterdir():
+        target = policies / "config" / config_file.name
+        if config_file.name == f"{STACK}.json":
+            target.write_text(pack_config(config_file.read_text(), parsed.services))
+        else:
+            target.symlink_to(config_file)
 
 
 def preflight_once(project: Path) -> dict[str, Any]:

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Collection imports every provider SDK the tests use: with the cyclic collector running, their
 # millions of new objects trigger full collections over and over (the engine and preflight's diff
 # pause it around the same imports). Paused until collection is over, then frozen out of its way.
-gc.disable()
+# (Hooks, not at import: bench/ imports this module for its helpers and keeps its collector.)
+def pytest_configure(config: pytest.Config) -> None:
+    gc.disable()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
