@@ -95,6 +95,10 @@ EXIT_AWAITING = 3
 EXIT_APPLY_FAILED = 4
 
 STATE_DIR = Path(".pouw") / "rollouts"
+# A canary's position after a rollback that aborted its header route (`aborted: true`, weight 0). Weight 0
+# alone is also how an A/B phase runs (header traffic to the canary), so the two positions differ: a
+# rollback written but not applied is then seen as such on the rerun, and applied.
+ABORTED = "aborted"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -265,7 +269,9 @@ class Service:
         """Where routing is, as the file says: the canary's weight, or the active blue-green slot."""
         model = self.model
         if isinstance(model, CanaryRollout):
-            return model.canary.weight if model.canary is not None else None
+            if model.canary is None:
+                return None
+            return ABORTED if model.aborted else model.canary.weight
         if isinstance(model, BlueGreenRollout):
             return model.active_slot
         return None
@@ -516,16 +522,12 @@ class Driver:
 
     def _route(self, svc: Service, to: int | str | None, rollback: bool) -> int | None:
         """Make the stack file say `to` and apply it. None when done; an exit code when the run stops."""
+        rollback = rollback or to == ABORTED
         with stack_lock(self.path):
             text, digest = read_stack_file(self.path)
             current = Service(text, self.service, str(self.path))
             action, weight = self._action(current, to, rollback)
-            # A rollback at weight 0 (an A/B phase: header traffic only) still has a header route to abort.
-            model = current.model
-            unaborted = (
-                isinstance(model, CanaryRollout) and model.header_route is not None and not model.aborted
-            )
-            if current.position != to or (rollback and unaborted):
+            if current.position != to:
                 new_text = edit(text, self.service, action, weight, source=str(self.path))
                 changes = self._checked(text, new_text, action)
                 # Recorded before the write: a crash between the two is seen on resume as a file that
@@ -686,7 +688,12 @@ class Driver:
         self.state.rolling_back = reason
         self._event(self.state, "rollback", self.state.reason)
         self._save()
-        to: int | str | None = 0 if isinstance(svc.model, CanaryRollout) else self._previous_slot(svc)
+        model = svc.model
+        to: int | str | None = (
+            (ABORTED if model.header_route is not None else 0)
+            if isinstance(model, CanaryRollout)
+            else self._previous_slot(svc)
+        )
         try:
             code = self._route(svc, to, rollback=True)
         except RefusedError as refused:
@@ -775,6 +782,8 @@ class Driver:
         save_state(self.state_file, self.state)
 
     def _shown(self, position: int | str | None) -> str:
+        if position == ABORTED:
+            return "canary 0% (aborted: header route to stable)"
         if isinstance(position, int):
             return f"canary {position}%"
         if isinstance(position, str):

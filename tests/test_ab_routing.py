@@ -25,6 +25,7 @@ from components.targets import TARGETS
 from components.targets.aci import front_door_condition
 from components.targets.base import alb_header_values
 from components.targets.kubernetes import header_match
+from delivery.driver import ABORTED, EXIT_APPLY_FAILED, EXIT_ROLLED_BACK, ApplyError
 from preflight.analyzer import PolicyPackProcess, analyze, load_policy_config
 from preflight.diff import BUILD_TYPES, restarts, workload_restart_inputs
 from preflight.engine import PlanDiff, ProgramRun, Registration, plan_diff, run_program
@@ -421,8 +422,37 @@ def test_a_rollback_in_the_header_only_phase_still_aborts_the_header_route(tmp_p
     ]["rollout"]
     assert rollout["aborted"] is True and rollout["slots"]["canary"]["weight"] == 0
     # The file already held weight 0 (the run resumed at the pause): the one apply is the rollback's.
-    assert run.applier.weights == [0] and run.state.commit == "rollout(staging/worker): rollback"
+    assert run.applier.weights == [ABORTED] and run.state.commit == "rollout(staging/worker): rollback"
     assert [e["event"] for e in run.state.history][-3:] == ["write", "apply", "rolled-back"]
+
+
+@pytest.mark.parametrize("failure", [ApplyError("the API said no"), RuntimeError("the runner went away")])
+def test_an_abort_written_but_not_applied_is_applied_by_the_rerun(
+    tmp_path: Path, failure: BaseException
+) -> None:
+    """Weight 0 before and after the abort: were the position the weight alone, the rerun would find the
+    file "applied" (0 == 0) and report the rollback done while header traffic still reached the canary."""
+    (tmp_path / "Pulumi.staging.yaml").write_text(staging_with(A_B_FIRST))
+
+    def failing(metric: Any, target: str, n: int) -> float | None:
+        return 0.05 if metric.error_rate is not None else healthy(metric, target, n)
+
+    once = [failure]
+    applier = FakeApplier(lambda position: once.pop() if once and position == ABORTED else None)
+    run = Run(tmp_path, applier, FakeReader(failing), FakeClock())
+    if isinstance(failure, ApplyError):
+        assert run() == EXIT_APPLY_FAILED
+        assert (
+            "says canary 0% (aborted: header route to stable), the stack last applied canary 0%"
+            in (run.out[-1])
+        )
+    else:
+        with pytest.raises(RuntimeError):
+            run()
+    assert (run.state.file, run.state.applied) == (ABORTED, 0) and applier.weights == []
+    assert run() == EXIT_ROLLED_BACK
+    assert applier.weights == [ABORTED] and run.state.applied == ABORTED
+    assert run.state.status == "rolled-back"
 
 
 TOKEN = st.text(
