@@ -208,14 +208,21 @@ def test_translations() -> None:
     assert header_match(regex)["value"] == "^v[23]$"
     cookie_re = header_match(cookie)
     assert cookie_re["name"] == "Cookie"
+    # Envoy (GKE's load balancers) matches the whole header value; a router that searches finds it too.
     for header, matches in {
         "beta=yes": True,
         "a=1; beta=yes": True,
+        "a=1; beta=yes; c=2": True,
+        "beta=yes;c=2": True,
         "beta=yesno": False,
         "xbeta=yes": False,
+        "a=beta=yes": False,
     }.items():
+        assert bool(re.fullmatch(cookie_re["value"], header)) is matches, header
         assert bool(re.search(cookie_re["value"], header)) is matches, header
-    assert re.search(header_match(cookie_prefix)["value"], "a=1; beta=yes; c=2")
+    assert re.fullmatch(header_match(cookie_prefix)["value"], "a=1; beta=yes; c=2")
+    assert not re.fullmatch(header_match(cookie_prefix)["value"], "a=1; beta=no; c=2")
+    assert re.fullmatch(header_match(prefix)["value"], "v2.1") and not re.fullmatch(r"^v2\..*", "xv2.1")
     # Front Door: RequestHeader / Cookies conditions, Equal or BeginsWith on the named selector.
     condition = front_door_condition(cookie_prefix)
     assert condition.name == "Cookies"  # type: ignore[attr-defined]
@@ -465,15 +472,17 @@ TOKEN = st.text(
 @given(name=TOKEN, value=TOKEN, other=TOKEN)
 @settings(max_examples=60, deadline=None)
 def test_the_cookie_regex_matches_that_cookie_only(name: str, value: str, other: str) -> None:
-    """Gateway API has no cookie match: the Cookie-header regex must find the cookie among others and
-    neither a longer value nor a longer name (`xbeta=yes` is not `beta=yes`)."""
+    """Gateway API has no cookie match: the Cookie-header regex must match the whole header (Envoy's
+    semantics) with the cookie among others, and neither a longer value nor a longer name (`xbeta=yes`
+    is not `beta=yes`)."""
     pattern = header_match(HeaderMatch.model_validate({"cookieName": name, "cookieValue": {"exact": value}}))[
         "value"
     ]
-    assert re.search(pattern, f"{name}={value}")
-    assert re.search(pattern, f"{other}=1; {name}={value}; z=2")
-    assert not re.search(pattern, f"{name}={value}{other}")
-    assert not re.search(pattern, f"{other}{name}={value}")
+    for matches in (re.fullmatch, re.search):  # Envoy's whole-value match, and a search
+        assert matches(pattern, f"{name}={value}")
+        assert matches(pattern, f"{other}=1; {name}={value}; z=2")
+        assert not matches(pattern, f"{name}={value}{other}")
+        assert not matches(pattern, f"{other}{name}={value}")
 
 
 # --- the policy, on staging's real header rules ------------------------------------------------------
