@@ -272,6 +272,10 @@ def test_eks_ingress_has_a_header_rule_first(ab_run: ProgramRun) -> None:
     ]
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
     assert [p["backend"]["service"]["name"] for p in paths] == ["app-header", "app-weighted"]
+    # The controller sorts paths (Exact, then Prefix longest first, then ImplementationSpecific) with a
+    # stable sort: only two paths of one type and length keep the header rule's priority ahead.
+    assert {(p["path"], p["pathType"]) for p in paths} == {("/", "Prefix")}
+    assert all(p["backend"]["service"]["port"] == {"name": "use-annotation"} for p in paths)
 
 
 def test_ecs_listener_rule_ahead_of_the_weighted_one(ab_run: ProgramRun) -> None:
