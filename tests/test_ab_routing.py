@@ -19,7 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.rollout import CanaryRollout, HeaderMatch, parse_rollout
+from components.rollout import CanaryRollout, HeaderMatch, parse_rollout, re2_lacks
 from components.settings import SettingsError, parse
 from components.targets import TARGETS
 from components.targets.aci import front_door_condition
@@ -92,6 +92,11 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
             f"{WEB}.match[0].headerValue: regex '(v2' is not a regular expression",
         ),
         (
+            lambda r: web(r, ["gke"], {"headerName": "x-v", "headerValue": {"regex": "^v2(?!-rc)"}}),
+            f"{WEB}.match[0].headerValue: regex '^v2(?!-rc)' uses lookahead (?!...), which RE2 (the "
+            "syntax GKE's load balancer matches with) does not support; write it without",
+        ),
+        (
             lambda r: web(r, ["eks"], {"headerName": "x-canary", "headerValue": {"exact": "a*"}}),
             f"{WEB}.match[0].headerValue: exact 'a*' holds '*' or '?'; match it with regex instead",
         ),
@@ -147,6 +152,31 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
 def test_header_route_errors_name_the_key_and_the_target(mutate: Any, expected: str) -> None:
     found = problems(mutate)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("pattern", "lacks"),
+    [
+        ("v2(?=-beta)", "lookahead (?=...)"),
+        ("(?<!x)v2", "lookbehind (?<!...)"),
+        (r"(v\d)-\1", r"a backreference \1"),
+        ("(?P<v>a)(?P=v)", "a backreference (?P=name)"),
+        ("(?>v2|v3)", "an atomic group (?>...)"),
+        ("v2.*+", "a possessive quantifier (*+)"),
+        ("(?x) v 2", "the flags (?x) (RE2 takes i, m, s and U)"),
+        (r"v2\Z", r"\Z (RE2 spells the end of text \z)"),
+        # What RE2 has, or a literal that only looks like a construct:
+        (r"^v[23]\..*", None),
+        ("(?i)beta|(?:rc)+?", None),
+        (r"\(?=x\++", None),
+        (r"[(?=\]]+", None),
+        (r"a\\1", None),
+    ],
+)
+def test_a_header_regex_is_refused_where_re2_lacks_the_construct(pattern: str, lacks: str | None) -> None:
+    """GKE's load balancer matches with RE2: what Python's `re` compiles and RE2 lacks fails only when
+    the Gateway controller programs it, so settings refuse it first."""
+    assert re.compile(pattern) and re2_lacks(pattern) == lacks
 
 
 def test_each_target_declares_its_forms() -> None:
