@@ -429,6 +429,15 @@ class Driver:
                 f"{self.service} --weight N) and run again"
             )
             return EXIT_ROLLED_BACK
+        if svc.position == ABORTED and not self.state.rolling_back and self.state.file == self.state.applied:
+            # `aborted: true` says a rollback, whatever record there is (none, or an older one): the
+            # steps are not walked again until a person re-enters them, as after Argo's abort.
+            self.out(
+                f"{self.service} {version} was rolled back (aborted: true in {self.path.name}); to try it "
+                f"again, re-enter the steps (python -m preflight rollout set-weight --stack {self.stack} "
+                f"--service {self.service} --weight N) and run again"
+            )
+            return EXIT_ROLLED_BACK
         if self.state.status == "done" and self.state.step >= len(steps):
             self.out(f"{self.service} {version}: every step is done")
             return EXIT_DONE

@@ -496,6 +496,20 @@ def test_an_abort_written_but_not_applied_is_applied_by_the_rerun(
     assert run.state.status == "rolled-back"
 
 
+def test_an_aborted_canary_is_not_walked_again_without_a_record(tmp_path: Path) -> None:
+    """A fresh checkout (no run record) of a file a rollback left `aborted: true`: weight 0 alone could
+    be a canary nobody started, but aborted says a rollback, so the driver walks nothing until a
+    set-weight re-enters the steps."""
+    aborted = edit(staging_with(WALK, weight=20), "worker", "rollback")
+    (tmp_path / "Pulumi.staging.yaml").write_text(aborted)
+    run = Run(tmp_path, FakeApplier(), FakeReader(), FakeClock())
+    assert run() == EXIT_ROLLED_BACK and run.applier.weights == []
+    assert "was rolled back (aborted: true in Pulumi.staging.yaml)" in run.out[-1]
+    assert "set-weight --stack staging --service worker --weight N" in run.out[-1]
+    (tmp_path / "Pulumi.staging.yaml").write_text(edit(aborted, "worker", "set-weight", 20))
+    assert run() == 0 and run.applier.weights == [50, 100]  # re-entered at 20: the walk goes on
+
+
 TOKEN = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'+.^_`|~-",
     min_size=1,
