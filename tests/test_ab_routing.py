@@ -72,6 +72,7 @@ def web(raw: dict[str, Any], targets: list[str], *matches: dict[str, Any]) -> No
 
 
 WEB = "pouw-cicd:services[0].rollout.headerRoute"
+LONG_NAME = "x-" + "a" * 39
 
 
 @pytest.mark.parametrize(
@@ -114,6 +115,12 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
         (
             lambda r: web(r, ["eks"], {"cookieName": "beta"}),
             f"{WEB}.match[0]: needs both cookieName and cookieValue",
+        ),
+        (
+            # ALB's header condition takes names of at most 40 characters; Gateway API's, 256.
+            lambda r: web(r, ["gke", "ecs"], {"headerName": LONG_NAME, "headerValue": {"exact": "1"}}),
+            f"{WEB}.match[0].headerName: '{LONG_NAME}' has 41 characters; ecs's header condition takes "
+            "at most 40",
         ),
         (lambda r: web(r, ["eks"]), f"{WEB}.match: needs at least one match"),
         (

@@ -51,6 +51,7 @@ from components.rollout import RolloutPlan
 from components.schema import _ACM_ARN, _CIDR, _KUBERNETES_VERSION, ServiceSettings
 from components.targets.base import (
     ALB_HEADER_MATCH_FORMS,
+    ALB_HEADER_NAME_MAX,
     TLS_POLICY,
     Target,
     TargetEndpoints,
@@ -622,6 +623,7 @@ class EksTarget(Target):
     workload_types = WORKLOAD_TYPES
     routing_types = frozenset({"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress"})
     header_match_forms = ALB_HEADER_MATCH_FORMS
+    header_name_max = ALB_HEADER_NAME_MAX
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)
