@@ -325,6 +325,25 @@ def test_ecs_listener_rule_ahead_of_the_weighted_one(ab_run: ProgramRun) -> None
     assert group == {"arn": canary_group["arn"], "weight": 100}
 
 
+def test_ecs_header_rules_of_two_services_sit_on_their_own_listeners(tmp_path: Path) -> None:
+    """Listener rule priorities are unique per listener: each ECS service has its own ALB and listeners,
+    so two services with header routes both use priority 90 without a clash."""
+    base = config(AB)
+    first = base["pouw-cicd:services"][0]
+    first["targets"] = ["ecs"]
+    base["pouw-cicd:services"].append({**copy.deepcopy(first), "name": "api"})
+    project = project_copy(tmp_path, "prod", base)
+    result = run_program(project, load_stack_config(project, "prod"))
+    assert result.error is None, result.error_text
+    rules = [result.get("aws:lb/listenerRule:ListenerRule", f"{s}-ecs-header").inputs for s in ("app", "api")]
+    assert [r["priority"] for r in rules] == [90, 90]
+    assert rules[0]["listenerArn"] != rules[1]["listenerArn"]
+    listeners = {
+        r.inputs.get("loadBalancerArn") for r in result.resources if r.type == "aws:lb/listener:Listener"
+    }
+    assert len(listeners) == 2  # one ALB per service, each with its production and preview listeners
+
+
 def test_aci_front_door_rule_overrides_to_a_canary_origin_group(ab_run: ProgramRun) -> None:
     rule = ab_run.get("azure-native:cdn:Rule", "app-aci-header").inputs
     [condition] = rule["conditions"]
