@@ -17,7 +17,10 @@ Rollout, for every target at once:
 - An analysis that fails (more than `failureLimit` failed measurements of a metric on a target, or more
   than `consecutiveErrorLimit` reads in a row that error) rolls back: the canary's weight to 0 (a
   blue-green service switches back) through the model's `rollback`, plan-compared and applied the same
-  way, then exit 1 with the reason in the summary and the notification. More than `inconclusiveLimit`
+  way, then exit 1 with the reason in the summary and the notification. With a header route the
+  rollback also writes `aborted: true` (header traffic to stable too); that is its own position
+  (`ABORTED`), distinct from weight 0 (an A/B phase), so an abort written but not applied is applied by
+  the rerun, and a file that says it is not walked again until a set-weight. More than `inconclusiveLimit`
   measurements without data stop the run for a person (exit 3), as an inconclusive AnalysisRun pauses
   a Rollout.
 - Blue-green: the switch to the slot running the service's version is the one step, then the new active
