@@ -885,7 +885,8 @@ def cloud_reader(project_dir: Path, stack: str, service: str, applier: Automatio
 def pending(project_dir: Path, stack: str) -> list[str]:
     """The services of the stack whose release is under way, what a workflow after a deploy runs the
     driver for: a canary with steps between 0 and 100% (0 is a rollback, or a canary nobody started:
-    dispatch the driver for it by hand; 100 waits for the reviewed promote), or a blue-green service
+    dispatch the driver for it by hand; 100 waits for the reviewed promote), or at 0 in the A/B phase
+    its steps start with (`_in_ab_phase`), or a blue-green service
     whose new version is not active yet and was not switched back by a rollback (the last
     `rollout(<stack>/<service>): rollback` commit left the service as it is now)."""
     text, _ = read_stack_file(stack_path(project_dir, stack))
@@ -904,11 +905,21 @@ def pending(project_dir: Path, stack: str) -> list[str]:
             continue
         position = svc.position
         walks = isinstance(model, CanaryRollout) and bool(model.steps)
-        walks = walks and isinstance(position, int) and 0 < position < 100
+        walks = walks and isinstance(position, int) and (0 < position < 100 or _in_ab_phase(model))
         switches = isinstance(model, BlueGreenRollout) and model.active_slot != svc.new_slot
         if walks or (switches and not _switched_back(project_dir, stack, svc)):
             found.append(str(name))
     return found
+
+
+def _in_ab_phase(model: RolloutSettings) -> bool:
+    """A canary at weight 0 whose plan starts there with a header route (`- setWeight: 0` first, not
+    aborted): it takes header traffic, and its first pause measures it, so its release is under way (a
+    rollback of it says `aborted: true`, and a canary nobody started has a plan that starts above 0)."""
+    if not isinstance(model, CanaryRollout) or model.header_route is None or model.aborted:
+        return False
+    first = next((s.set_weight for s in model.steps if s.set_weight is not None), None)
+    return model.canary is not None and model.canary.weight == 0 and first == 0
 
 
 def _switched_back(project_dir: Path, stack: str, svc: Service) -> bool:

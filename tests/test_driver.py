@@ -32,7 +32,7 @@ from delivery.driver import (
 )
 from delivery.metrics import MetricError, Window
 from preflight.engine import ProgramRun
-from preflight.rollout import StepChanges, compare
+from preflight.rollout import StepChanges, compare, edit
 from tests.conftest import ROOT, project_copy, released, stack_file
 
 STAGING = (ROOT / "Pulumi.staging.yaml").read_text()
@@ -415,6 +415,27 @@ def test_pending_lists_a_canary_between_0_and_100(
     blue-green web has green 1.4.2 built and blue active, so its switch is under way."""
     committed(repo, staging_with(WALK, weight=weight), "canary")
     assert listed(repo, capsys) == (["web", "worker"] if walking else ["web"])
+
+
+A_B_FIRST = """\
+          - setWeight: 0
+          - pause: {duration: 5m}
+          - setWeight: 100
+"""
+
+
+def test_pending_lists_a_canary_in_the_ab_phase_its_steps_start_with(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Staging's worker has a header route: at weight 0 with steps that start at setWeight 0 it takes
+    header traffic and its first pause measures it, so it is under way; its rollback (aborted: true) and
+    a plan that starts above 0 are not."""
+    committed(repo, staging_with(A_B_FIRST, weight=0), "canary")
+    assert listed(repo, capsys) == ["web", "worker"]
+    committed(repo, edit(staging_with(A_B_FIRST, weight=0), "worker", "rollback"), "rollback")
+    assert listed(repo, capsys) == ["web"]
+    committed(repo, staging_with(WALK, weight=0), "canary")
+    assert listed(repo, capsys) == ["web"]
 
 
 def test_pending_leaves_out_a_canary_without_steps_and_a_switched_blue_green(
