@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from components.rollout import CanaryRollout, HeaderMatch, parse_rollout, re2_lacks
 from components.settings import SettingsError, parse
 from components.targets import TARGETS
-from components.targets.aci import front_door_condition
+from components.targets.aci import front_door_condition, rule_set_name
 from components.targets.base import alb_header_values
 from components.targets.kubernetes import header_match
 from delivery.driver import ABORTED, EXIT_APPLY_FAILED, EXIT_ROLLED_BACK, ApplyError
@@ -362,6 +362,15 @@ def test_aci_front_door_rule_overrides_to_a_canary_origin_group(ab_run: ProgramR
     assert origin["hostName"] == canary["hostName"] and origin["enabledState"] == "Enabled"
     route = ab_run.get("azure-native:cdn:Route", "app-aci-route").inputs
     assert len(route["ruleSets"]) == 1
+
+
+def test_front_door_rule_set_names_are_unique_per_service() -> None:
+    """Letters and digits only, from a letter, at most 60, and one per service in the profile: dropping
+    the dashes alone made `web-api` and `webapi` one name. Dash-free names keep theirs (no diff)."""
+    names = ["worker", "web-api", "webapi", "we-bapi", "a-b", "ab", "x" * 20 + "-" + "y" * 19]
+    made = [rule_set_name(n) for n in names]
+    assert len(set(made)) == len(names) and made[:1] == ["workerab"]
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,59}", m) for m in made), made
 
 
 @pytest.mark.parametrize("target", ["gke", "aks"])
