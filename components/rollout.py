@@ -374,6 +374,61 @@ MAX_HEADER_MATCHES = 4
 _MAX_MATCH_VALUE = 128  # an ALB http-header value's limit, and a sane one everywhere
 
 
+# Constructs Python's `re` compiles and RE2 lacks (https://github.com/google/re2/wiki/Syntax: "NOT
+# SUPPORTED"): a header regex is routed by GKE's load balancer, which takes RE2, so one that uses them
+# would pass here and fail only when the Gateway controller programs the load balancer.
+_RE2_GROUPS = (
+    ("(?=", "lookahead (?=...)"),
+    ("(?!", "lookahead (?!...)"),
+    ("(?<=", "lookbehind (?<=...)"),
+    ("(?<!", "lookbehind (?<!...)"),
+    ("(?P=", "a backreference (?P=name)"),
+    ("(?>", "an atomic group (?>...)"),
+    ("(?(", "a conditional (?(...)...)"),
+)
+_PY_FLAGS = re.compile(r"\(\?([aiLmsux-]+)[:)]")
+
+
+def re2_lacks(pattern: str) -> str | None:
+    """What of `pattern` (a valid Python regex) RE2 does not support, or None. Escapes and character
+    classes are skipped, so `\\(?=` or `[(?=]` are literals."""
+    i, in_class, after_quantifier = 0, False, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            escaped = pattern[i + 1 : i + 2]
+            if not in_class and escaped and escaped in "123456789":
+                return f"a backreference \\{escaped}"
+            if escaped == "Z":
+                return "\\Z (RE2 spells the end of text \\z)"
+            i, after_quantifier = i + 2, False
+            continue
+        if in_class:
+            in_class = c != "]"
+            i += 1
+            continue
+        if c == "[":
+            in_class, after_quantifier = True, False
+            i += 1
+            if pattern[i : i + 1] == "^":
+                i += 1
+            if pattern[i : i + 1] == "]":  # a leading ] is a literal
+                i += 1
+            continue
+        if c == "(":
+            what = next((w for prefix, w in _RE2_GROUPS if pattern.startswith(prefix, i)), None)
+            if what:
+                return what
+            flags = _PY_FLAGS.match(pattern, i)
+            if flags and set(flags.group(1)) & set("aLux"):
+                return f"the flags (?{flags.group(1)}) (RE2 takes i, m, s and U)"
+        if c == "+" and after_quantifier:
+            return f"a possessive quantifier ({pattern[i - 1]}+)"
+        after_quantifier = c in "*+?}" and not (c == "?" and pattern[i - 1 : i] == "(")
+        i += 1
+    return None
+
+
 class StringMatch(Model):
     """How a header's (or cookie's) value is matched: exactly one of `exact`, `prefix`, `regex`."""
 
@@ -394,6 +449,12 @@ class StringMatch(Model):
                 re.compile(self.regex)
             except re.error as err:
                 raise ValueError(f"regex {self.regex!r} is not a regular expression ({err})") from None
+            lacks = re2_lacks(self.regex)
+            if lacks:
+                raise ValueError(
+                    f"regex {self.regex!r} uses {lacks}, which RE2 (the syntax GKE's load balancer "
+                    "matches with) does not support; write it without"
+                )
         elif "*" in value or "?" in value:
             # ALB reads them as wildcards, and one rollout block drives every target.
             raise ValueError(f"{self.kind} {value!r} holds '*' or '?'; match it with regex instead")

@@ -545,6 +545,7 @@ def _header_route_problems(i: int, service: ServiceSettings) -> list[tuple[str, 
                 )
             )
             continue
+        longest = TARGETS[target].header_name_max
         for j, match in enumerate(route.match):
             if match.form not in forms:
                 problems.append(
@@ -552,6 +553,14 @@ def _header_route_problems(i: int, service: ServiceSettings) -> list[tuple[str, 
                         f"services[{i}].rollout.headerRoute.match[{j}]",
                         f"{target} cannot match {match.shown} ({form_names({match.form})}); it matches "
                         f"{form_names(forms)}",
+                    )
+                )
+            elif longest is not None and len(match.name) > longest:
+                problems.append(
+                    (
+                        f"services[{i}].rollout.headerRoute.match[{j}].headerName",
+                        f"{match.name!r} has {len(match.name)} characters; {target}'s header condition "
+                        f"takes at most {longest}",
                     )
                 )
     return problems

@@ -17,7 +17,10 @@ Rollout, for every target at once:
 - An analysis that fails (more than `failureLimit` failed measurements of a metric on a target, or more
   than `consecutiveErrorLimit` reads in a row that error) rolls back: the canary's weight to 0 (a
   blue-green service switches back) through the model's `rollback`, plan-compared and applied the same
-  way, then exit 1 with the reason in the summary and the notification. More than `inconclusiveLimit`
+  way, then exit 1 with the reason in the summary and the notification. With a header route the
+  rollback also writes `aborted: true` (header traffic to stable too); that is its own position
+  (`ABORTED`), distinct from weight 0 (an A/B phase), so an abort written but not applied is applied by
+  the rerun, and a file that says it is not walked again until a set-weight. More than `inconclusiveLimit`
   measurements without data stop the run for a person (exit 3), as an inconclusive AnalysisRun pauses
   a Rollout.
 - Blue-green: the switch to the slot running the service's version is the one step, then the new active
@@ -97,6 +100,10 @@ EXIT_AWAITING = 3
 EXIT_APPLY_FAILED = 4
 
 STATE_DIR = Path(".pouw") / "rollouts"
+# A canary's position after a rollback that aborted its header route (`aborted: true`, weight 0). Weight 0
+# alone is also how an A/B phase runs (header traffic to the canary), so the two positions differ: a
+# rollback written but not applied is then seen as such on the rerun, and applied.
+ABORTED = "aborted"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -267,7 +274,9 @@ class Service:
         """Where routing is, as the file says: the canary's weight, or the active blue-green slot."""
         model = self.model
         if isinstance(model, CanaryRollout):
-            return model.canary.weight if model.canary is not None else None
+            if model.canary is None:
+                return None
+            return ABORTED if model.aborted else model.canary.weight
         if isinstance(model, BlueGreenRollout):
             return model.active_slot
         return None
@@ -425,6 +434,15 @@ class Driver:
                 f"{self.service} --weight N) and run again"
             )
             return EXIT_ROLLED_BACK
+        if svc.position == ABORTED and not self.state.rolling_back and self.state.file == self.state.applied:
+            # `aborted: true` says a rollback, whatever record there is (none, or an older one): the
+            # steps are not walked again until a person re-enters them, as after Argo's abort.
+            self.out(
+                f"{self.service} {version} was rolled back (aborted: true in {self.path.name}); to try it "
+                f"again, re-enter the steps (python -m preflight rollout set-weight --stack {self.stack} "
+                f"--service {self.service} --weight N) and run again"
+            )
+            return EXIT_ROLLED_BACK
         if self.state.status == "done" and self.state.step >= len(steps):
             self.out(f"{self.service} {version}: every step is done")
             return EXIT_DONE
@@ -518,16 +536,12 @@ class Driver:
 
     def _route(self, svc: Service, to: int | str | None, rollback: bool) -> int | None:
         """Make the stack file say `to` and apply it. None when done; an exit code when the run stops."""
+        rollback = rollback or to == ABORTED
         with stack_lock(self.path):
             text, digest = read_stack_file(self.path)
             current = Service(text, self.service, str(self.path))
             action, weight = self._action(current, to, rollback)
-            # A rollback at weight 0 (an A/B phase: header traffic only) still has a header route to abort.
-            model = current.model
-            unaborted = (
-                isinstance(model, CanaryRollout) and model.header_route is not None and not model.aborted
-            )
-            if current.position != to or (rollback and unaborted):
+            if current.position != to:
                 new_text = edit(text, self.service, action, weight, source=str(self.path))
                 changes = self._checked(text, new_text, action)
                 # Recorded before the write: a crash between the two is seen on resume as a file that
@@ -688,7 +702,12 @@ class Driver:
         self.state.rolling_back = reason
         self._event(self.state, "rollback", self.state.reason)
         self._save()
-        to: int | str | None = 0 if isinstance(svc.model, CanaryRollout) else self._previous_slot(svc)
+        model = svc.model
+        to: int | str | None = (
+            (ABORTED if model.header_route is not None else 0)
+            if isinstance(model, CanaryRollout)
+            else self._previous_slot(svc)
+        )
         try:
             code = self._route(svc, to, rollback=True)
         except RefusedError as refused:
@@ -777,6 +796,8 @@ class Driver:
         save_state(self.state_file, self.state)
 
     def _shown(self, position: int | str | None) -> str:
+        if position == ABORTED:
+            return "canary 0% (aborted: header route to stable)"
         if isinstance(position, int):
             return f"canary {position}%"
         if isinstance(position, str):
@@ -866,7 +887,8 @@ def cloud_reader(project_dir: Path, stack: str, service: str, applier: Automatio
 def pending(project_dir: Path, stack: str) -> list[str]:
     """The services of the stack whose release is under way, what a workflow after a deploy runs the
     driver for: a canary with steps between 0 and 100% (0 is a rollback, or a canary nobody started:
-    dispatch the driver for it by hand; 100 waits for the reviewed promote), or a blue-green service
+    dispatch the driver for it by hand; 100 waits for the reviewed promote), or at 0 in the A/B phase
+    its steps start with (`_in_ab_phase`), or a blue-green service
     whose new version is not active yet and was not switched back by a rollback (the last
     `rollout(<stack>/<service>): rollback` commit left the service as it is now)."""
     text, _ = read_stack_file(stack_path(project_dir, stack))
@@ -885,11 +907,21 @@ def pending(project_dir: Path, stack: str) -> list[str]:
             continue
         position = svc.position
         walks = isinstance(model, CanaryRollout) and bool(model.steps)
-        walks = walks and isinstance(position, int) and 0 < position < 100
+        walks = walks and isinstance(position, int) and (0 < position < 100 or _in_ab_phase(model))
         switches = isinstance(model, BlueGreenRollout) and model.active_slot != svc.new_slot
         if walks or (switches and not _switched_back(project_dir, stack, svc)):
             found.append(str(name))
     return found
+
+
+def _in_ab_phase(model: RolloutSettings) -> bool:
+    """A canary at weight 0 whose plan starts there with a header route (`- setWeight: 0` first, not
+    aborted): it takes header traffic, and its first pause measures it, so its release is under way (a
+    rollback of it says `aborted: true`, and a canary nobody started has a plan that starts above 0)."""
+    if not isinstance(model, CanaryRollout) or model.header_route is None or model.aborted:
+        return False
+    first = next((s.set_weight for s in model.steps if s.set_weight is not None), None)
+    return model.canary is not None and model.canary.weight == 0 and first == 0
 
 
 def _switched_back(project_dir: Path, stack: str, svc: Service) -> bool:

@@ -19,12 +19,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.rollout import CanaryRollout, HeaderMatch, parse_rollout
+from components.rollout import CanaryRollout, HeaderMatch, parse_rollout, re2_lacks
 from components.settings import SettingsError, parse
 from components.targets import TARGETS
-from components.targets.aci import front_door_condition
+from components.targets.aci import front_door_condition, rule_set_name
 from components.targets.base import alb_header_values
 from components.targets.kubernetes import header_match
+from delivery.driver import ABORTED, EXIT_APPLY_FAILED, EXIT_ROLLED_BACK, ApplyError
 from preflight.analyzer import PolicyPackProcess, analyze, load_policy_config
 from preflight.diff import BUILD_TYPES, restarts, workload_restart_inputs
 from preflight.engine import PlanDiff, ProgramRun, Registration, plan_diff, run_program
@@ -71,6 +72,7 @@ def web(raw: dict[str, Any], targets: list[str], *matches: dict[str, Any]) -> No
 
 
 WEB = "pouw-cicd:services[0].rollout.headerRoute"
+LONG_NAME = "x-" + "a" * 39
 
 
 @pytest.mark.parametrize(
@@ -91,6 +93,11 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
             f"{WEB}.match[0].headerValue: regex '(v2' is not a regular expression",
         ),
         (
+            lambda r: web(r, ["gke"], {"headerName": "x-v", "headerValue": {"regex": "^v2(?!-rc)"}}),
+            f"{WEB}.match[0].headerValue: regex '^v2(?!-rc)' uses lookahead (?!...), which RE2 (the "
+            "syntax GKE's load balancer matches with) does not support; write it without",
+        ),
+        (
             lambda r: web(r, ["eks"], {"headerName": "x-canary", "headerValue": {"exact": "a*"}}),
             f"{WEB}.match[0].headerValue: exact 'a*' holds '*' or '?'; match it with regex instead",
         ),
@@ -108,6 +115,12 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
         (
             lambda r: web(r, ["eks"], {"cookieName": "beta"}),
             f"{WEB}.match[0]: needs both cookieName and cookieValue",
+        ),
+        (
+            # ALB's header condition takes names of at most 40 characters; Gateway API's, 256.
+            lambda r: web(r, ["gke", "ecs"], {"headerName": LONG_NAME, "headerValue": {"exact": "1"}}),
+            f"{WEB}.match[0].headerName: '{LONG_NAME}' has 41 characters; ecs's header condition takes "
+            "at most 40",
         ),
         (lambda r: web(r, ["eks"]), f"{WEB}.match: needs at least one match"),
         (
@@ -146,6 +159,31 @@ WEB = "pouw-cicd:services[0].rollout.headerRoute"
 def test_header_route_errors_name_the_key_and_the_target(mutate: Any, expected: str) -> None:
     found = problems(mutate)
     assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("pattern", "lacks"),
+    [
+        ("v2(?=-beta)", "lookahead (?=...)"),
+        ("(?<!x)v2", "lookbehind (?<!...)"),
+        (r"(v\d)-\1", r"a backreference \1"),
+        ("(?P<v>a)(?P=v)", "a backreference (?P=name)"),
+        ("(?>v2|v3)", "an atomic group (?>...)"),
+        ("v2.*+", "a possessive quantifier (*+)"),
+        ("(?x) v 2", "the flags (?x) (RE2 takes i, m, s and U)"),
+        (r"v2\Z", r"\Z (RE2 spells the end of text \z)"),
+        # What RE2 has, or a literal that only looks like a construct:
+        (r"^v[23]\..*", None),
+        ("(?i)beta|(?:rc)+?", None),
+        (r"\(?=x\++", None),
+        (r"[(?=\]]+", None),
+        (r"a\\1", None),
+    ],
+)
+def test_a_header_regex_is_refused_where_re2_lacks_the_construct(pattern: str, lacks: str | None) -> None:
+    """GKE's load balancer matches with RE2: what Python's `re` compiles and RE2 lacks fails only when
+    the Gateway controller programs it, so settings refuse it first."""
+    assert re.compile(pattern) and re2_lacks(pattern) == lacks
 
 
 def test_each_target_declares_its_forms() -> None:
@@ -207,14 +245,21 @@ def test_translations() -> None:
     assert header_match(regex)["value"] == "^v[23]$"
     cookie_re = header_match(cookie)
     assert cookie_re["name"] == "Cookie"
+    # Envoy (GKE's load balancers) matches the whole header value; a router that searches finds it too.
     for header, matches in {
         "beta=yes": True,
         "a=1; beta=yes": True,
+        "a=1; beta=yes; c=2": True,
+        "beta=yes;c=2": True,
         "beta=yesno": False,
         "xbeta=yes": False,
+        "a=beta=yes": False,
     }.items():
+        assert bool(re.fullmatch(cookie_re["value"], header)) is matches, header
         assert bool(re.search(cookie_re["value"], header)) is matches, header
-    assert re.search(header_match(cookie_prefix)["value"], "a=1; beta=yes; c=2")
+    assert re.fullmatch(header_match(cookie_prefix)["value"], "a=1; beta=yes; c=2")
+    assert not re.fullmatch(header_match(cookie_prefix)["value"], "a=1; beta=no; c=2")
+    assert re.fullmatch(header_match(prefix)["value"], "v2.1") and not re.fullmatch(r"^v2\..*", "xv2.1")
     # Front Door: RequestHeader / Cookies conditions, Equal or BeginsWith on the named selector.
     condition = front_door_condition(cookie_prefix)
     assert condition.name == "Cookies"  # type: ignore[attr-defined]
@@ -264,6 +309,10 @@ def test_eks_ingress_has_a_header_rule_first(ab_run: ProgramRun) -> None:
     ]
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
     assert [p["backend"]["service"]["name"] for p in paths] == ["app-header", "app-weighted"]
+    # The controller sorts paths (Exact, then Prefix longest first, then ImplementationSpecific) with a
+    # stable sort: only two paths of one type and length keep the header rule's priority ahead.
+    assert {(p["path"], p["pathType"]) for p in paths} == {("/", "Prefix")}
+    assert all(p["backend"]["service"]["port"] == {"name": "use-annotation"} for p in paths)
 
 
 def test_ecs_listener_rule_ahead_of_the_weighted_one(ab_run: ProgramRun) -> None:
@@ -274,6 +323,25 @@ def test_ecs_listener_rule_ahead_of_the_weighted_one(ab_run: ProgramRun) -> None
     [group] = rule["actions"][0]["forward"]["targetGroups"]
     canary_group = next(g for g in weighted["actions"][0]["forward"]["targetGroups"] if g["weight"] == 10)
     assert group == {"arn": canary_group["arn"], "weight": 100}
+
+
+def test_ecs_header_rules_of_two_services_sit_on_their_own_listeners(tmp_path: Path) -> None:
+    """Listener rule priorities are unique per listener: each ECS service has its own ALB and listeners,
+    so two services with header routes both use priority 90 without a clash."""
+    base = config(AB)
+    first = base["pouw-cicd:services"][0]
+    first["targets"] = ["ecs"]
+    base["pouw-cicd:services"].append({**copy.deepcopy(first), "name": "api"})
+    project = project_copy(tmp_path, "prod", base)
+    result = run_program(project, load_stack_config(project, "prod"))
+    assert result.error is None, result.error_text
+    rules = [result.get("aws:lb/listenerRule:ListenerRule", f"{s}-ecs-header").inputs for s in ("app", "api")]
+    assert [r["priority"] for r in rules] == [90, 90]
+    assert rules[0]["listenerArn"] != rules[1]["listenerArn"]
+    listeners = {
+        r.inputs.get("loadBalancerArn") for r in result.resources if r.type == "aws:lb/listener:Listener"
+    }
+    assert len(listeners) == 2  # one ALB per service, each with its production and preview listeners
 
 
 def test_aci_front_door_rule_overrides_to_a_canary_origin_group(ab_run: ProgramRun) -> None:
@@ -294,6 +362,15 @@ def test_aci_front_door_rule_overrides_to_a_canary_origin_group(ab_run: ProgramR
     assert origin["hostName"] == canary["hostName"] and origin["enabledState"] == "Enabled"
     route = ab_run.get("azure-native:cdn:Route", "app-aci-route").inputs
     assert len(route["ruleSets"]) == 1
+
+
+def test_front_door_rule_set_names_are_unique_per_service() -> None:
+    """Letters and digits only, from a letter, at most 60, and one per service in the profile: dropping
+    the dashes alone made `web-api` and `webapi` one name. Dash-free names keep theirs (no diff)."""
+    names = ["worker", "web-api", "webapi", "we-bapi", "a-b", "ab", "x" * 20 + "-" + "y" * 19]
+    made = [rule_set_name(n) for n in names]
+    assert len(set(made)) == len(names) and made[:1] == ["workerab"]
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,59}", m) for m in made), made
 
 
 @pytest.mark.parametrize("target", ["gke", "aks"])
@@ -421,8 +498,51 @@ def test_a_rollback_in_the_header_only_phase_still_aborts_the_header_route(tmp_p
     ]["rollout"]
     assert rollout["aborted"] is True and rollout["slots"]["canary"]["weight"] == 0
     # The file already held weight 0 (the run resumed at the pause): the one apply is the rollback's.
-    assert run.applier.weights == [0] and run.state.commit == "rollout(staging/worker): rollback"
+    assert run.applier.weights == [ABORTED] and run.state.commit == "rollout(staging/worker): rollback"
     assert [e["event"] for e in run.state.history][-3:] == ["write", "apply", "rolled-back"]
+
+
+@pytest.mark.parametrize("failure", [ApplyError("the API said no"), RuntimeError("the runner went away")])
+def test_an_abort_written_but_not_applied_is_applied_by_the_rerun(
+    tmp_path: Path, failure: BaseException
+) -> None:
+    """Weight 0 before and after the abort: were the position the weight alone, the rerun would find the
+    file "applied" (0 == 0) and report the rollback done while header traffic still reached the canary."""
+    (tmp_path / "Pulumi.staging.yaml").write_text(staging_with(A_B_FIRST))
+
+    def failing(metric: Any, target: str, n: int) -> float | None:
+        return 0.05 if metric.error_rate is not None else healthy(metric, target, n)
+
+    once = [failure]
+    applier = FakeApplier(lambda position: once.pop() if once and position == ABORTED else None)
+    run = Run(tmp_path, applier, FakeReader(failing), FakeClock())
+    if isinstance(failure, ApplyError):
+        assert run() == EXIT_APPLY_FAILED
+        assert (
+            "says canary 0% (aborted: header route to stable), the stack last applied canary 0%"
+            in (run.out[-1])
+        )
+    else:
+        with pytest.raises(RuntimeError):
+            run()
+    assert (run.state.file, run.state.applied) == (ABORTED, 0) and applier.weights == []
+    assert run() == EXIT_ROLLED_BACK
+    assert applier.weights == [ABORTED] and run.state.applied == ABORTED
+    assert run.state.status == "rolled-back"
+
+
+def test_an_aborted_canary_is_not_walked_again_without_a_record(tmp_path: Path) -> None:
+    """A fresh checkout (no run record) of a file a rollback left `aborted: true`: weight 0 alone could
+    be a canary nobody started, but aborted says a rollback, so the driver walks nothing until a
+    set-weight re-enters the steps."""
+    aborted = edit(staging_with(WALK, weight=20), "worker", "rollback")
+    (tmp_path / "Pulumi.staging.yaml").write_text(aborted)
+    run = Run(tmp_path, FakeApplier(), FakeReader(), FakeClock())
+    assert run() == EXIT_ROLLED_BACK and run.applier.weights == []
+    assert "was rolled back (aborted: true in Pulumi.staging.yaml)" in run.out[-1]
+    assert "set-weight --stack staging --service worker --weight N" in run.out[-1]
+    (tmp_path / "Pulumi.staging.yaml").write_text(edit(aborted, "worker", "set-weight", 20))
+    assert run() == 0 and run.applier.weights == [50, 100]  # re-entered at 20: the walk goes on
 
 
 TOKEN = st.text(
@@ -435,15 +555,17 @@ TOKEN = st.text(
 @given(name=TOKEN, value=TOKEN, other=TOKEN)
 @settings(max_examples=60, deadline=None)
 def test_the_cookie_regex_matches_that_cookie_only(name: str, value: str, other: str) -> None:
-    """Gateway API has no cookie match: the Cookie-header regex must find the cookie among others and
-    neither a longer value nor a longer name (`xbeta=yes` is not `beta=yes`)."""
+    """Gateway API has no cookie match: the Cookie-header regex must match the whole header (Envoy's
+    semantics) with the cookie among others, and neither a longer value nor a longer name (`xbeta=yes`
+    is not `beta=yes`)."""
     pattern = header_match(HeaderMatch.model_validate({"cookieName": name, "cookieValue": {"exact": value}}))[
         "value"
     ]
-    assert re.search(pattern, f"{name}={value}")
-    assert re.search(pattern, f"{other}=1; {name}={value}; z=2")
-    assert not re.search(pattern, f"{name}={value}{other}")
-    assert not re.search(pattern, f"{other}{name}={value}")
+    for matches in (re.fullmatch, re.search):  # Envoy's whole-value match, and a search
+        assert matches(pattern, f"{name}={value}")
+        assert matches(pattern, f"{other}=1; {name}={value}; z=2")
+        assert not matches(pattern, f"{name}={value}{other}")
+        assert not matches(pattern, f"{other}{name}={value}")
 
 
 # --- the policy, on staging's real header rules ------------------------------------------------------

@@ -16,6 +16,7 @@ from components.rollout import MetricSettings
 from delivery import driver as driver_module
 from delivery import notify
 from delivery.driver import (
+    ABORTED,
     EXIT_APPLY_FAILED,
     EXIT_AWAITING,
     EXIT_DONE,
@@ -31,7 +32,7 @@ from delivery.driver import (
 )
 from delivery.metrics import MetricError, Window
 from preflight.engine import ProgramRun
-from preflight.rollout import StepChanges, compare
+from preflight.rollout import StepChanges, compare, edit
 from tests.conftest import ROOT, project_copy, released, stack_file
 
 STAGING = (ROOT / "Pulumi.staging.yaml").read_text()
@@ -217,8 +218,9 @@ def test_a_failing_analysis_rolls_back_stops_and_reports(project: Path) -> None:
 
     run = Run(project, FakeApplier(), FakeReader(errors_at_50), FakeClock())
     assert run() == EXIT_ROLLED_BACK
-    assert run.applier.weights == [20, 50, 0]  # weight 0 applied like any step, never 100
-    assert run.file_weight == 0
+    # Weight 0 applied like any step, never 100 (staging's worker has a header route: also aborted).
+    assert run.applier.weights == [20, 50, ABORTED]
+    assert run.file_weight == ABORTED
     state = run.state
     assert state.status == "rolled-back" and state.tallies["errors@aci"].failed == 3
     reason = "errors@aci failed 3 times (limit 2), last 5.00%, wants <= 1.00%"
@@ -231,7 +233,7 @@ def test_a_failing_analysis_rolls_back_stops_and_reports(project: Path) -> None:
     assert message["text"].startswith(notify.slack_escape(headline))
     assert "| errors@aci | 5 | 3 | 0 | 0 | 5.00%, wants <= 1.00% |" in run.summaries[-1]  # sent along
     # A rerun does not walk again while the file still holds the rollback.
-    assert run() == EXIT_ROLLED_BACK and run.applier.weights == [20, 50, 0]
+    assert run() == EXIT_ROLLED_BACK and run.applier.weights == [20, 50, ABORTED]
     assert any("was rolled back" in line for line in run.out)
 
 
@@ -241,7 +243,8 @@ def test_unreadable_metrics_roll_back_after_the_consecutive_error_limit(project:
 
     run = Run(project, FakeApplier(), FakeReader(broken), FakeClock())
     assert run() == EXIT_ROLLED_BACK
-    assert run.applier.weights == [20, 0]  # 5 reads in a row errored (limit 4), within the first pause
+    # 5 reads in a row errored (limit 4), within the first pause.
+    assert run.applier.weights == [20, ABORTED]
     assert "could not be read 5 times in a row (limit 4): CloudWatch: AccessDenied" in run.state.reason
 
 
@@ -412,6 +415,27 @@ def test_pending_lists_a_canary_between_0_and_100(
     blue-green web has green 1.4.2 built and blue active, so its switch is under way."""
     committed(repo, staging_with(WALK, weight=weight), "canary")
     assert listed(repo, capsys) == (["web", "worker"] if walking else ["web"])
+
+
+A_B_FIRST = """\
+          - setWeight: 0
+          - pause: {duration: 5m}
+          - setWeight: 100
+"""
+
+
+def test_pending_lists_a_canary_in_the_ab_phase_its_steps_start_with(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Staging's worker has a header route: at weight 0 with steps that start at setWeight 0 it takes
+    header traffic and its first pause measures it, so it is under way; its rollback (aborted: true) and
+    a plan that starts above 0 are not."""
+    committed(repo, staging_with(A_B_FIRST, weight=0), "canary")
+    assert listed(repo, capsys) == ["web", "worker"]
+    committed(repo, edit(staging_with(A_B_FIRST, weight=0), "worker", "rollback"), "rollback")
+    assert listed(repo, capsys) == ["web"]
+    committed(repo, staging_with(WALK, weight=0), "canary")
+    assert listed(repo, capsys) == ["web"]
 
 
 def test_pending_leaves_out_a_canary_without_steps_and_a_switched_blue_green(

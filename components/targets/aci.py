@@ -12,6 +12,7 @@ Front Door only spreads traffic by weight among origins whose probe latency fall
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -98,8 +99,14 @@ FRONT_DOOR_CONDITIONS: dict[str, tuple[Any, Any]] = {
 
 
 def rule_set_name(service: str) -> str:
-    """A rule set's name takes letters and digits only (and starts with a letter)."""
-    return service.replace("-", "") + "ab"
+    """A rule set's name takes letters and digits only (and starts with a letter), unique in the
+    profile. Dropping the dashes alone would give `web-api` and `webapi` one name (the second service's
+    rule set then fails to create), so a name that had dashes also ends with six digits of its hash:
+    it cannot equal a dash-free name's (those end with `ab`)."""
+    if "-" not in service:
+        return service + "ab"
+    digits = int(hashlib.sha256(service.encode()).hexdigest(), 16) % 10**6
+    return f"{service.replace('-', '')}ab{digits:06d}"
 
 
 def front_door_condition(

@@ -33,6 +33,9 @@ TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # What an ALB http-header condition matches (EKS and ECS): a value with `*` and `?` wildcards, compared
 # case-insensitively; so exact is the value, prefix the value and `*`. ALB has no cookie condition.
 ALB_HEADER_MATCH_FORMS = frozenset({"header-exact", "header-prefix"})
+# "The name of the HTTP header field. The maximum size is 40 characters." (Elastic Load Balancing API
+# reference, HttpHeaderConditionConfig.HttpHeaderName); the header route model allows 64.
+ALB_HEADER_NAME_MAX = 40
 
 
 def alb_header_values(match: HeaderMatch) -> list[str]:
@@ -126,6 +129,8 @@ class Target(ABC):
     # The A/B match forms (components/rollout.py `HEADER_MATCH_FORMS`) its routing can send to one
     # slot ahead of the weighted split; settings refuse a service's header route using another.
     header_match_forms: ClassVar[frozenset[str]] = frozenset()
+    # The longest header name its header condition takes (None: the model's own limit).
+    header_name_max: ClassVar[int | None] = None
     # What the target offers instead when it routes no header (the README says it too).
     header_route_instead: ClassVar[str] = ""
 

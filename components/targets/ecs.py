@@ -42,6 +42,7 @@ from components.rollout import RolloutPlan, SlotPlan
 from components.schema import _ACM_ARN, ServiceSettings
 from components.targets.base import (
     ALB_HEADER_MATCH_FORMS,
+    ALB_HEADER_NAME_MAX,
     TLS_POLICY,
     ContainerSpec,
     Target,
@@ -798,6 +799,7 @@ class EcsTarget(Target):
     }
     routing_types = frozenset({"aws:lb/listenerRule:ListenerRule"})
     header_match_forms = ALB_HEADER_MATCH_FORMS
+    header_name_max = ALB_HEADER_NAME_MAX
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

@@ -51,6 +51,7 @@ from components.rollout import RolloutPlan
 from components.schema import _ACM_ARN, _CIDR, _KUBERNETES_VERSION, ServiceSettings
 from components.targets.base import (
     ALB_HEADER_MATCH_FORMS,
+    ALB_HEADER_NAME_MAX,
     TLS_POLICY,
     Target,
     TargetEndpoints,
@@ -574,7 +575,10 @@ class EksService(pulumi.ComponentResource):
             annotations[f"alb.ingress.kubernetes.io/actions.{action}"] = weighted_action(svc.name, plan)
             backend = {"service": {"name": action, "port": {"name": "use-annotation"}}}
         if plan.header_route is not None:
-            # The A/B rule comes first: the controller gives an Ingress's paths rule priorities in order.
+            # The A/B rule comes first. From v2.4.3 the controller orders an Ingress's paths Exact first,
+            # then Prefix by length, longest first, with a stable sort (kubernetes-sigs/
+            # aws-load-balancer-controller pkg/ingress/model_build_listener_rules.go, sortIngressPaths;
+            # docs guide/ingress/spec): two `/` Prefix paths keep their order, and priorities follow it.
             header = f"{svc.name}-header"
             annotations[f"alb.ingress.kubernetes.io/conditions.{header}"] = header_conditions(plan)
             annotations[f"alb.ingress.kubernetes.io/actions.{header}"] = header_action(svc.name, plan)
@@ -619,6 +623,7 @@ class EksTarget(Target):
     workload_types = WORKLOAD_TYPES
     routing_types = frozenset({"kubernetes:core/v1:Service", "kubernetes:networking.k8s.io/v1:Ingress"})
     header_match_forms = ALB_HEADER_MATCH_FORMS
+    header_name_max = ALB_HEADER_NAME_MAX
 
     def __init__(self, ctx: StackContext) -> None:
         super().__init__(ctx)

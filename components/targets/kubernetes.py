@@ -441,15 +441,22 @@ GATEWAY_HEADER_MATCH_FORMS = frozenset(
 
 def header_match(match: HeaderMatch) -> dict[str, str]:
     """One HTTPRoute header match. A cookie is a RegularExpression on the Cookie header (Gateway API has
-    no cookie match): its name and value between `; ` separators."""
+    no cookie match): its name and value between `; ` separators.
+
+    GKE's Gateway builds an Envoy-based Application Load Balancer, and Envoy matches a header regex
+    against the whole value ("the entire request header value must match the regex. The rule will not
+    match if only a subsequence of the request header value matches": envoyproxy/envoy
+    api/envoy/config/route/v3/route_components.proto, HeaderMatcher.safe_regex_match; Gateway API
+    leaves the semantics implementation-specific). So every generated pattern spans the whole value
+    (the other cookies before and after included), anchored too, for a router that searches instead."""
     value = match.match
     if match.header_name is not None:
         if value.kind == "exact":
             return {"type": "Exact", "name": match.name, "value": value.value}
         pattern = f"^{re.escape(value.value)}.*" if value.kind == "prefix" else value.value
         return {"type": "RegularExpression", "name": match.name, "value": pattern}
-    rest = "(;|$)" if value.kind == "exact" else "[^;]*(;|$)"
-    pattern = f"(^|;\\s*){re.escape(match.name)}={re.escape(value.value)}{rest}"
+    rest = "" if value.kind == "exact" else "[^;]*"
+    pattern = f"^(.*;\\s*)?{re.escape(match.name)}={re.escape(value.value)}{rest}(;.*)?$"
     return {"type": "RegularExpression", "name": "Cookie", "value": pattern}
 
 
