@@ -2,11 +2,15 @@
 
 `preflight diff` runs the program twice (the base revision and the working tree), each in a process
 of its own so that each imports `components` from its own copy. Most of such a run is importing the
-provider SDKs: their generated class bodies evaluate every type annotation (`pulumi_gcp.compute`
-alone is about half a second here), and the providers load their service modules lazily, on first
-use, inside the program's run. So the runs are forked from a server (`multiprocessing`'s
-forkserver) that imported these modules, and only these, once: SDK code shared by both revisions,
-never project code (`components` stays each copy's own).
+provider SDKs: their generated class bodies evaluate every type annotation. So the runs are forked
+from a server (`multiprocessing`'s forkserver) that imported these modules, and only these, once: SDK
+code shared by both revisions, never project code (`components` stays each copy's own).
+
+What the preload leaves alone: the provider service modules that `pulumi_aws`, `pulumi_gcp` and
+`pulumi_azure_native` register lazily (an `import pulumi_gcp.compute` binds a placeholder that
+loads on first use). Each run still loads the ones its stack uses: loading them all up front (every
+target's, `pulumi_gcp.compute` alone about half a second) cost dev's diff more than it saved and
+prod's about as much (`bench/diff.py`).
 
 Which modules: what the tool's project imports (`import pulumi_aws.ec2 as ec2`, `from pulumi_kubernetes.core
 import v1`), read from its sources with `ast` (nothing of the project is executed). A base revision
@@ -23,6 +27,7 @@ import gc
 import importlib
 import multiprocessing
 import multiprocessing.context
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,24 +57,34 @@ def provider_modules(project_dir: Path) -> list[str]:
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # The module only: a name imported from it may be a class that shares its name with a
+                # submodule (`from pulumi_kubernetes.apiextensions import CustomResource`).
                 found.add(node.module)
-                # `from pulumi_kubernetes.core import v1`: v1 may be a module too
-                found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return sorted(m for m in found if m.split(".")[0] == "pulumi" or m.startswith("pulumi_"))
 
 
 def load(modules: list[str]) -> list[str]:
-    """Import each module and run its body now (a provider's lazily registered service module
-    loads on first attribute access); returns the ones that loaded. `from x import name` entries
-    that are not modules are skipped."""
+    """Import each module (a lazily registered provider module stays a placeholder); returns the ones
+    that imported. `from x import name` entries that are not modules are skipped."""
     loaded = []
     for name in modules:
+        if _under_placeholder(name):
+            continue
         # Any failure: the run imports it itself and reports what goes wrong (a preload only saves time).
         with contextlib.suppress(Exception):
-            module = importlib.import_module(name)
-            getattr(module, "__all__", None)  # any attribute other than the spec's loads a lazy module
+            importlib.import_module(name)
             loaded.append(name)
     return loaded
+
+
+def _under_placeholder(name: str) -> bool:
+    """Whether a package above `name` is a lazy provider module not loaded yet. Importing a submodule
+    there would bind it as an attribute that the package's own body, once it loads, does not rebind:
+    `pulumi_kubernetes.apiextensions.CustomResource` would then be the module, not the class."""
+    parts = name.split(".")
+    return any(
+        type(sys.modules.get(".".join(parts[:i]))).__name__ == "_LazyModule" for i in range(1, len(parts))
+    )
 
 
 def preload() -> None:

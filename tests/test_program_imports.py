@@ -5,6 +5,8 @@ its deadline."""
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -53,10 +55,8 @@ def test_provider_modules_are_read_from_the_sources_and_name_no_project_code(tmp
     assert provider_modules(tmp_path) == [
         "pulumi",
         "pulumi_aws.ec2",
-        "pulumi_gcp.compute",
-        "pulumi_gcp.compute.Firewall",  # tried as a module, skipped when it is not one
+        "pulumi_gcp.compute",  # not pulumi_gcp.compute.Firewall: a name from a module is not one
         "pulumi_kubernetes.core",
-        "pulumi_kubernetes.core.v1",
     ]
     real = provider_modules(TOOL_ROOT)
     assert "pulumi_gcp.compute" in real and "pulumi_aws.ec2" in real
@@ -90,3 +90,16 @@ def test_a_run_past_its_deadline_is_stopped(tmp_path: Path) -> None:
     with pytest.raises(diff.DiffError, match="the head program did not finish within 2 s"):
         diff.run_programs({"head": head}, "dev", tmp_path, timeout=2)
     assert not multiprocessing.active_children()  # killed and reaped
+
+
+def test_the_preload_never_binds_a_submodule_over_a_lazy_package_name() -> None:
+    """In a fresh interpreter, as the forkserver starts: preloading a class's module under a provider
+    package not loaded yet must leave `from package import Class` the class."""
+    check = (
+        "import sys; from preflight.program_imports import load; "
+        "load(['pulumi_kubernetes.apiextensions', 'pulumi_kubernetes.apiextensions.CustomResource']); "
+        "from pulumi_kubernetes.apiextensions import CustomResource; print(isinstance(CustomResource, type))"
+    )
+    command = [sys.executable, "-c", check]
+    done = subprocess.run(command, cwd=TOOL_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "True"
