@@ -375,6 +375,47 @@ def test_release_attests_after_signing_and_before_the_release() -> None:
     assert "sign" in workflow("release.yml")["jobs"]["release"]["needs"]
 
 
+def test_release_signs_in_the_format_kyverno_reads(tmp_path: Path) -> None:
+    """Kyverno's Cosign verifier reads the `sha256-<digest>.sig` tag in the rule's `repository` (GHCR),
+    and cosign 3 signs as a referrers-API bundle unless told otherwise (which `cosign verify` accepts, so
+    only the clusters would notice): the release signs in the tag format and refuses a release whose
+    tag is missing, before the signature is verified."""
+    (rule,) = admission.verify_rule("web", "pouw/pouw-cicd", True, "amazon")["verifyImages"]
+    assert rule["type"] == "Cosign" and rule["repository"] == "ghcr.io/pouw/web"
+    steps = release_sign_job()["steps"]
+    names = [s.get("name") or s.get("uses", "") for s in steps]
+    signing = steps[names.index("Sign the digest (keyless)")]["run"]
+    assert "--new-bundle-format=false" in signing and "--use-signing-config=false" in signing
+    check = names.index("The signature is where admission reads it")
+    assert (
+        names.index("Sign the digest (keyless)")
+        < check
+        < names.index("Verify the signature as a deploy will")
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    digest = "sha256:" + "a" * 64
+    (bin_dir / "cosign").write_text('#!/bin/sh\necho "ghcr.io/pouw/web:sha256-aaaa.sig"\n')
+    for exists in (True, False):
+        (bin_dir / "docker").write_text(
+            f'#!/bin/sh\necho "docker $*" >> "{tmp_path}/calls"\nexit {0 if exists else 1}\n'
+        )
+        for tool in ("cosign", "docker"):
+            (bin_dir / tool).chmod(0o755)
+        done = subprocess.run(
+            ["bash", "-c", steps[check]["run"]],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "IMAGE": "ghcr.io/pouw/web", "DIGEST": digest},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (done.returncode == 0) is exists, done.stdout
+    assert (tmp_path / "calls").read_text().splitlines()[0] == (
+        "docker buildx imagetools inspect ghcr.io/pouw/web:sha256-aaaa.sig"
+    )
+    assert "Kyverno would refuse" in done.stdout
+
+
 def test_the_attestation_step_signs_each_environments_registry_copy(tmp_path: Path) -> None:
     """The step's shell, run with stand-ins for curl, jq and gcloud that log their arguments."""
     step = next(s for s in release_sign_job()["steps"] if s.get("name") == "Attest for Binary Authorization")
