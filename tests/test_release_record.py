@@ -179,6 +179,26 @@ def test_deploy_verifies_the_release_signatures_before_pulumi_up() -> None:
     assert text.index("make .venv/.installed") < text.index("delivery.release verify --stack")
 
 
+def test_every_verifier_has_the_same_cosign() -> None:
+    """Jenkins runs `delivery.release verify` on the agent image (ci/Dockerfile), which must carry cosign,
+    at the version the workflows install: a deploy verifies alike on both paths, and as release.yml signs."""
+    dockerfile = (ROOT / "ci" / "Dockerfile").read_text()
+    (version,) = re.findall(r"^FROM ghcr\.io/sigstore/cosign/cosign:(v[0-9.]+) AS cosign$", dockerfile, re.M)
+    assert "COPY --from=cosign /ko-app/cosign /usr/local/bin/cosign" in dockerfile
+    assert "RUN cosign version" in dockerfile
+    installs = [
+        step
+        for name in ("deploy-stack.yml", "release.yml")
+        for job in workflow(name)["jobs"].values()
+        for step in job.get("steps", [])
+        if action(step) == "sigstore/cosign-installer"
+    ]
+    assert len(installs) == 2
+    assert all(step["with"]["cosign-release"] == version for step in installs)
+    pod = (ROOT / "ci" / "jenkins-agent.yaml").read_text()
+    assert "pouw-cicd-ci" in pod  # the agent's pulumi container is this image
+
+
 # -- `delivery.release verify`: cosign verify every recorded image a stack deploys -------------------
 
 FAKE_COSIGN = """#!/bin/sh
