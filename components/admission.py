@@ -21,7 +21,6 @@ default, google, azure, amazon, github).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,6 +36,8 @@ import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
 from pulumi_kubernetes.apiextensions import CustomResource
 
+from components.releases import GITHUB_ISSUER, release_repository, signer_identity
+
 if TYPE_CHECKING:
     from components.settings import Settings
 
@@ -49,7 +50,6 @@ ADMISSION_SERVICE_ACCOUNT = "kyverno-admission-controller"
 # The admission controller's webhook server (chart `admissionController.webhookServer.port`): the API
 # server calls it there, which GKE's private control plane can only do through a firewall rule.
 WEBHOOK_PORT = 9443
-GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 REKOR_URL = "https://rekor.sigstore.dev"
 POLICY_NAME = "verify-release-signatures"
 # Never verified: the cluster's own and its controllers' namespaces (their images are the vendors').
@@ -57,18 +57,6 @@ SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", KYVERNO_NA
 Credentials = Literal["amazon", "google", "azure"]
 # The four Kyverno controllers the chart runs; each gets a restricted pod security context.
 CONTROLLERS = ("admissionController", "backgroundController", "cleanupController", "reportsController")
-
-
-def signer_identity(repository: str, service: str) -> str:
-    """The certificate subject a service's release signature carries, as an anchored regular
-    expression: the release workflow of `repository` at one of the service's own tags."""
-    prefix = f"https://github.com/{repository}/.github/workflows/release.yml@refs/tags/{service}/v"
-    return f"^{re.escape(prefix)}.+$"
-
-
-def signature_repository(repository: str, service: str) -> str:
-    """Where release.yml pushed the image and its signature: ghcr.io/<owner, lowercased>/<service>."""
-    return f"ghcr.io/{repository.split('/')[0].lower()}/{service}"
 
 
 def verify_rule(service: str, repository: str, enforce: bool, credentials: Credentials) -> dict[str, Any]:
@@ -82,7 +70,7 @@ def verify_rule(service: str, repository: str, enforce: bool, credentials: Crede
                 "type": "Cosign",
                 "imageReferences": ["*"],
                 "failureAction": "Enforce" if enforce else "Audit",
-                "repository": signature_repository(repository, service),
+                "repository": release_repository(repository, service),
                 "required": True,
                 # Tags resolve to digests (Kyverno refuses mutateDigest under Audit) and an image
                 # without a digest is itself a violation.

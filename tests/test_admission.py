@@ -16,6 +16,7 @@ import pytest
 
 from components import admission
 from components.permissions import ADMISSION_READS, ADMISSION_ROLES, GCP_ROLE_PERMISSIONS
+from components.releases import release_repository
 from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.cli import main
@@ -264,7 +265,7 @@ def test_signer_defaults_to_the_source_repository() -> None:
     settings = parse(raw, "staging", secret_keys("staging"), others("staging"))
     assert settings.signer_repository == "Acme/Shop"
     assert settings.admission_enforced is True
-    assert admission.signature_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
+    assert release_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
 
 
 def test_a_staging_cluster_that_only_audits_is_blocked(

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from components.releases import RECORD_FILE, parse_record
-from delivery.release import PACK_CONFIGS, RECORD_POLICY, main, signer_identity
+from components import admission
+from components.releases import RECORD_FILE, parse_record, signer_identity
+from delivery.release import PACK_CONFIGS, RECORD_POLICY, main
 from preflight.cli import main as preflight_main
 from tests.conftest import ROOT, STACKS, project_copy, released, stack_file
 from tests.test_pipelines import action, workflow
@@ -231,7 +232,7 @@ def test_verify_checks_every_slot_against_the_release_identity(
     for service, version in (("web", "1.4.2"), ("web", "1.4.1"), ("worker", "2.0.1"), ("worker", "2.0.0")):
         image = recorded.image(service, version)
         assert image is not None
-        identity = signer_identity("https://github.com/pouw/pouw-cicd", service, version)
+        identity = signer_identity("pouw/pouw-cicd", service, version)
         expected.append(
             f"verify {image.ref} --certificate-identity-regexp {identity} "
             "--certificate-oidc-issuer https://token.actions.githubusercontent.com"
@@ -241,7 +242,7 @@ def test_verify_checks_every_slot_against_the_release_identity(
 
 
 def test_the_identity_is_release_yml_at_the_versions_tag_only() -> None:
-    pattern = re.compile(signer_identity("https://github.com/pouw/pouw-cicd", "web", "1.4.2"))
+    pattern = re.compile(signer_identity("pouw/pouw-cicd", "web", "1.4.2"))
     # What release.yml's own verification names: server/repository/.github/workflows/release.yml@ref.
     assert pattern.match(
         "https://github.com/pouw/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2"
@@ -253,6 +254,50 @@ def test_the_identity_is_release_yml_at_the_versions_tag_only() -> None:
         "https://github.com/evil/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2",
     ):
         assert not pattern.match(other), other
+
+
+@pytest.mark.parametrize(
+    ("source", "signer", "expected"),
+    [
+        ("https://github.com/pouw/pouw-cicd.git", None, "pouw/pouw-cicd"),
+        ("https://gitlab.example/pouw/pouw-cicd", "pouw/pouw-cicd", "pouw/pouw-cicd"),
+        ("https://github.com/pouw/pouw-cicd", "acme/shop", "acme/shop"),
+    ],
+)
+def test_the_deploy_and_the_clusters_check_one_signer(
+    cosign: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    signer: str | None,
+    expected: str,
+) -> None:
+    """`delivery.release verify` reads the signer as the settings do (`admission.signer`, else
+    `sourceRepository`'s `<owner>/<repo>`), so it checks the certificate the clusters' Kyverno admits."""
+    monkeypatch.setenv("REFUSE", "nothing-matches-this")
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:sourceRepository"] = source
+    if signer:
+        config["pouw-cicd:admission"] = {"signer": signer}
+    project = project_copy(tmp_path / "p", "staging", config)
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 0
+    deploy = re.compile(calls(cosign)[0].split(" --certificate-identity-regexp ")[1].split(" ")[0])
+    (rule,) = admission.verify_rule("web", expected, True, "amazon")["verifyImages"]
+    kyverno = re.compile(rule["attestors"][0]["entries"][0]["keyless"]["subjectRegExp"])
+    certificate = f"https://github.com/{expected}/.github/workflows/release.yml@refs/tags/web/v1.4.2"
+    assert deploy.match(certificate) and kyverno.match(certificate)
+    assert not deploy.match(certificate.replace(expected, "pouw/other"))
+
+
+def test_verify_without_a_github_signer_names_the_key(
+    cosign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:sourceRepository"] = "https://gitlab.example/pouw/pouw-cicd"
+    project = project_copy(tmp_path / "p", "staging", config)
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 2
+    assert "set pouw-cicd:admission.signer to the <owner>/<repo>" in capsys.readouterr().err
+    assert calls(cosign) == []
 
 
 def test_verify_refuses_an_unsigned_digest(
@@ -279,4 +324,6 @@ def test_verify_in_dev_names_what_it_builds_and_elsewhere_refuses_an_unrecorded_
     config["pouw-cicd:services"][0]["version"] = "9.9.9"
     project = project_copy(tmp_path / "p", "staging", config, {"services": {}})
     assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 2
-    assert "web 9.9.9 (staging) has no release record in releases.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pouw-cicd:services[0].version: web 9.9.9 (staging) has no release record in releases.yaml" in err
+    assert "push the tag web/v9.9.9" in err
