@@ -180,6 +180,31 @@ def test_deploy_verifies_the_release_signatures_before_pulumi_up() -> None:
     assert text.index("make .venv/.installed") < text.index("delivery.release verify --stack")
 
 
+def test_every_workflow_update_is_preceded_by_the_verification() -> None:
+    """Every job that changes a stack (`pulumi up`, or the rollout driver whose steps are `pulumi up`s)
+    verifies the release signatures first, with GHCR readable and cosign installed."""
+    updating = 0
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for name, job in workflow(path.name)["jobs"].items():
+            steps = job.get("steps", [])
+            text = [json.dumps(s) for s in steps]
+            updates = [
+                i
+                for i, s in enumerate(steps)
+                if (action(s) == "pulumi/actions" and s.get("with", {}).get("command") == "up")
+                or "delivery.driver run" in str(s.get("run", ""))
+            ]
+            if not updates:
+                continue
+            updating += 1
+            verify = next(i for i, t in enumerate(text) if "delivery.release verify --stack" in t)
+            assert verify < updates[0], f"{path.name} {name}"
+            assert steps_of(job).index("sigstore/cosign-installer") < verify, f"{path.name} {name}"
+            assert steps_of(job).index("docker/login-action") < verify, f"{path.name} {name}"
+            assert job["permissions"]["packages"] == "read", f"{path.name} {name}"
+    assert updating == 3  # deploy-stack.yml's up, rollout.yml's drive and approve
+
+
 def test_every_verifier_has_the_same_cosign() -> None:
     """Jenkins runs `delivery.release verify` on the agent image (ci/Dockerfile), which must carry cosign,
     at the version the workflows install: a deploy verifies alike on both paths, and as release.yml signs."""
@@ -189,12 +214,12 @@ def test_every_verifier_has_the_same_cosign() -> None:
     assert "RUN cosign version" in dockerfile
     installs = [
         step
-        for name in ("deploy-stack.yml", "release.yml")
+        for name in ("deploy-stack.yml", "release.yml", "rollout.yml")
         for job in workflow(name)["jobs"].values()
         for step in job.get("steps", [])
         if action(step) == "sigstore/cosign-installer"
     ]
-    assert len(installs) == 2
+    assert len(installs) == 4  # deploy-stack.yml's up, rollout.yml's drive and approve, release.yml's sign
     assert all(step["with"]["cosign-release"] == version for step in installs)
     pod = (ROOT / "ci" / "jenkins-agent.yaml").read_text()
     assert "pouw-cicd-ci" in pod  # the agent's pulumi container is this image
