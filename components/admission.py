@@ -59,8 +59,16 @@ Credentials = Literal["amazon", "google", "azure"]
 CONTROLLERS = ("admissionController", "backgroundController", "cleanupController", "reportsController")
 
 
-def verify_rule(service: str, repository: str, enforce: bool, credentials: Credentials) -> dict[str, Any]:
-    """One rule per service namespace: every image of every pod there is signed by the release."""
+def verify_rule(
+    service: str,
+    repository: str,
+    enforce: bool,
+    credentials: Credentials,
+    signatures: str | None = None,
+) -> dict[str, Any]:
+    """One rule per service namespace: every image of every pod there is signed by the release of
+    `repository` (`<owner>/<repo>`), its signatures read from `signatures`: the GHCR repository the
+    release recorded (releases.yaml), else the one release.yml pushes to."""
     return {
         "name": f"verify-{service}",
         "match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": [service]}}]},
@@ -70,7 +78,7 @@ def verify_rule(service: str, repository: str, enforce: bool, credentials: Crede
                 "type": "Cosign",
                 "imageReferences": ["*"],
                 "failureAction": "Enforce" if enforce else "Audit",
-                "repository": release_repository(repository, service),
+                "repository": signatures or release_repository(repository, service),
                 "required": True,
                 # Tags resolve to digests (Kyverno refuses mutateDigest under Audit) and an image
                 # without a digest is itself a violation.
@@ -98,7 +106,11 @@ def verify_rule(service: str, repository: str, enforce: bool, credentials: Crede
 
 
 def cluster_policy(
-    services: Sequence[str], repository: str, enforce: bool, credentials: Credentials
+    services: Sequence[str],
+    repository: str,
+    enforce: bool,
+    credentials: Credentials,
+    signatures: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ClusterPolicy's spec: admission only (signatures are checked as pods are made; a background
     scan would re-verify every running pod), failing closed when enforcing."""
@@ -106,7 +118,9 @@ def cluster_policy(
         "background": False,
         "webhookTimeoutSeconds": 30,
         "failurePolicy": "Fail" if enforce else "Ignore",
-        "rules": [verify_rule(s, repository, enforce, credentials) for s in services],
+        "rules": [
+            verify_rule(s, repository, enforce, credentials, (signatures or {}).get(s)) for s in services
+        ],
     }
 
 
@@ -156,15 +170,24 @@ class Verification:
     signer: str
     enforce: bool
     chart_version: str
+    # service -> the GHCR repository the release recorded for the version the stack deploys.
+    signatures: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: Settings, target: str) -> Verification | None:
         """None when no service runs on `target` (settings validation guarantees a signer otherwise)."""
-        services = tuple(s.name for s in settings.services if target in s.targets)
+        chosen = [s for s in settings.services if target in s.targets]
         signer = settings.signer_repository
-        if not services or signer is None:
+        if not chosen or signer is None:
             return None
-        return cls(services, signer, settings.admission_enforced, settings.admission.kyverno_chart_version)
+        recorded = {s.name: settings.record.image(s.name, s.version) for s in chosen}
+        return cls(
+            tuple(s.name for s in chosen),
+            signer,
+            settings.admission_enforced,
+            settings.admission.kyverno_chart_version,
+            {name: image.repository for name, image in recorded.items() if image is not None},
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +246,7 @@ class Kyverno(pulumi.ComponentResource):
             api_version="kyverno.io/v1",
             kind="ClusterPolicy",
             metadata={"name": POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "pouw-cicd"}},
-            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials),
+            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials, v.signatures),
             opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=[release])),
         )
         self.register_outputs({"policy": POLICY_NAME})

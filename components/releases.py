@@ -112,10 +112,11 @@ def signer_identity(signer: str, service: str, version: str | None = None) -> st
     return f"^{re.escape(prefix)}{re.escape(version) if version else '.+'}$"
 
 
-def release_repository(signer: str, service: str) -> str:
-    """Where release.yml pushes a service and its signature: `ghcr.io/<owner, lowercased>/<service>`
-    (the workflow's `${OWNER,,}`; GHCR names are lower case)."""
-    return f"ghcr.io/{signer.split('/')[0].lower()}/{service}"
+def release_repository(owner: str, service: str) -> str:
+    """A service's GHCR repository, where release.yml pushes it and its signature:
+    `ghcr.io/<owner, lowercased>/<service>` (the workflow's `${OWNER,,}`; GHCR names are lower case).
+    `owner` may be `<owner>/<repo>` (a signer)."""
+    return f"ghcr.io/{owner.split('/')[0].lower()}/{service}"
 
 
 def digest_of(ref: str) -> str | None:

@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components import admission
 from components.permissions import ADMISSION_READS, ADMISSION_ROLES, GCP_ROLE_PERMISSIONS
-from components.releases import release_repository
+from components.releases import RECORD_FILE, ReleaseRecord, release_repository
 from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.cli import main
 from preflight.engine import ProgramRun, Registration
 from preflight.report import Preflight
-from tests.conftest import project_copy, stack_file
+from tests.conftest import ROOT, project_copy, stack_file
 from tests.test_pipelines import workflow
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
@@ -266,6 +267,30 @@ def test_signer_defaults_to_the_source_repository() -> None:
     assert settings.signer_repository == "Acme/Shop"
     assert settings.admission_enforced is True
     assert release_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
+
+
+def test_kyverno_reads_the_signatures_where_the_release_recorded_them(tmp_path: Path) -> None:
+    """One GHCR repository per service: release.yml's image name, registry.py's GHCR target and
+    Kyverno's signature repository are `release_repository`; a version the record puts elsewhere is
+    read there (the record is what the stack deploys a copy of)."""
+    out = tmp_path / "out"
+    (step,) = [s for s in workflow("release.yml")["jobs"]["build"]["steps"] if s.get("name") == "Image name"]
+    env = {"PATH": "/usr/bin:/bin", "OWNER": "Pouw", "COMPONENT": "web", "GITHUB_OUTPUT": str(out)}
+    subprocess.run(["bash", "-c", step["run"]], env=env, check=True)
+    assert out.read_text() == f"image={release_repository('Pouw', 'web')}\n" == "image=ghcr.io/pouw/web\n"
+    raw = namespace("staging")
+    version = raw["services"][0]["version"]
+    data = yaml.safe_load((ROOT / RECORD_FILE).read_text())
+    data["services"]["web"][version]["repository"] = "ghcr.io/pouw-archive/web"
+    record = ReleaseRecord.model_validate(data)
+    settings = parse(raw, "staging", secret_keys("staging"), others("staging"), record)
+    verification = admission.Verification.of(settings, "eks")
+    assert verification is not None and verification.signatures == {"web": "ghcr.io/pouw-archive/web"}
+    spec = admission.cluster_policy(
+        verification.services, verification.signer, True, "amazon", verification.signatures
+    )
+    (verify,) = spec["rules"][0]["verifyImages"]
+    assert verify["repository"] == "ghcr.io/pouw-archive/web"
 
 
 def test_a_staging_cluster_that_only_audits_is_blocked(
