@@ -384,6 +384,49 @@ def test_only_the_release_environment_may_attest(stack_runs: dict[str, Preflight
     assert stack_runs["dev"].run.by_type(BINAUTHZ) == []  # dev runs no Cloud Run
 
 
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_attestation_names_the_image_cloud_run_runs(
+    stack_runs: dict[str, Preflight], stack: str, tmp_path: Path
+) -> None:
+    """The artifact URL the release attests, composed from the stack's own settings (the variable's
+    line), is exactly the image each Cloud Run service deploys: Binary Authorization matches it as is."""
+    config = stack_file(stack)["config"]
+    gcp, repository = (
+        config["pouw-cicd:gcp"],
+        config["pouw-cicd:registries"]["artifactRegistry"]["repository"],
+    )
+    record = yaml.safe_load((ROOT / RECORD_FILE).read_text())["services"]
+    run = stack_runs[stack].run
+    services = run.by_type("gcp:cloudrunv2/service:Service")
+    assert services
+    step = next(s for s in release_sign_job()["steps"] if s.get("name") == "Attest for Binary Authorization")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("curl", "jq", "gcloud"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        (bin_dir / tool).chmod(0o755)
+    for service in services:
+        (image,) = [c["image"] for c in service.inputs["template"]["containers"]]
+        name, _, digest = image.rpartition("/")[2].partition("@")
+        assert digest in {entry["digest"] for entry in record[name].values()}
+        line = f"{stack} {gcp['project']} {gcp['region']} {repository} projects/1/providers/github\n"
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "ENVIRONMENTS": line,
+            "COMPONENT": name,
+            "DIGEST": digest,
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+            "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.example/?x=1",
+        }
+        subprocess.run(["bash", "-c", step["run"]], env=env, check=True)
+        (create,) = [c for c in log.read_text().splitlines() if "sign-and-create" in c]
+        log.unlink()
+        assert f"--artifact-url={image} " in create
+
+
 def release_sign_job() -> dict[str, Any]:
     jobs: dict[str, Any] = workflow("release.yml")["jobs"]
     return jobs["sign"]
