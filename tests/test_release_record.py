@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,30 @@ def test_release_refuses_an_existing_version_before_it_builds() -> None:
     script = build["steps"][refuse]["run"]
     assert 'docker buildx imagetools inspect "${IMAGE}:${VERSION}"' in script
     assert script.index("already exists") < script.index("not found|manifest unknown")
+
+
+@pytest.mark.parametrize(
+    ("inspect", "builds"),
+    [
+        ("exit 0", False),  # the version exists: never rebuilt
+        ("echo 'ERROR: ghcr.io/pouw/web:1.5.0: not found' >&2; exit 1", True),
+        # A service's first release: GHCR has no package of that name yet.
+        ("echo 'ERROR: name unknown: repository name not known to registry' >&2; exit 1", True),
+        ("echo 'ERROR: denied: denied' >&2; exit 1", False),  # proves nothing: refused
+    ],
+)
+def test_the_existence_check_runs_before_the_build(tmp_path: Path, inspect: str, builds: bool) -> None:
+    (step,) = [
+        s
+        for s in workflow("release.yml")["jobs"]["build"]["steps"]
+        if s.get("name") == "Refuse a version already in the registry"
+    ]
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\n{inspect}\n")
+    docker.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "IMAGE": "ghcr.io/pouw/web", "VERSION": "1.5.0"}
+    done = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True, check=False)
+    assert (done.returncode == 0) is builds, done.stdout
 
 
 def test_release_records_the_signed_digest_by_pull_request() -> None:
