@@ -21,7 +21,9 @@ default, google, azure, amazon, github).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -52,6 +54,9 @@ ADMISSION_SERVICE_ACCOUNT = "kyverno-admission-controller"
 WEBHOOK_PORT = 9443
 REKOR_URL = "https://rekor.sigstore.dev"
 POLICY_NAME = "verify-release-signatures"
+# The GHCR login Kyverno reads private release signatures with (`imageRegistryCredentials.secrets`:
+# a dockerconfigjson Secret in Kyverno's own namespace).
+GHCR_SECRET = "ghcr-signatures"
 # Never verified: the cluster's own and its controllers' namespaces (their images are the vendors').
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", KYVERNO_NAMESPACE)
 Credentials = Literal["amazon", "google", "azure"]
@@ -65,6 +70,7 @@ def verify_rule(
     enforce: bool,
     credentials: Credentials,
     signatures: str | None = None,
+    secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One rule per service namespace: every image of every pod there is signed by the release of
     `repository` (`<owner>/<repo>`), its signatures read from `signatures`: the GHCR repository the
@@ -85,7 +91,10 @@ def verify_rule(
                 "mutateDigest": enforce,
                 "verifyDigest": True,
                 "useCache": True,
-                "imageRegistryCredentials": {"providers": [credentials]},
+                "imageRegistryCredentials": {
+                    "providers": [credentials],
+                    **({"secrets": list(secrets)} if secrets else {}),
+                },
                 "attestors": [
                     {
                         "count": 1,
@@ -111,6 +120,7 @@ def cluster_policy(
     enforce: bool,
     credentials: Credentials,
     signatures: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ClusterPolicy's spec: admission only (signatures are checked as pods are made; a background
     scan would re-verify every running pod), failing closed when enforcing."""
@@ -119,7 +129,8 @@ def cluster_policy(
         "webhookTimeoutSeconds": 30,
         "failurePolicy": "Fail" if enforce else "Ignore",
         "rules": [
-            verify_rule(s, repository, enforce, credentials, (signatures or {}).get(s)) for s in services
+            verify_rule(s, repository, enforce, credentials, (signatures or {}).get(s), secrets)
+            for s in services
         ],
     }
 
@@ -172,10 +183,15 @@ class Verification:
     chart_version: str
     # service -> the GHCR repository the release recorded for the version the stack deploys.
     signatures: Mapping[str, str] = field(default_factory=dict)
+    # A GHCR token (admission.ghcrTokenKey) for private release packages, else anonymous reads.
+    ghcr_token: pulumi.Input[str] | None = None
 
     @classmethod
-    def of(cls, settings: Settings, target: str) -> Verification | None:
-        """None when no service runs on `target` (settings validation guarantees a signer otherwise)."""
+    def of(
+        cls, settings: Settings, target: str, secret: Callable[[str], pulumi.Input[str]] | None = None
+    ) -> Verification | None:
+        """None when no service runs on `target` (settings validation guarantees a signer otherwise).
+        `secret` reads a secure config key (the stack context's)."""
         chosen = [s for s in settings.services if target in s.targets]
         signer = settings.signer_repository
         if not chosen or signer is None:
@@ -187,7 +203,14 @@ class Verification:
             settings.admission_enforced,
             settings.admission.kyverno_chart_version,
             {name: image.repository for name, image in recorded.items() if image is not None},
+            secret(key) if secret is not None and (key := settings.admission.ghcr_token_key) else None,
         )
+
+
+def ghcr_login(token: str) -> str:
+    """A dockerconfigjson for ghcr.io with a token (any user name: GHCR checks only the token)."""
+    auth = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return json.dumps({"auths": {"ghcr.io": {"auth": auth}}})
 
 
 @dataclass(frozen=True)
@@ -240,14 +263,27 @@ class Kyverno(pulumi.ComponentResource):
             values=chart_values(v.enforce, args.annotations, args.pod_labels),
             opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
         )
+        depends: list[pulumi.Resource] = [release]
+        secrets: list[str] = []
+        if v.ghcr_token is not None:
+            depends.append(
+                core.Secret(
+                    f"{name}-ghcr",
+                    metadata={"name": GHCR_SECRET, "namespace": namespace.metadata.name},
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": pulumi.Output.secret(v.ghcr_token).apply(ghcr_login)},
+                    opts=k8s,
+                )
+            )
+            secrets.append(GHCR_SECRET)
         # The ClusterPolicy's definition comes with the chart.
         self.policy = CustomResource(
             f"{name}-verify-images",
             api_version="kyverno.io/v1",
             kind="ClusterPolicy",
             metadata={"name": POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "pouw-cicd"}},
-            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials, v.signatures),
-            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=[release])),
+            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials, v.signatures, secrets),
+            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=depends)),
         )
         self.register_outputs({"policy": POLICY_NAME})
 

@@ -366,6 +366,8 @@ class Settings(_Model):
         ]
         if self.registries.ghcr is not None:
             refs.append(("registries.ghcr.tokenKey", self.registries.ghcr.token_key))
+        if self.admission.ghcr_token_key is not None:
+            refs.append(("admission.ghcrTokenKey", self.admission.ghcr_token_key))
         arc = self.ci_runners.arc if self.ci_runners else None
         if arc is not None:
             refs += [

@@ -21,7 +21,7 @@ from components.releases import RECORD_FILE, ReleaseRecord, release_repository
 from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.cli import main
-from preflight.engine import ProgramRun, Registration
+from preflight.engine import SECRET_SIG, SIG_KEY, ProgramRun, Registration
 from preflight.report import Preflight
 from tests.conftest import ROOT, project_copy, stack_file
 from tests.test_pipelines import workflow
@@ -107,6 +107,44 @@ def test_enforcement_and_signer_come_from_settings(tmp_path: Path) -> None:
     subject = verify["attestors"][0]["entries"][0]["keyless"]["subjectRegExp"]
     assert re.match(
         subject, "https://github.com/acme/releases/.github/workflows/release.yml@refs/tags/web/v2.0.0"
+    )
+
+
+@pytest.mark.parametrize("cluster", sorted(CLUSTERS))
+def test_private_release_packages_are_read_with_a_ghcr_login(tmp_path: Path, cluster: str) -> None:
+    """The signatures live on GHCR, which the clusters' cloud credential providers cannot read: a
+    private package needs a GHCR token, from secure config into a dockerconfigjson Secret in Kyverno's
+    namespace that every rule names (`imageRegistryCredentials.secrets`), kept secret in the state."""
+
+    def configure(config: dict[str, Any]) -> None:
+        config["pouw-cicd:admission"] = {"ghcrTokenKey": "ghcrSignaturesToken"}
+        config["pouw-cicd:ghcrSignaturesToken"] = {"secure": "v1:c2lnbmF0dXJlcw=="}
+
+    run = build(tmp_path, "staging", [cluster], configure)
+    secret = run.get("kubernetes:core/v1:Secret", f"{cluster}-kyverno-ghcr")
+    assert secret.inputs["metadata"]["name"] == admission.GHCR_SECRET
+    assert secret.inputs["metadata"]["namespace"] == "kyverno"
+    assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret.inputs["stringData"][SIG_KEY] == SECRET_SIG
+    login = json.loads(secret.inputs["stringData"]["value"][".dockerconfigjson"])
+    assert set(login["auths"]) == {"ghcr.io"}
+    for rule in policy_spec(run, cluster)["rules"]:
+        (verify,) = rule["verifyImages"]
+        assert verify["imageRegistryCredentials"]["secrets"] == [admission.GHCR_SECRET]
+    assert secret.urn in run.get(POLICY, f"{cluster}-kyverno-verify-images").dependencies
+    without = build(tmp_path / "public", "staging", [cluster], lambda c: None)
+    assert not [
+        r for r in without.by_type("kubernetes:core/v1:Secret") if r.name == f"{cluster}-kyverno-ghcr"
+    ]
+
+
+def test_the_ghcr_token_key_must_be_a_secret() -> None:
+    raw = copy.deepcopy(namespace("staging"))
+    raw["admission"] = {"ghcrTokenKey": "ghcrSignaturesToken"}
+    with pytest.raises(SettingsError) as caught:
+        parse(raw, "staging", secret_keys("staging"), others("staging"))
+    assert "pouw-cicd:admission.ghcrTokenKey: config key pouw-cicd:ghcrSignaturesToken is not set" in str(
+        caught.value
     )
 
 
