@@ -426,8 +426,9 @@ def test_only_the_release_environment_may_attest(stack_runs: dict[str, Preflight
 def test_the_attestation_names_the_image_cloud_run_runs(
     stack_runs: dict[str, Preflight], stack: str, tmp_path: Path
 ) -> None:
-    """The artifact URL the release attests, composed from the stack's own settings (the variable's
-    line), is exactly the image each Cloud Run service deploys: Binary Authorization matches it as is."""
+    """The artifact URL the release attests, from the stack's `binauthzEnvironment` output (the
+    variable's line), is exactly the image each Cloud Run service deploys: Binary Authorization matches
+    it as is."""
     config = stack_file(stack)["config"]
     gcp, repository = (
         config["pouw-cicd:gcp"],
@@ -448,7 +449,9 @@ def test_the_attestation_names_the_image_cloud_run_runs(
         (image,) = [c["image"] for c in service.inputs["template"]["containers"]]
         name, _, digest = image.rpartition("/")[2].partition("@")
         assert digest in {entry["digest"] for entry in record[name].values()}
-        line = f"{stack} {gcp['project']} {gcp['region']} {repository} projects/1/providers/github\n"
+        # The stack's own output is the variable's line for this environment.
+        line = run.outputs["pipelineIdentities"]["binauthzEnvironment"] + "\n"
+        assert line.startswith(f"{stack} {gcp['project']} {gcp['region']} {repository} projects/")
         env = {
             "PATH": f"{bin_dir}:/usr/bin:/bin",
             "ENVIRONMENTS": line,
