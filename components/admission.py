@@ -21,8 +21,9 @@ default, google, azure, amazon, github).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +38,8 @@ import pulumi_kubernetes.helm.v3 as helm
 import pulumi_kubernetes.networking.v1 as networking
 from pulumi_kubernetes.apiextensions import CustomResource
 
+from components.releases import GITHUB_ISSUER, release_repository, signer_identity
+
 if TYPE_CHECKING:
     from components.settings import Settings
 
@@ -49,9 +52,11 @@ ADMISSION_SERVICE_ACCOUNT = "kyverno-admission-controller"
 # The admission controller's webhook server (chart `admissionController.webhookServer.port`): the API
 # server calls it there, which GKE's private control plane can only do through a firewall rule.
 WEBHOOK_PORT = 9443
-GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 REKOR_URL = "https://rekor.sigstore.dev"
 POLICY_NAME = "verify-release-signatures"
+# The GHCR login Kyverno reads private release signatures with (`imageRegistryCredentials.secrets`:
+# a dockerconfigjson Secret in Kyverno's own namespace).
+GHCR_SECRET = "ghcr-signatures"
 # Never verified: the cluster's own and its controllers' namespaces (their images are the vendors').
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", KYVERNO_NAMESPACE)
 Credentials = Literal["amazon", "google", "azure"]
@@ -59,20 +64,17 @@ Credentials = Literal["amazon", "google", "azure"]
 CONTROLLERS = ("admissionController", "backgroundController", "cleanupController", "reportsController")
 
 
-def signer_identity(repository: str, service: str) -> str:
-    """The certificate subject a service's release signature carries, as an anchored regular
-    expression: the release workflow of `repository` at one of the service's own tags."""
-    prefix = f"https://github.com/{repository}/.github/workflows/release.yml@refs/tags/{service}/v"
-    return f"^{re.escape(prefix)}.+$"
-
-
-def signature_repository(repository: str, service: str) -> str:
-    """Where release.yml pushed the image and its signature: ghcr.io/<owner, lowercased>/<service>."""
-    return f"ghcr.io/{repository.split('/')[0].lower()}/{service}"
-
-
-def verify_rule(service: str, repository: str, enforce: bool, credentials: Credentials) -> dict[str, Any]:
-    """One rule per service namespace: every image of every pod there is signed by the release."""
+def verify_rule(
+    service: str,
+    repository: str,
+    enforce: bool,
+    credentials: Credentials,
+    signatures: str | None = None,
+    secrets: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One rule per service namespace: every image of every pod there is signed by the release of
+    `repository` (`<owner>/<repo>`), its signatures read from `signatures`: the GHCR repository the
+    release recorded (releases.yaml), else the one release.yml pushes to."""
     return {
         "name": f"verify-{service}",
         "match": {"any": [{"resources": {"kinds": ["Pod"], "namespaces": [service]}}]},
@@ -82,14 +84,17 @@ def verify_rule(service: str, repository: str, enforce: bool, credentials: Crede
                 "type": "Cosign",
                 "imageReferences": ["*"],
                 "failureAction": "Enforce" if enforce else "Audit",
-                "repository": signature_repository(repository, service),
+                "repository": signatures or release_repository(repository, service),
                 "required": True,
                 # Tags resolve to digests (Kyverno refuses mutateDigest under Audit) and an image
                 # without a digest is itself a violation.
                 "mutateDigest": enforce,
                 "verifyDigest": True,
                 "useCache": True,
-                "imageRegistryCredentials": {"providers": [credentials]},
+                "imageRegistryCredentials": {
+                    "providers": [credentials],
+                    **({"secrets": list(secrets)} if secrets else {}),
+                },
                 "attestors": [
                     {
                         "count": 1,
@@ -110,7 +115,12 @@ def verify_rule(service: str, repository: str, enforce: bool, credentials: Crede
 
 
 def cluster_policy(
-    services: Sequence[str], repository: str, enforce: bool, credentials: Credentials
+    services: Sequence[str],
+    repository: str,
+    enforce: bool,
+    credentials: Credentials,
+    signatures: Mapping[str, str] | None = None,
+    secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ClusterPolicy's spec: admission only (signatures are checked as pods are made; a background
     scan would re-verify every running pod), failing closed when enforcing."""
@@ -118,7 +128,10 @@ def cluster_policy(
         "background": False,
         "webhookTimeoutSeconds": 30,
         "failurePolicy": "Fail" if enforce else "Ignore",
-        "rules": [verify_rule(s, repository, enforce, credentials) for s in services],
+        "rules": [
+            verify_rule(s, repository, enforce, credentials, (signatures or {}).get(s), secrets)
+            for s in services
+        ],
     }
 
 
@@ -168,15 +181,36 @@ class Verification:
     signer: str
     enforce: bool
     chart_version: str
+    # service -> the GHCR repository the release recorded for the version the stack deploys.
+    signatures: Mapping[str, str] = field(default_factory=dict)
+    # A GHCR token (admission.ghcrTokenKey) for private release packages, else anonymous reads.
+    ghcr_token: pulumi.Input[str] | None = None
 
     @classmethod
-    def of(cls, settings: Settings, target: str) -> Verification | None:
-        """None when no service runs on `target` (settings validation guarantees a signer otherwise)."""
-        services = tuple(s.name for s in settings.services if target in s.targets)
+    def of(
+        cls, settings: Settings, target: str, secret: Callable[[str], pulumi.Input[str]] | None = None
+    ) -> Verification | None:
+        """None when no service runs on `target` (settings validation guarantees a signer otherwise).
+        `secret` reads a secure config key (the stack context's)."""
+        chosen = [s for s in settings.services if target in s.targets]
         signer = settings.signer_repository
-        if not services or signer is None:
+        if not chosen or signer is None:
             return None
-        return cls(services, signer, settings.admission_enforced, settings.admission.kyverno_chart_version)
+        recorded = {s.name: settings.record.image(s.name, s.version) for s in chosen}
+        return cls(
+            tuple(s.name for s in chosen),
+            signer,
+            settings.admission_enforced,
+            settings.admission.kyverno_chart_version,
+            {name: image.repository for name, image in recorded.items() if image is not None},
+            secret(key) if secret is not None and (key := settings.admission.ghcr_token_key) else None,
+        )
+
+
+def ghcr_login(token: str) -> str:
+    """A dockerconfigjson for ghcr.io with a token (any user name: GHCR checks only the token)."""
+    auth = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return json.dumps({"auths": {"ghcr.io": {"auth": auth}}})
 
 
 @dataclass(frozen=True)
@@ -229,14 +263,27 @@ class Kyverno(pulumi.ComponentResource):
             values=chart_values(v.enforce, args.annotations, args.pod_labels),
             opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=list(args.depends_on))),
         )
+        depends: list[pulumi.Resource] = [release]
+        secrets: list[str] = []
+        if v.ghcr_token is not None:
+            depends.append(
+                core.Secret(
+                    f"{name}-ghcr",
+                    metadata={"name": GHCR_SECRET, "namespace": namespace.metadata.name},
+                    type="kubernetes.io/dockerconfigjson",
+                    string_data={".dockerconfigjson": pulumi.Output.secret(v.ghcr_token).apply(ghcr_login)},
+                    opts=k8s,
+                )
+            )
+            secrets.append(GHCR_SECRET)
         # The ClusterPolicy's definition comes with the chart.
         self.policy = CustomResource(
             f"{name}-verify-images",
             api_version="kyverno.io/v1",
             kind="ClusterPolicy",
             metadata={"name": POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "pouw-cicd"}},
-            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials),
-            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=[release])),
+            spec=cluster_policy(v.services, v.signer, v.enforce, args.credentials, v.signatures, secrets),
+            opts=pulumi.ResourceOptions.merge(k8s, pulumi.ResourceOptions(depends_on=depends)),
         )
         self.register_outputs({"policy": POLICY_NAME})
 

@@ -30,6 +30,7 @@ from pulumi_aws.get_caller_identity import get_caller_identity_output
 from pulumi_aws.get_region import get_region_output
 
 from components.iam import document
+from components.releases import release_repository
 from components.schema import (
     AcrNetworkAccess,
     AcrSettings,
@@ -593,7 +594,7 @@ def ghcr_target(settings: GhcrSettings, service: str, token: pulumi.Input[str]) 
     """GHCR has nothing to create; the package links to the repository via the OCI source label."""
     return PushTarget(
         kind="ghcr",
-        repository_url=pulumi.Output.from_input(f"ghcr.io/{settings.owner}/{service}"),
+        repository_url=pulumi.Output.from_input(release_repository(settings.owner, service)),
         credentials=docker_build.RegistryArgs(
             address="ghcr.io", username=settings.username, password=pulumi.Output.secret(token)
         ),

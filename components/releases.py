@@ -91,6 +91,34 @@ def load_record(path: Path) -> ReleaseRecord:
     return parse_record(path.read_text(encoding="utf-8"), str(path.name))
 
 
+# Who signs a release: release.yml, keylessly, with the job's GitHub Actions OIDC identity. The one
+# definition of that identity, for the deploy's `cosign verify` (delivery/release.py) and the clusters'
+# admission (components/admission.py): they must check the same certificate.
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+RELEASE_WORKFLOW = ".github/workflows/release.yml"
+
+
+def github_repository(source_repository: str) -> str | None:
+    """`<owner>/<repo>` of `https://github.com/<owner>/<repo>` (`.git` and a trailing `/` allowed)."""
+    found = re.fullmatch(r"https://github\.com/([A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(\.git)?/?", source_repository)
+    return found.group(1) if found else None
+
+
+def signer_identity(signer: str, service: str, version: str | None = None) -> str:
+    """The certificate identity of a release signature, as an anchored regular expression (cosign's
+    `--certificate-identity-regexp`, Kyverno's `subjectRegExp`): release.yml of `signer`
+    (`<owner>/<repo>`) at the tag `<service>/v<version>`, or at any of the service's tags."""
+    prefix = f"https://github.com/{signer}/{RELEASE_WORKFLOW}@refs/tags/{service}/v"
+    return f"^{re.escape(prefix)}{re.escape(version) if version else '.+'}$"
+
+
+def release_repository(owner: str, service: str) -> str:
+    """A service's GHCR repository, where release.yml pushes it and its signature:
+    `ghcr.io/<owner, lowercased>/<service>` (the workflow's `${OWNER,,}`; GHCR names are lower case).
+    `owner` may be `<owner>/<repo>` (a signer)."""
+    return f"ghcr.io/{owner.split('/')[0].lower()}/{service}"
+
+
 def digest_of(ref: str) -> str | None:
     found = re.search(r"@(sha256:[0-9a-f]{64})$", ref)
     return found.group(1) if found else None

@@ -895,6 +895,22 @@ class PipelineIdentities(pulumi.ComponentResource):
                 opts=child,
             )
             self.outputs["gcpAttesterServiceAccount"] = attester.email
+            registry = next(iter(args.gcp_scope.repositories.values()), None)
+            if registry is not None and project is not None:
+                # This environment's line of release.yml's BINAUTHZ_ENVIRONMENTS variable ("Attest for
+                # Binary Authorization": `<env> <project> <region> <repository> <provider>`), from the
+                # resources themselves, so the attested URL is the Artifact Registry copy Cloud Run runs.
+                self.outputs["binauthzEnvironment"] = pulumi.Output.concat(
+                    args.environment,
+                    " ",
+                    project,
+                    " ",
+                    registry.location,
+                    " ",
+                    registry.repository_id,
+                    " ",
+                    provider.name,
+                )
         emails = {}
         for kind, subject in (("deploy", deploy), ("preview", preview)):
             account = serviceaccount.Account(

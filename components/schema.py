@@ -481,9 +481,11 @@ class AdmissionSettings(_Model):
     `signer` is the repository whose release workflow signs the images (the certificate names
     `https://github.com/<signer>/.github/workflows/release.yml@refs/tags/<service>/v...`); unset, it is
     `sourceRepository`'s. `enforce` rejects what is unsigned; unset, dev audits and staging and prod
-    enforce.
+    enforce. `ghcrTokenKey` names the secure config key of a GHCR token (read:packages) that Kyverno
+    reads the signatures with: needed when the release's GHCR packages are private.
     """
 
     signer: Annotated[str, _REPOSITORY] | None = None
     enforce: bool | None = None
+    ghcr_token_key: str | None = None
     kyverno_chart_version: Annotated[str, _CHART_VERSION] = "3.9.0"

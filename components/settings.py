@@ -29,7 +29,7 @@ from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, Field, PrivateAttr, Tag, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
-from components.releases import RECORD_FILE, RecordError, ReleaseRecord, load_record
+from components.releases import RECORD_FILE, RecordError, ReleaseRecord, github_repository, load_record
 from components.rollout import Model as _Model
 from components.rollout import RolloutError, form_names
 from components.schema import (
@@ -238,10 +238,7 @@ class Settings(_Model):
         """`admission.signer`, or the GitHub `<owner>/<repo>` of `sourceRepository`."""
         if self.admission.signer is not None:
             return self.admission.signer
-        found = re.fullmatch(
-            r"https://github\.com/([A-Za-z0-9-]+/[A-Za-z0-9._-]+?)(\.git)?/?", self.source_repository
-        )
-        return found.group(1) if found else None
+        return github_repository(self.source_repository)
 
     @property
     def admission_enforced(self) -> bool:
@@ -369,6 +366,8 @@ class Settings(_Model):
         ]
         if self.registries.ghcr is not None:
             refs.append(("registries.ghcr.tokenKey", self.registries.ghcr.token_key))
+        if self.admission.ghcr_token_key is not None:
+            refs.append(("admission.ghcrTokenKey", self.admission.ghcr_token_key))
         arc = self.ci_runners.arc if self.ci_runners else None
         if arc is not None:
             refs += [

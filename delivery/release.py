@@ -89,7 +89,17 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.nodes import MappingNode, ScalarNode
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from components.releases import DIGEST_RE, RECORD_FILE, REPOSITORY_RE, RecordError, parse_record
+from components.releases import (
+    DIGEST_RE,
+    GITHUB_ISSUER,
+    RECORD_FILE,
+    RELEASE_WORKFLOW,
+    REPOSITORY_RE,
+    RecordError,
+    github_repository,
+    parse_record,
+    signer_identity,
+)
 from components.rollout import BlueGreenRollout, CanaryRollout, RolloutError, RolloutSettings, parse_rollout
 from components.schema import BuildSettings
 from preflight.cli import split_project_dir
@@ -851,36 +861,31 @@ def record(project_dir: Path, service: str, version: str, digest: str, repositor
     return 0
 
 
-ISSUER = "https://token.actions.githubusercontent.com"
-RELEASE_WORKFLOW = ".github/workflows/release.yml"
+def deployed_images(text: str, source: str) -> tuple[str, list[tuple[str, str, str]], bool]:
+    """(signer, [(service, version, its config key) of every slot], buildUnreleased) of a stack file.
 
-
-def signer_identity(source_repository: str, service: str, version: str) -> str:
-    """The certificate identity a release's signature must name, as a regular expression: release.yml
-    of this repository at the version's tag (cosign's `--certificate-identity-regexp`)."""
-    return (
-        "^"
-        + re.escape(f"{source_repository.rstrip('/')}/{RELEASE_WORKFLOW}@refs/tags/{service}/v{version}")
-        + "$"
-    )
-
-
-def deployed_images(text: str, source: str) -> tuple[str, list[tuple[str, str]], bool]:
-    """(sourceRepository, [(service, version) of every slot], buildUnreleased) of a stack file."""
+    The signer is the `<owner>/<repo>` whose release.yml signs, as the program's settings read it
+    (`admission.signer`, else `sourceRepository`'s), so the deploy verifies what the clusters admit."""
     data = _parse(text).data
     config = data.get("config") if isinstance(data, dict) else None
     if not isinstance(config, dict):
         raise ReleaseError(f"{source}: no config; run from the project (or pass --project-dir)")
-    repository = str(config.get(f"{NAMESPACE}:sourceRepository") or "")
+    admission = config.get(f"{NAMESPACE}:admission")
+    explicit = admission.get("signer") if isinstance(admission, dict) else None
+    source_repository = str(config.get(f"{NAMESPACE}:sourceRepository") or "")
+    repository = str(explicit) if explicit else github_repository(source_repository) or ""
     releases = config.get(f"{NAMESPACE}:releases") or {}
     unreleased = bool(releases.get("buildUnreleased")) if isinstance(releases, dict) else False
-    found: list[tuple[str, str]] = []
-    for entry in config.get(f"{NAMESPACE}:services") or []:
-        slots = ((entry.get("rollout") or {}).get("slots") or {}).values()
-        for version in [entry.get("version"), *(slot.get("version") for slot in slots)]:
-            if (entry.get("name"), str(version)) not in found:
-                found.append((str(entry.get("name")), str(version)))
-    return repository, found, unreleased
+    found: dict[tuple[str, str], str] = {}
+    for i, entry in enumerate(config.get(f"{NAMESPACE}:services") or []):
+        slots = ((entry.get("rollout") or {}).get("slots") or {}).items()
+        paths = [
+            (entry.get("version"), f"services[{i}].version"),
+            *((slot.get("version"), f"services[{i}].rollout.slots.{name}.version") for name, slot in slots),
+        ]
+        for version, path in paths:
+            found.setdefault((str(entry.get("name")), str(version)), f"{NAMESPACE}:{path}")
+    return repository, [(s, v, path) for (s, v), path in found.items()], unreleased
 
 
 def _record_text(project_dir: Path) -> str:
@@ -896,28 +901,36 @@ def verify(project_dir: Path, stack: str, cosign: str) -> int:
     except in a stack that builds unreleased versions (dev), where it is built, not a release.
     """
     text, _ = read_stack_file(stack_path(project_dir, stack))
-    repository, deployed, unreleased = deployed_images(text, f"Pulumi.{stack}.yaml")
+    signer, deployed, unreleased = deployed_images(text, f"Pulumi.{stack}.yaml")
     try:
         recorded = parse_record(_record_text(project_dir), RECORD_FILE)
     except RecordError as err:
         raise ReleaseError(str(err)) from None
-    for service, version in deployed:
+    for service, version, key in deployed:
         image = recorded.image(service, version)
         if image is None:
             if unreleased:
                 print(f"{service} {version}: not released, built by this stack (dev); no release signature")
                 continue
             raise ReleaseError(
-                f"{service} {version} ({stack}) has no release record in {RECORD_FILE}; release it first"
+                f"{key}: {service} {version} ({stack}) has no release record in {RECORD_FILE}; release it "
+                f"(push the tag {service}/v{version}: release.yml builds, signs and records it), merge the "
+                "record's pull request, then deploy it"
+            )
+        if not signer:
+            raise ReleaseError(
+                f"{NAMESPACE}:sourceRepository ({stack}) is not https://github.com/<owner>/<repo>, so the "
+                f"release signer is unknown; set {NAMESPACE}:admission.signer to the <owner>/<repo> whose "
+                "release.yml signs the images"
             )
         command = [
             cosign,
             "verify",
             image.ref,
             "--certificate-identity-regexp",
-            signer_identity(repository, service, version),
+            signer_identity(signer, service, version),
             "--certificate-oidc-issuer",
-            ISSUER,
+            GITHUB_ISSUER,
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components import admission
 from components.permissions import ADMISSION_READS, ADMISSION_ROLES, GCP_ROLE_PERMISSIONS
+from components.releases import RECORD_FILE, ReleaseRecord, release_repository
 from components.settings import SettingsError, parse
 from components.targets.aci import ACR_PULL_ROLE
 from preflight.cli import main
-from preflight.engine import ProgramRun, Registration
+from preflight.engine import SECRET_SIG, SIG_KEY, ProgramRun, Registration
 from preflight.report import Preflight
-from tests.conftest import project_copy, stack_file
+from tests.conftest import ROOT, project_copy, stack_file
 from tests.test_pipelines import workflow
 from tests.test_settings import namespace, others, secret_keys
 from tests.test_targets import build
@@ -105,6 +107,44 @@ def test_enforcement_and_signer_come_from_settings(tmp_path: Path) -> None:
     subject = verify["attestors"][0]["entries"][0]["keyless"]["subjectRegExp"]
     assert re.match(
         subject, "https://github.com/acme/releases/.github/workflows/release.yml@refs/tags/web/v2.0.0"
+    )
+
+
+@pytest.mark.parametrize("cluster", sorted(CLUSTERS))
+def test_private_release_packages_are_read_with_a_ghcr_login(tmp_path: Path, cluster: str) -> None:
+    """The signatures live on GHCR, which the clusters' cloud credential providers cannot read: a
+    private package needs a GHCR token, from secure config into a dockerconfigjson Secret in Kyverno's
+    namespace that every rule names (`imageRegistryCredentials.secrets`), kept secret in the state."""
+
+    def configure(config: dict[str, Any]) -> None:
+        config["pouw-cicd:admission"] = {"ghcrTokenKey": "ghcrSignaturesToken"}
+        config["pouw-cicd:ghcrSignaturesToken"] = {"secure": "v1:c2lnbmF0dXJlcw=="}
+
+    run = build(tmp_path, "staging", [cluster], configure)
+    secret = run.get("kubernetes:core/v1:Secret", f"{cluster}-kyverno-ghcr")
+    assert secret.inputs["metadata"]["name"] == admission.GHCR_SECRET
+    assert secret.inputs["metadata"]["namespace"] == "kyverno"
+    assert secret.inputs["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret.inputs["stringData"][SIG_KEY] == SECRET_SIG
+    login = json.loads(secret.inputs["stringData"]["value"][".dockerconfigjson"])
+    assert set(login["auths"]) == {"ghcr.io"}
+    for rule in policy_spec(run, cluster)["rules"]:
+        (verify,) = rule["verifyImages"]
+        assert verify["imageRegistryCredentials"]["secrets"] == [admission.GHCR_SECRET]
+    assert secret.urn in run.get(POLICY, f"{cluster}-kyverno-verify-images").dependencies
+    without = build(tmp_path / "public", "staging", [cluster], lambda c: None)
+    assert not [
+        r for r in without.by_type("kubernetes:core/v1:Secret") if r.name == f"{cluster}-kyverno-ghcr"
+    ]
+
+
+def test_the_ghcr_token_key_must_be_a_secret() -> None:
+    raw = copy.deepcopy(namespace("staging"))
+    raw["admission"] = {"ghcrTokenKey": "ghcrSignaturesToken"}
+    with pytest.raises(SettingsError) as caught:
+        parse(raw, "staging", secret_keys("staging"), others("staging"))
+    assert "pouw-cicd:admission.ghcrTokenKey: config key pouw-cicd:ghcrSignaturesToken is not set" in str(
+        caught.value
     )
 
 
@@ -264,7 +304,31 @@ def test_signer_defaults_to_the_source_repository() -> None:
     settings = parse(raw, "staging", secret_keys("staging"), others("staging"))
     assert settings.signer_repository == "Acme/Shop"
     assert settings.admission_enforced is True
-    assert admission.signature_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
+    assert release_repository("Acme/Shop", "web") == "ghcr.io/acme/web"
+
+
+def test_kyverno_reads_the_signatures_where_the_release_recorded_them(tmp_path: Path) -> None:
+    """One GHCR repository per service: release.yml's image name, registry.py's GHCR target and
+    Kyverno's signature repository are `release_repository`; a version the record puts elsewhere is
+    read there (the record is what the stack deploys a copy of)."""
+    out = tmp_path / "out"
+    (step,) = [s for s in workflow("release.yml")["jobs"]["build"]["steps"] if s.get("name") == "Image name"]
+    env = {"PATH": "/usr/bin:/bin", "OWNER": "Pouw", "COMPONENT": "web", "GITHUB_OUTPUT": str(out)}
+    subprocess.run(["bash", "-c", step["run"]], env=env, check=True)
+    assert out.read_text() == f"image={release_repository('Pouw', 'web')}\n" == "image=ghcr.io/pouw/web\n"
+    raw = namespace("staging")
+    version = raw["services"][0]["version"]
+    data = yaml.safe_load((ROOT / RECORD_FILE).read_text())
+    data["services"]["web"][version]["repository"] = "ghcr.io/pouw-archive/web"
+    record = ReleaseRecord.model_validate(data)
+    settings = parse(raw, "staging", secret_keys("staging"), others("staging"), record)
+    verification = admission.Verification.of(settings, "eks")
+    assert verification is not None and verification.signatures == {"web": "ghcr.io/pouw-archive/web"}
+    spec = admission.cluster_policy(
+        verification.services, verification.signer, True, "amazon", verification.signatures
+    )
+    (verify,) = spec["rules"][0]["verifyImages"]
+    assert verify["repository"] == "ghcr.io/pouw-archive/web"
 
 
 def test_a_staging_cluster_that_only_audits_is_blocked(
@@ -358,6 +422,52 @@ def test_only_the_release_environment_may_attest(stack_runs: dict[str, Preflight
     assert stack_runs["dev"].run.by_type(BINAUTHZ) == []  # dev runs no Cloud Run
 
 
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_attestation_names_the_image_cloud_run_runs(
+    stack_runs: dict[str, Preflight], stack: str, tmp_path: Path
+) -> None:
+    """The artifact URL the release attests, from the stack's `binauthzEnvironment` output (the
+    variable's line), is exactly the image each Cloud Run service deploys: Binary Authorization matches
+    it as is."""
+    config = stack_file(stack)["config"]
+    gcp, repository = (
+        config["pouw-cicd:gcp"],
+        config["pouw-cicd:registries"]["artifactRegistry"]["repository"],
+    )
+    record = yaml.safe_load((ROOT / RECORD_FILE).read_text())["services"]
+    run = stack_runs[stack].run
+    services = run.by_type("gcp:cloudrunv2/service:Service")
+    assert services
+    step = next(s for s in release_sign_job()["steps"] if s.get("name") == "Attest for Binary Authorization")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("curl", "jq", "gcloud"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        (bin_dir / tool).chmod(0o755)
+    for service in services:
+        (image,) = [c["image"] for c in service.inputs["template"]["containers"]]
+        name, _, digest = image.rpartition("/")[2].partition("@")
+        assert digest in {entry["digest"] for entry in record[name].values()}
+        # The stack's own output is the variable's line for this environment.
+        line = run.outputs["pipelineIdentities"]["binauthzEnvironment"] + "\n"
+        assert line.startswith(f"{stack} {gcp['project']} {gcp['region']} {repository} projects/")
+        env = {
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "ENVIRONMENTS": line,
+            "COMPONENT": name,
+            "DIGEST": digest,
+            "RUNNER_TEMP": str(tmp_path),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t",
+            "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.example/?x=1",
+        }
+        subprocess.run(["bash", "-c", step["run"]], env=env, check=True)
+        (create,) = [c for c in log.read_text().splitlines() if "sign-and-create" in c]
+        log.unlink()
+        assert f"--artifact-url={image} " in create
+
+
 def release_sign_job() -> dict[str, Any]:
     jobs: dict[str, Any] = workflow("release.yml")["jobs"]
     return jobs["sign"]
@@ -373,6 +483,47 @@ def test_release_attests_after_signing_and_before_the_release() -> None:
     assert sign["environment"] == "release" and sign["permissions"]["id-token"] == "write"
     # The GitHub Release needs the sign job, so it waits for the attestation too.
     assert "sign" in workflow("release.yml")["jobs"]["release"]["needs"]
+
+
+def test_release_signs_in_the_format_kyverno_reads(tmp_path: Path) -> None:
+    """Kyverno's Cosign verifier reads the `sha256-<digest>.sig` tag in the rule's `repository` (GHCR),
+    and cosign 3 signs as a referrers-API bundle unless told otherwise (which `cosign verify` accepts, so
+    only the clusters would notice): the release signs in the tag format and refuses a release whose
+    tag is missing, before the signature is verified."""
+    (rule,) = admission.verify_rule("web", "pouw/pouw-cicd", True, "amazon")["verifyImages"]
+    assert rule["type"] == "Cosign" and rule["repository"] == "ghcr.io/pouw/web"
+    steps = release_sign_job()["steps"]
+    names = [s.get("name") or s.get("uses", "") for s in steps]
+    signing = steps[names.index("Sign the digest (keyless)")]["run"]
+    assert "--new-bundle-format=false" in signing and "--use-signing-config=false" in signing
+    check = names.index("The signature is where admission reads it")
+    assert (
+        names.index("Sign the digest (keyless)")
+        < check
+        < names.index("Verify the signature as a deploy will")
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    digest = "sha256:" + "a" * 64
+    (bin_dir / "cosign").write_text('#!/bin/sh\necho "ghcr.io/pouw/web:sha256-aaaa.sig"\n')
+    for exists in (True, False):
+        (bin_dir / "docker").write_text(
+            f'#!/bin/sh\necho "docker $*" >> "{tmp_path}/calls"\nexit {0 if exists else 1}\n'
+        )
+        for tool in ("cosign", "docker"):
+            (bin_dir / tool).chmod(0o755)
+        done = subprocess.run(
+            ["bash", "-c", steps[check]["run"]],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "IMAGE": "ghcr.io/pouw/web", "DIGEST": digest},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (done.returncode == 0) is exists, done.stdout
+    assert (tmp_path / "calls").read_text().splitlines()[0] == (
+        "docker buildx imagetools inspect ghcr.io/pouw/web:sha256-aaaa.sig"
+    )
+    assert "Kyverno would refuse" in done.stdout
 
 
 def test_the_attestation_step_signs_each_environments_registry_copy(tmp_path: Path) -> None:

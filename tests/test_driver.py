@@ -575,7 +575,8 @@ def test_the_workflow_runs_the_driver_behind_approvals_with_least_privilege() ->
     # Only the jobs that push the driver's stack file edits may write; only they hold cloud tokens.
     for name in ("drive", "approve"):
         job = jobs[name]
-        assert job["permissions"] == {"contents": "write", "id-token": "write"}, name
+        # packages: read only, for the release signatures the driver verifies first (test_release_record).
+        assert job["permissions"] == {"contents": "write", "id-token": "write", "packages": "read"}, name
         assert job["environment"] == "${{ inputs.stack }}", name  # the deploy identity's OIDC subject
         assert "python -m delivery.driver run" in runs(job) and "GITHUB_STEP_SUMMARY" in runs(job)
         assert "requirements-delivery.txt" in runs(job)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.releases import RECORD_FILE, parse_record
-from delivery.release import PACK_CONFIGS, RECORD_POLICY, main, signer_identity
+from components import admission
+from components.releases import RECORD_FILE, parse_record, signer_identity
+from delivery.release import PACK_CONFIGS, RECORD_POLICY, main
 from preflight.cli import main as preflight_main
 from tests.conftest import ROOT, STACKS, project_copy, released, stack_file
 from tests.test_pipelines import action, workflow
@@ -147,6 +149,30 @@ def test_release_refuses_an_existing_version_before_it_builds() -> None:
     assert script.index("already exists") < script.index("not found|manifest unknown")
 
 
+@pytest.mark.parametrize(
+    ("inspect", "builds"),
+    [
+        ("exit 0", False),  # the version exists: never rebuilt
+        ("echo 'ERROR: ghcr.io/pouw/web:1.5.0: not found' >&2; exit 1", True),
+        # A service's first release: GHCR has no package of that name yet.
+        ("echo 'ERROR: name unknown: repository name not known to registry' >&2; exit 1", True),
+        ("echo 'ERROR: denied: denied' >&2; exit 1", False),  # proves nothing: refused
+    ],
+)
+def test_the_existence_check_runs_before_the_build(tmp_path: Path, inspect: str, builds: bool) -> None:
+    (step,) = [
+        s
+        for s in workflow("release.yml")["jobs"]["build"]["steps"]
+        if s.get("name") == "Refuse a version already in the registry"
+    ]
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\n{inspect}\n")
+    docker.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "IMAGE": "ghcr.io/pouw/web", "VERSION": "1.5.0"}
+    done = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True, check=False)
+    assert (done.returncode == 0) is builds, done.stdout
+
+
 def test_release_records_the_signed_digest_by_pull_request() -> None:
     jobs = workflow("release.yml")["jobs"]
     job = jobs["record"]
@@ -177,6 +203,51 @@ def test_deploy_verifies_the_release_signatures_before_pulumi_up() -> None:
     text = (ROOT / "Jenkinsfile").read_text().split("def deployStack(", 1)[1].split("\npipeline {", 1)[0]
     assert text.index("delivery.release verify --stack") < text.index("pulumi up --yes")
     assert text.index("make .venv/.installed") < text.index("delivery.release verify --stack")
+
+
+def test_every_workflow_update_is_preceded_by_the_verification() -> None:
+    """Every job that changes a stack (`pulumi up`, or the rollout driver whose steps are `pulumi up`s)
+    verifies the release signatures first, with GHCR readable and cosign installed."""
+    updating = 0
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        for name, job in workflow(path.name)["jobs"].items():
+            steps = job.get("steps", [])
+            text = [json.dumps(s) for s in steps]
+            updates = [
+                i
+                for i, s in enumerate(steps)
+                if (action(s) == "pulumi/actions" and s.get("with", {}).get("command") == "up")
+                or "delivery.driver run" in str(s.get("run", ""))
+            ]
+            if not updates:
+                continue
+            updating += 1
+            verify = next(i for i, t in enumerate(text) if "delivery.release verify --stack" in t)
+            assert verify < updates[0], f"{path.name} {name}"
+            assert steps_of(job).index("sigstore/cosign-installer") < verify, f"{path.name} {name}"
+            assert steps_of(job).index("docker/login-action") < verify, f"{path.name} {name}"
+            assert job["permissions"]["packages"] == "read", f"{path.name} {name}"
+    assert updating == 3  # deploy-stack.yml's up, rollout.yml's drive and approve
+
+
+def test_every_verifier_has_the_same_cosign() -> None:
+    """Jenkins runs `delivery.release verify` on the agent image (ci/Dockerfile), which must carry cosign,
+    at the version the workflows install: a deploy verifies alike on both paths, and as release.yml signs."""
+    dockerfile = (ROOT / "ci" / "Dockerfile").read_text()
+    (version,) = re.findall(r"^FROM ghcr\.io/sigstore/cosign/cosign:(v[0-9.]+) AS cosign$", dockerfile, re.M)
+    assert "COPY --from=cosign /ko-app/cosign /usr/local/bin/cosign" in dockerfile
+    assert "RUN cosign version" in dockerfile
+    installs = [
+        step
+        for name in ("deploy-stack.yml", "release.yml", "rollout.yml")
+        for job in workflow(name)["jobs"].values()
+        for step in job.get("steps", [])
+        if action(step) == "sigstore/cosign-installer"
+    ]
+    assert len(installs) == 4  # deploy-stack.yml's up, rollout.yml's drive and approve, release.yml's sign
+    assert all(step["with"]["cosign-release"] == version for step in installs)
+    pod = (ROOT / "ci" / "jenkins-agent.yaml").read_text()
+    assert "pouw-cicd-ci" in pod  # the agent's pulumi container is this image
 
 
 # -- `delivery.release verify`: cosign verify every recorded image a stack deploys -------------------
@@ -211,7 +282,7 @@ def test_verify_checks_every_slot_against_the_release_identity(
     for service, version in (("web", "1.4.2"), ("web", "1.4.1"), ("worker", "2.0.1"), ("worker", "2.0.0")):
         image = recorded.image(service, version)
         assert image is not None
-        identity = signer_identity("https://github.com/pouw/pouw-cicd", service, version)
+        identity = signer_identity("pouw/pouw-cicd", service, version)
         expected.append(
             f"verify {image.ref} --certificate-identity-regexp {identity} "
             "--certificate-oidc-issuer https://token.actions.githubusercontent.com"
@@ -221,7 +292,7 @@ def test_verify_checks_every_slot_against_the_release_identity(
 
 
 def test_the_identity_is_release_yml_at_the_versions_tag_only() -> None:
-    pattern = re.compile(signer_identity("https://github.com/pouw/pouw-cicd", "web", "1.4.2"))
+    pattern = re.compile(signer_identity("pouw/pouw-cicd", "web", "1.4.2"))
     # What release.yml's own verification names: server/repository/.github/workflows/release.yml@ref.
     assert pattern.match(
         "https://github.com/pouw/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2"
@@ -233,6 +304,50 @@ def test_the_identity_is_release_yml_at_the_versions_tag_only() -> None:
         "https://github.com/evil/pouw-cicd/.github/workflows/release.yml@refs/tags/web/v1.4.2",
     ):
         assert not pattern.match(other), other
+
+
+@pytest.mark.parametrize(
+    ("source", "signer", "expected"),
+    [
+        ("https://github.com/pouw/pouw-cicd.git", None, "pouw/pouw-cicd"),
+        ("https://gitlab.example/pouw/pouw-cicd", "pouw/pouw-cicd", "pouw/pouw-cicd"),
+        ("https://github.com/pouw/pouw-cicd", "acme/shop", "acme/shop"),
+    ],
+)
+def test_the_deploy_and_the_clusters_check_one_signer(
+    cosign: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    signer: str | None,
+    expected: str,
+) -> None:
+    """`delivery.release verify` reads the signer as the settings do (`admission.signer`, else
+    `sourceRepository`'s `<owner>/<repo>`), so it checks the certificate the clusters' Kyverno admits."""
+    monkeypatch.setenv("REFUSE", "nothing-matches-this")
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:sourceRepository"] = source
+    if signer:
+        config["pouw-cicd:admission"] = {"signer": signer}
+    project = project_copy(tmp_path / "p", "staging", config)
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 0
+    deploy = re.compile(calls(cosign)[0].split(" --certificate-identity-regexp ")[1].split(" ")[0])
+    (rule,) = admission.verify_rule("web", expected, True, "amazon")["verifyImages"]
+    kyverno = re.compile(rule["attestors"][0]["entries"][0]["keyless"]["subjectRegExp"])
+    certificate = f"https://github.com/{expected}/.github/workflows/release.yml@refs/tags/web/v1.4.2"
+    assert deploy.match(certificate) and kyverno.match(certificate)
+    assert not deploy.match(certificate.replace(expected, "pouw/other"))
+
+
+def test_verify_without_a_github_signer_names_the_key(
+    cosign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = stack_file("staging")["config"]
+    config["pouw-cicd:sourceRepository"] = "https://gitlab.example/pouw/pouw-cicd"
+    project = project_copy(tmp_path / "p", "staging", config)
+    assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 2
+    assert "set pouw-cicd:admission.signer to the <owner>/<repo>" in capsys.readouterr().err
+    assert calls(cosign) == []
 
 
 def test_verify_refuses_an_unsigned_digest(
@@ -259,4 +374,6 @@ def test_verify_in_dev_names_what_it_builds_and_elsewhere_refuses_an_unrecorded_
     config["pouw-cicd:services"][0]["version"] = "9.9.9"
     project = project_copy(tmp_path / "p", "staging", config, {"services": {}})
     assert main(["verify", "--stack", "staging", "--cosign", str(cosign)], project) == 2
-    assert "web 9.9.9 (staging) has no release record in releases.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pouw-cicd:services[0].version: web 9.9.9 (staging) has no release record in releases.yaml" in err
+    assert "push the tag web/v9.9.9" in err

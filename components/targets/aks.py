@@ -772,7 +772,7 @@ class AksTarget(Target):
                 protect=ctx.protect,
             ),
         )
-        verification = Verification.of(s, self.key)
+        verification = Verification.of(s, self.key, ctx.secret)
         self.admission = (
             self.cluster.verify_signatures("aks", verification) if verification is not None else None
         )

@@ -642,7 +642,7 @@ class EksTarget(Target):
             permissions_boundary=ctx.boundary,
         )
         self.cluster = EksCluster("eks", self.cluster_args)
-        verification = Verification.of(s, self.key)
+        verification = Verification.of(s, self.key, ctx.secret)
         ecr = ctx.registries.get("ecr")
         self.admission = None
         if verification is not None and isinstance(ecr, EcrRegistry):

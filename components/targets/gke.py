@@ -524,7 +524,7 @@ class GkeTarget(Target):
                 protect=ctx.protect,
             ),
         )
-        verification = Verification.of(s, self.key)
+        verification = Verification.of(s, self.key, ctx.secret)
         self.admission = (
             self.cluster.verify_signatures("gke", verification) if verification is not None else None
         )
