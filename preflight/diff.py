@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -841,10 +842,14 @@ def materialise(base: BaseRevision, into: Path) -> Path | None:
 # only the `preflight` package comes from the tool, and no project module is loaded before the run.
 
 
-def _emit_child(project_dir: str, stack: str, out: str, registry_file: str, log: str) -> None:
+def _emit_child(
+    project_dir: str, stack: str, out: str, registry_file: str, log: str, environment: dict[str, str]
+) -> None:
     """The forked run: its output to `log` (the program's prints and, on a crash, the traceback),
-    in the project directory, with an import path that leads to no project but this one."""
-    import os
+    in the project directory, with an import path that leads to no project but this one, and the
+    caller's environment (a fork of the server would have the server's, as it was at its start)."""
+    os.environ.clear()
+    os.environ.update(environment)
 
     with open(log, "wb") as sink:
         os.dup2(sink.fileno(), 1)
@@ -925,12 +930,12 @@ def run_programs(
     deadline = time.monotonic() + timeout
     runs: dict[str, ProgramRun] = {}
     registry = dict(pushed or {})
-    context = forkserver()
+    context = forkserver(stack)
     for label in sorted(jobs, key=lambda x: x != "base"):
         out, log = workdir / f"plan-{label}.json", workdir / f"run-{label}.log"
         registry_file = workdir / f"pushed-{label}.json"
         registry_file.write_text(json.dumps(registry))
-        args = (str(jobs[label]), stack, str(out), str(registry_file), str(log))
+        args = (str(jobs[label]), stack, str(out), str(registry_file), str(log), dict(os.environ))
         proc = context.Process(target=_emit_child, args=args, name=f"preflight-diff-{label}", daemon=True)
         proc.start()
         try:

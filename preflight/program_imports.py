@@ -6,11 +6,12 @@ provider SDKs: their generated class bodies evaluate every type annotation. So t
 from a server (`multiprocessing`'s forkserver) that imported these modules, and only these, once: SDK
 code shared by both revisions, never project code (`components` stays each copy's own).
 
-What the preload leaves alone: the provider service modules that `pulumi_aws`, `pulumi_gcp` and
-`pulumi_azure_native` register lazily (an `import pulumi_gcp.compute` binds a placeholder that
-loads on first use). Each run still loads the ones its stack uses: loading them all up front (every
-target's, `pulumi_gcp.compute` alone about half a second) cost dev's diff more than it saved and
-prod's about as much (`bench/diff.py`).
+Which service modules load up front: `pulumi_aws`, `pulumi_gcp` and `pulumi_azure_native` register
+theirs lazily (`import pulumi_gcp.compute` binds a placeholder that loads on first use, `pulumi_gcp.compute`
+alone about half a second). The preload loads those of the providers the stack's targets use (read
+from the stack file's `services[].targets` and the imports of `components/targets/<target>.py` and the
+target modules it imports) and leaves the others to a run that needs them: loading every target's up
+front cost dev's diff, which deploys to AWS only, more than it saved (`bench/diff.py`).
 
 Which modules: what the tool's project imports (`import pulumi_aws.ec2 as ec2`, `from pulumi_kubernetes.core
 import v1`), read from its sources with `ast` (nothing of the project is executed). A base revision
@@ -25,15 +26,22 @@ import ast
 import contextlib
 import gc
 import importlib
+import json
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import yaml
+
 # The directory that holds the `preflight` package: the project whose imports are preloaded.
 TOOL_ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_SOURCES = ("__main__.py", "components")
+# The stack whose targets say which providers' service modules the forkserver loads (see forkserver).
+PRELOAD_STACK_ENV = "PREFLIGHT_PRELOAD_STACK"
 
 
 def _sources(project_dir: Path) -> Iterator[Path]:
@@ -45,34 +53,77 @@ def _sources(project_dir: Path) -> Iterator[Path]:
             yield from sorted(path.rglob("*.py"))
 
 
+def _imports(source: Path) -> set[str]:
+    try:
+        tree = ast.parse(source.read_text(), str(source))
+    except (OSError, SyntaxError, ValueError):
+        return set()  # the run reports it; a preload is only an optimisation
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # The module only: a name imported from it may be a class that shares its name with a
+            # submodule (`from pulumi_kubernetes.apiextensions import CustomResource`).
+            found.add(node.module)
+    return found
+
+
+def stack_providers(project_dir: Path, stack: str) -> set[str] | None:
+    """The provider packages (`pulumi_aws`, ...) the stack's targets import, or None when the stack
+    file does not say (then every provider counts)."""
+    try:
+        data = yaml.safe_load((project_dir / f"Pulumi.{stack}.yaml").read_text())
+        services = data["config"][f"{_project_name(project_dir)}:services"]
+        if isinstance(services, str):  # the CLI's JSON string form of structured config
+            services = json.loads(services)
+    except Exception:  # noqa: BLE001 - any unreadable file: no guess (the run reports it)
+        return None
+    if not isinstance(services, list):
+        return None
+    declared = [s.get("targets") for s in services if isinstance(s, dict)]
+    targets = {t for listed in declared if isinstance(listed, list) for t in listed if isinstance(t, str)}
+    seen: set[str] = set()
+    todo = [f"components.targets.{t}" for t in targets]
+    providers: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for name in _imports(project_dir / (module.replace(".", "/") + ".py")):
+            if name.startswith("components.targets."):
+                todo.append(name)
+            elif name.startswith("pulumi_"):
+                providers.add(name.split(".")[0])
+    return providers
+
+
+def _project_name(project_dir: Path) -> str:
+    name = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    return str(name)
+
+
 def provider_modules(project_dir: Path) -> list[str]:
     """The `pulumi` and provider modules (`pulumi_*`) the project's program sources import."""
     found: set[str] = set()
     for source in _sources(project_dir):
-        try:
-            tree = ast.parse(source.read_text(), str(source))
-        except (OSError, SyntaxError, ValueError):
-            continue  # the run reports it; a preload is only an optimisation
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # The module only: a name imported from it may be a class that shares its name with a
-                # submodule (`from pulumi_kubernetes.apiextensions import CustomResource`).
-                found.add(node.module)
+        found |= _imports(source)
     return sorted(m for m in found if m.split(".")[0] == "pulumi" or m.startswith("pulumi_"))
 
 
-def load(modules: list[str]) -> list[str]:
-    """Import each module (a lazily registered provider module stays a placeholder); returns the ones
-    that imported. `from x import name` entries that are not modules are skipped."""
+def load(modules: list[str], providers: set[str] | None = None) -> list[str]:
+    """Import each module; a lazily registered one is loaded too when its provider package is in
+    `providers` (None: every provider), else left a placeholder. Returns the ones that imported."""
     loaded = []
     for name in modules:
         if _under_placeholder(name):
             continue
         # Any failure: the run imports it itself and reports what goes wrong (a preload only saves time).
         with contextlib.suppress(Exception):
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            if providers is None or name.split(".")[0] in providers:
+                getattr(module, "__all__", None)  # any attribute but the spec's loads a placeholder
             loaded.append(name)
     return loaded
 
@@ -92,20 +143,34 @@ def preload() -> None:
     collector paused (as the engine runs a program: the SDKs' millions of new objects would
     otherwise trigger a full collection again and again), then frozen so that the forked runs'
     collections never scan, and so copy, their pages."""
+    stack = os.environ.get(PRELOAD_STACK_ENV)
     gc.disable()
     try:
-        load(provider_modules(TOOL_ROOT))
+        load(provider_modules(TOOL_ROOT), stack_providers(TOOL_ROOT, stack) if stack else None)
     finally:
         gc.freeze()
         gc.enable()
 
 
-def forkserver() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+def forkserver(
+    stack: str,
+) -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """The context the program runs are started from: a forkserver that preloaded the provider
-    modules (`preflight._preload`), started on first use and shared by every run of this process.
+    modules (`preflight._preload`) for `stack`, started on first use and shared by every later run of
+    this process (whatever its stack: a run of another stack loads what it lacks itself).
     Where there is no forkserver (Windows), a fresh interpreter per run, as without the preload."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.context.SpawnContext()
     context = multiprocessing.context.ForkServerContext()
     context.set_forkserver_preload(["preflight._preload"])
+    # Started here, with the stack in its environment only (the runs' environment stays this process's).
+    previous = os.environ.get(PRELOAD_STACK_ENV)
+    os.environ[PRELOAD_STACK_ENV] = stack
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if previous is None:
+            del os.environ[PRELOAD_STACK_ENV]
+        else:
+            os.environ[PRELOAD_STACK_ENV] = previous
     return context

@@ -23,6 +23,7 @@ from components.releases import RECORD_FILE
 from delivery.release import with_record
 from preflight import diff
 from preflight.engine import PlanDiff, ProgramRun, Registration
+from preflight.program_imports import forkserver
 from tests.conftest import ROOT, sample_digest
 
 GIT = [
@@ -177,6 +178,9 @@ def outcomes(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     # One scenario per base first (seven program runs in all, not ten), then the rest against the
     # cached base plans.
     waves = [["weight-alias", "bump", "new-stack"], ["rename", "key", "next-release"]]
+    # One forkserver serves every diff of this process, preloaded for the stack that starts it: prod,
+    # whose targets span every provider, rather than whichever scenario's thread comes first.
+    forkserver("prod")
     results: dict[str, Outcome] = {}
     with ThreadPoolExecutor(max_workers=3) as pool:
         for wave in waves:

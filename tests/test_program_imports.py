@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from preflight import diff
-from preflight.program_imports import TOOL_ROOT, provider_modules
+from preflight.program_imports import TOOL_ROOT, provider_modules, stack_providers
 
 PROJECT = "name: tiny\nruntime:\n  name: python\n"
 
@@ -29,6 +29,7 @@ def tiny_project(path: Path, main: str, marker: str = "") -> Path:
 
 
 EXPORT_MARKER = """
+import os
 import sys
 import pulumi
 from components.marker import WHO
@@ -36,6 +37,7 @@ from components.marker import WHO
 print("a program that prints")  # to the run's log, not the diff's output
 pulumi.export("who", WHO)
 pulumi.export("components", sys.modules["components"].__file__)
+pulumi.export("probe", os.environ.get("POUW_PROBE"))
 """
 
 
@@ -64,8 +66,9 @@ def test_provider_modules_are_read_from_the_sources_and_name_no_project_code(tmp
 
 
 def test_each_run_imports_its_own_copy_of_the_project(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("POUW_PROBE", str(tmp_path))  # after the server may have started: still seen
     base = tiny_project(tmp_path / "base", EXPORT_MARKER, marker="base")
     head = tiny_project(tmp_path / "head", EXPORT_MARKER, marker="head")
     work = tmp_path / "work"
@@ -74,6 +77,7 @@ def test_each_run_imports_its_own_copy_of_the_project(
     assert runs["base"].outputs["who"] == "base" and runs["head"].outputs["who"] == "head"
     assert runs["base"].outputs["components"] == str(base / "components" / "__init__.py")
     assert runs["head"].outputs["components"] == str(head / "components" / "__init__.py")
+    assert runs["base"].outputs["probe"] == runs["head"].outputs["probe"] == str(tmp_path)
     assert "a program that prints" not in capfd.readouterr().out
     assert "a program that prints" in (work / "run-head.log").read_text()
 
@@ -103,3 +107,13 @@ def test_the_preload_never_binds_a_submodule_over_a_lazy_package_name() -> None:
     command = [sys.executable, "-c", check]
     done = subprocess.run(command, cwd=TOOL_ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_the_preload_loads_only_the_providers_of_the_stacks_targets(tmp_path: Path) -> None:
+    assert stack_providers(TOOL_ROOT, "dev") == {"pulumi_aws", "pulumi_kubernetes"}  # EKS and ECS
+    assert {"pulumi_gcp", "pulumi_azure_native"} <= (stack_providers(TOOL_ROOT, "prod") or set())
+    tiny_project(tmp_path, EXPORT_MARKER)
+    assert stack_providers(tmp_path, "dev") is None  # the file names no services: every provider counts
+    assert stack_providers(tmp_path, "nope") is None  # no such file: the same
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  tiny:services: [{name: a, targets: []}]\n")
+    assert stack_providers(tmp_path, "dev") == set()  # no targets: nothing to load up front
