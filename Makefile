@@ -76,6 +76,7 @@ test: lint types pytest
 # Figures only (bench/*.py say what each measures); bench/scaling.py --sizes 200 is the slow one.
 bench: $(VENV)/.installed policy-venv
 	$(PY) bench/preflight.py
+	$(PY) bench/diff.py
 	$(PY) bench/policies.py --processes 1 2
 	$(PY) bench/policies.py --processes 1 --resources 5000
 	$(PY) bench/scaling.py
