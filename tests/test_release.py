@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.image import RELEASE_TAG_PREFIX
 from components.releases import RECORD_FILE
 from components.rollout import CanaryRollout
 from components.schema import ServiceSettings
@@ -698,6 +699,9 @@ def test_release_notes_list_the_version_and_the_digest_per_registry(
     subprocess.run(["bash", "-c", script], cwd=repo.path, env=env, check=True)
     notes = (repo.path / "notes.md").read_text()
     assert f"| web | 2.0.0 | ghcr.io | `ghcr.io/pouw/web@{digest}` |" in notes
+    # the environments' copies: their tag (components/image.py RELEASE_TAG_PREFIX) and the same digest
+    copies = f"`<registry>/web:{RELEASE_TAG_PREFIX}2.0.0`, the same `{digest}`"
+    assert f"| web | 2.0.0 | each environment's ECR, Artifact Registry, ACR | {copies}" in notes
     assert f"- **web**: serve the API under /v2 only ({sha['breaking']})" in notes
     assert "## worker" not in notes and "retry the queue" not in notes  # only this release's section
     subprocess.run(
