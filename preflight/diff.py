@@ -930,14 +930,20 @@ def run_programs(
     deadline = time.monotonic() + timeout
     runs: dict[str, ProgramRun] = {}
     registry = dict(pushed or {})
-    context = forkserver(stack)
+    try:
+        context = forkserver(stack)
+    except OSError as err:  # no socket or process for the server (a full /tmp, a process limit)
+        raise DiffError(f"cannot start the program runs: {err}") from err
     for label in sorted(jobs, key=lambda x: x != "base"):
         out, log = workdir / f"plan-{label}.json", workdir / f"run-{label}.log"
         registry_file = workdir / f"pushed-{label}.json"
         registry_file.write_text(json.dumps(registry))
         args = (str(jobs[label]), stack, str(out), str(registry_file), str(log), dict(os.environ))
         proc = context.Process(target=_emit_child, args=args, name=f"preflight-diff-{label}", daemon=True)
-        proc.start()
+        try:
+            proc.start()
+        except OSError as err:
+            raise DiffError(f"cannot start the {label} program: {err}") from err
         try:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.exitcode is None:

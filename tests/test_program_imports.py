@@ -5,6 +5,7 @@ its deadline."""
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import subprocess
 import sys
 import textwrap
@@ -117,3 +118,13 @@ def test_the_preload_loads_only_the_providers_of_the_stacks_targets(tmp_path: Pa
     assert stack_providers(tmp_path, "nope") is None  # no such file: the same
     (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  tiny:services: [{name: a, targets: []}]\n")
     assert stack_providers(tmp_path, "dev") == set()  # no targets: nothing to load up front
+
+
+def test_a_server_that_cannot_start_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", refuse)
+    head = tiny_project(tmp_path / "head", EXPORT_MARKER)
+    with pytest.raises(diff.DiffError, match=r"^cannot start the program runs: .*No space left on device$"):
+        diff.run_programs({"head": head}, "dev", tmp_path, timeout=120)
