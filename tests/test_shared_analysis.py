@@ -316,3 +316,131 @@ def test_a_stack_policy_cannot_change_what_the_next_one_sees(sdk: Any) -> None:
     assert shared_analysis.install({})
     with pytest.raises(TypeError, match="policies must not modify their args"):
         servicer.AnalyzeStack(_stack_request(2), None)
+
+
+def _linked_stack_request() -> analyzer_pb2.AnalyzeStackRequest:
+    """Parents, dependencies and property dependencies, including ones the SDK cannot resolve (a URN
+    not in the stack) and a URN listed twice (the SDK's map keeps the last)."""
+
+    def resource(name: str, **links: Any) -> analyzer_pb2.AnalyzerResource:
+        struct = struct_pb2.Struct()
+        struct.update({"spec": {"image": f"{name}:1"}})
+        return analyzer_pb2.AnalyzerResource(
+            type="t", urn=f"urn:x::t::{name}", name=name, properties=struct, **links
+        )
+
+    deps = analyzer_pb2.AnalyzerPropertyDependencies
+    return analyzer_pb2.AnalyzeStackRequest(
+        resources=[
+            resource("root"),
+            resource("a", parent="urn:x::t::root", dependencies=["urn:x::t::root", "urn:x::t::gone"]),
+            resource(
+                "b",
+                parent="urn:x::t::gone",
+                dependencies=["urn:x::t::a", "urn:x::t::a"],
+                propertyDependencies={
+                    "spec": deps(urns=["urn:x::t::a", "urn:x::t::gone"]),
+                    "none": deps(urns=[]),
+                },
+            ),
+            resource("root", dependencies=["urn:x::t::b"]),
+        ]
+    )
+
+
+def _describe_stack(args: Any) -> str:
+    def name(r: Any) -> str:
+        return r.name if r is not None else "-"
+
+    return "; ".join(
+        f"{name(r)}<{name(r.parent)} deps={[name(d) for d in r.dependencies]} "
+        f"props={ {k: [name(d) for d in v] for k, v in r.property_dependencies.items()} } "
+        f"protect={r.opts.protect} image={r.props['spec']['image']}"
+        for r in args.resources
+    )
+
+
+def test_stack_analysis_answers_as_the_sdk_does(sdk: Any) -> None:
+    """Every outcome a stack policy can have (violations, an unknown value, not applicable, an async
+    validate, remediate treated as mandatory, disabled), the same response byte for byte."""
+    from pulumi_policy.proxy import UnknownValueError
+
+    def describe(args: Any, report: Any) -> None:
+        report(_describe_stack(args), args.resources[1].urn)
+
+    def unknown(args: Any, report: Any) -> None:
+        raise UnknownValueError("04da6b54-80e4-46f7-96ec-b56ff0331ba9", ["spec", "image"])
+
+    def not_applicable(args: Any, report: Any) -> None:
+        raise sdk._NotApplicableError("no such resources")
+
+    async def later(args: Any, report: Any) -> None:
+        report(f"{len(args.resources)} later", None)
+
+    svp = sdk.StackValidationPolicy
+    policies = [
+        svp(name="describe", description="d", validate=describe),
+        svp(name="unknown", description="u", validate=unknown),
+        svp(name="not-applicable", description="n", validate=not_applicable),
+        svp(name="async", description="a", validate=later, enforcement_level=sdk.EnforcementLevel.REMEDIATE),
+        svp(name="off", description="o", validate=describe, enforcement_level=sdk.EnforcementLevel.DISABLED),
+        sdk.ResourceValidationPolicy(name="resource", description="r", validate=describe),
+    ]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    request = _linked_stack_request()
+    plain = servicer.AnalyzeStack(request, None).SerializeToString(deterministic=True)
+    assert shared_analysis.install({})
+    shared = servicer.AnalyzeStack(request, None)
+    assert shared.SerializeToString(deterministic=True) == plain
+    assert [d.policyName for d in shared.diagnostics] == ["describe", "unknown", "async"]
+    assert shared.diagnostics[0].message == (
+        "d\nroot<- deps=[] props={} protect=False image=root:1; "
+        "a<root deps=['root'] props={} protect=False image=a:1; "
+        "b<- deps=['a', 'a'] props={'none': [], 'spec': ['a']} protect=False image=b:1; "
+        "root<- deps=['b'] props={} protect=False image=root:1"
+    )
+    assert [n.policy_name for n in shared.not_applicable] == ["not-applicable"]
+
+
+def test_stack_resources_are_built_once_for_every_stack_policy(
+    sdk: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[list[Any]] = []
+
+    def validate(args: Any, report: Any) -> None:
+        seen.append(args.resources)
+
+    policies = [sdk.StackValidationPolicy(name=f"s{i}", description="d", validate=validate) for i in range(3)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({})
+    options: list[Any] = []
+    real = servicer._get_resource_options
+    monkeypatch.setattr(servicer, "_get_resource_options", lambda r: options.append(r) or real(r))
+    servicer.AnalyzeStack(_linked_stack_request(), None)
+    assert len(options) == 4  # once per resource, not once per resource and stack policy
+    assert all(r is first for views in seen for r, first in zip(views, seen[0], strict=True))
+    assert seen[0] is not seen[1]  # each policy its own list of the shared resources
+    assert seen[0][1].parent is seen[0][3]  # linked as the SDK links them: the last `root`
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        lambda r: setattr(r, "name", "evil"),
+        lambda r: r.dependencies.append(r),
+        lambda r: r.dependencies.clear(),
+        lambda r: r.property_dependencies.__setitem__("spec", []),
+        lambda r: r.property_dependencies["spec"].append(r),
+        lambda r: setattr(r.opts, "protect", True),
+    ],
+    ids=["attribute", "append-dependency", "clear-dependencies", "property-dependency", "append", "options"],
+)
+def test_a_stack_policy_cannot_change_the_shared_resources(sdk: Any, mutation: Any) -> None:
+    def mutate(args: Any, report: Any) -> None:
+        mutation(args.resources[2])
+
+    policies = [sdk.StackValidationPolicy(name="writer", description="d", validate=mutate)]
+    servicer = sdk._PolicyAnalyzerServicer("pack", "0.0.1", policies, sdk.EnforcementLevel.ADVISORY)
+    assert shared_analysis.install({})
+    with pytest.raises(TypeError, match="policies must not modify their args"):
+        servicer.AnalyzeStack(_linked_stack_request(), None)
