@@ -367,44 +367,41 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-class _SharedList(list):  # type: ignore[type-arg]
-    """A dependency list every stack policy sees: changing it would change the next policy's view."""
-
-    def _refuse(self, *_: Any, **__: Any) -> None:
-        raise TypeError(_SHARED_STACK_MESSAGE)
-
-    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
-
-
-class _SharedDict(dict):  # type: ignore[type-arg]
-    """`property_dependencies`, shared by every stack policy (see _SharedList)."""
-
-    def _refuse(self, *_: Any, **__: Any) -> None:
-        raise TypeError(_SHARED_STACK_MESSAGE)
-
-    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
-    pop = popitem = clear = update = setdefault = _refuse  # type: ignore[assignment]
-
-
 _SHARED_STACK_MESSAGE = (
     "a stack policy modified a resource of its args: policies must not modify their args (the "
     "stack's PolicyResources are shared by every stack policy of the request)"
 )
 
 
+def _refuse_shared(*_: Any, **__: Any) -> None:
+    """Every mutator of the shared stack objects below: one policy's change would be the next one's view."""
+    raise TypeError(_SHARED_STACK_MESSAGE)
+
+
+class _SharedList(list):  # type: ignore[type-arg]
+    """A dependency list every stack policy sees."""
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse_shared
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse_shared  # type: ignore[assignment]
+
+
+class _SharedDict(dict):  # type: ignore[type-arg]
+    """`property_dependencies`, shared by every stack policy."""
+
+    __setitem__ = __delitem__ = __ior__ = _refuse_shared  # type: ignore[assignment]
+    pop = popitem = clear = update = setdefault = _refuse_shared  # type: ignore[assignment]
+
+
 class _SharedPolicyResource(sdk.PolicyResource):
     """A `PolicyResource` every stack policy of the request sees: its attributes cannot be reassigned."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise TypeError(_SHARED_STACK_MESSAGE)
+    __setattr__ = _refuse_shared
 
 
 class _SharedPolicyResourceOptions(sdk.PolicyResourceOptions):
-    """A resource's options, shared like the resource (see _SharedPolicyResource)."""
+    """A resource's options, shared like the resource."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise TypeError(_SHARED_STACK_MESSAGE)
+    __setattr__ = _refuse_shared
 
 
 def _stack_resources(servicer: Any, request: Any) -> list[sdk.PolicyResource]:
@@ -424,18 +421,15 @@ def _stack_resources(servicer: Any, request: Any) -> list[sdk.PolicyResource]:
         property_dependencies = {k: list(v.urns) for k, v in r.propertyDependencies.items()}
         built.append((resource, r.parent, list(r.dependencies), property_dependencies))
     by_urn = {resource.urn: resource for resource, _, _, _ in built}
-    resources = []
     for resource, parent, dependencies, property_dependencies in built:
-        if parent is not None and parent in by_urn:
+        if parent in by_urn:  # "" (no parent) is no URN
             resource.parent = by_urn[parent]
         resource.dependencies = _SharedList(by_urn[d] for d in dependencies if d in by_urn)
         resource.property_dependencies = _SharedDict(
             (k, _SharedList(by_urn[d] for d in v if d in by_urn)) for k, v in property_dependencies.items()
         )
-        resources.append(resource)
-    for resource in resources:
-        resource.__class__ = _SharedPolicyResource
-    return resources
+        resource.__class__ = _SharedPolicyResource  # last: its own attributes are set
+    return [resource for resource, _, _, _ in built]
 
 
 def _analyze_stack(servicer: Any, request: Any) -> Any:
