@@ -151,8 +151,9 @@ _interrupted_process = threading.Event()  # set once a signal interrupted a run 
 def _silence_what_an_interrupt_abandons() -> None:
     """An interrupted program leaves asyncio tasks and coroutines behind; collected (while the
     KeyboardInterrupt unwinds, or at exit) they print "Task was destroyed but it is pending!",
-    "coroutine ... was never awaited" and "Exception ignored in: <coroutine ...>" tracebacks: noise,
-    not errors, after the one error line. Installed up front (the noise can come before any of our
+    "coroutine ... was never awaited" and "Exception ignored in: <coroutine ...>" tracebacks, and a
+    thread whose channel the cleanup closed prints its exception: noise, not errors, after the one
+    error line. Installed up front (the noise can come before any of our
     code runs again), these filters pass everything through until a signal has been received."""
     if getattr(_silence_what_an_interrupt_abandons, "installed", False):
         return
@@ -179,6 +180,15 @@ def _silence_what_an_interrupt_abandons() -> None:
             show_warning(message, category, *args, **kwargs)
 
     warnings.showwarning = warning
+    thread_hook = threading.excepthook
+
+    def thread_exception(args: Any) -> None:
+        # A thread the interrupt's cleanup cut short: gRPC's channel thread of a call in flight when
+        # the pack was stopped ("Cannot invoke RPC on closed channel!", seen once in a make test).
+        if not _interrupted_process.is_set():
+            thread_hook(args)
+
+    threading.excepthook = thread_exception
 
 
 class Interrupts:

@@ -613,3 +613,27 @@ Raises(ValueError("shown"))
     assert done.returncode == 0, done.stderr
     assert "KeyboardInterrupt" not in done.stderr
     assert "ValueError: shown" in done.stderr
+
+
+def test_a_thread_the_interrupt_cut_short_prints_no_traceback() -> None:
+    """After a signal, the cleanup stops the pack and closes its channel; a gRPC thread with a call in
+    flight then dies with "Cannot invoke RPC on closed channel!". Preflight's hook keeps that quiet
+    once the run is interrupted; a thread that fails before any signal is still shown."""
+    script = """
+import threading
+from preflight import cli
+cli._silence_what_an_interrupt_abandons()
+def fail(message):
+    raise ValueError(message)
+for message in ("before the signal", "after the signal"):
+    if message.startswith("after"):
+        cli._interrupted_process.set()
+    thread = threading.Thread(target=fail, args=(message,))
+    thread.start()
+    thread.join()
+"""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ValueError: before the signal" in done.stderr
+    assert "after the signal" not in done.stderr
