@@ -4,7 +4,9 @@
   (`python -c "import pulumi_aws.ec2, ..."`, interpreter start included), with the cyclic collector
   off and what was imported frozen before exit, as preflight's engine runs a program: the least any
   run of the program can pay (with the collector on and the usual exit, the same imports take twice as
-  long on this machine);
+  long on this machine). The SDKs load as the program loads them: `import components` first, which
+  postpones their annotations (components/sdk_annotations.py; `POUW_SDK_ANNOTATIONS=eager` in the
+  environment measures Python's default loading instead);
 - the SDK floor: the Pulumi SDK alone registering N trivial `pulumi.CustomResource`s under the mocks
   preflight uses (`preflight.engine.run_function`), in a fresh process, its imports excluded.
 
@@ -86,7 +88,9 @@ def program_modules(project_dir: Path, stack: str) -> list[str]:
 
 def import_floor(modules: list[str], runs: int) -> float:
     """Median wall seconds of a fresh interpreter importing `modules` and nothing else."""
-    code = "\n".join(["import gc", "gc.disable()", *(f"import {m}" for m in modules), "gc.freeze()"])
+    code = "\n".join(
+        ["import gc", "gc.disable()", "import components", *(f"import {m}" for m in modules), "gc.freeze()"]
+    )
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()

@@ -17,6 +17,9 @@ Which modules: what the tool's project imports (`import pulumi_aws.ec2 as ec2`, 
 import v1`), read from its sources with `ast` (nothing of the project is executed). A base revision
 that imports something else imports it itself, as a fresh interpreter would.
 
+They load as the program loads them, annotations postponed (components/sdk_annotations.py, the one
+project file the server executes, under a private name; see `_load_sdks_as_the_program_does`).
+
 `preflight._preload` is the forkserver's preload: importing it loads them.
 """
 
@@ -26,6 +29,7 @@ import ast
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import multiprocessing.context
@@ -146,10 +150,26 @@ def preload() -> None:
     stack = os.environ.get(PRELOAD_STACK_ENV)
     gc.disable()
     try:
+        _load_sdks_as_the_program_does()
         load(provider_modules(TOOL_ROOT), stack_providers(TOOL_ROOT, stack) if stack else None)
     finally:
         gc.freeze()
         gc.enable()
+
+
+def _load_sdks_as_the_program_does() -> None:
+    """What the program's `components/__init__.py` does first (components/sdk_annotations.py: the
+    provider SDKs load with postponed annotations), done here from the tool's copy of that file, under
+    a private name: the runs' `components` stays each copy's own, and their `install()` finds this
+    finder in place. A project without the file loads the SDKs as Python does."""
+    path = TOOL_ROOT / "components" / "sdk_annotations.py"
+    spec = importlib.util.spec_from_file_location("_preflight_sdk_annotations", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        return
+    module = importlib.util.module_from_spec(spec)
+    with contextlib.suppress(Exception):  # a preload only saves time; the run reports what fails
+        spec.loader.exec_module(module)
+        module.install()
 
 
 def forkserver(

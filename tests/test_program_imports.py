@@ -39,6 +39,8 @@ print("a program that prints")  # to the run's log, not the diff's output
 pulumi.export("who", WHO)
 pulumi.export("components", sys.modules["components"].__file__)
 pulumi.export("probe", os.environ.get("POUW_PROBE"))
+import pulumi_aws.ecs  # a provider SDK: loaded as the tool's program loads it (annotations postponed)
+pulumi.export("sdk_loader", type(sys.modules["pulumi_aws.ecs"].__spec__.loader).__name__)
 """
 
 
@@ -79,6 +81,12 @@ def test_each_run_imports_its_own_copy_of_the_project(
     assert runs["base"].outputs["components"] == str(base / "components" / "__init__.py")
     assert runs["head"].outputs["components"] == str(head / "components" / "__init__.py")
     assert runs["base"].outputs["probe"] == runs["head"].outputs["probe"] == str(tmp_path)
+    # The server installed components/sdk_annotations.py's finder (these copies' own package does not).
+    assert (
+        runs["base"].outputs["sdk_loader"]
+        == runs["head"].outputs["sdk_loader"]
+        == "_PostponedAnnotationsLoader"
+    )
     assert "a program that prints" not in capfd.readouterr().out
     assert "a program that prints" in (work / "run-head.log").read_text()
 

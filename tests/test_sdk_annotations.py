@@ -1,0 +1,191 @@
+"""The provider SDKs load with postponed annotations (components/sdk_annotations.py): the plans are
+the same as with Python's default loading, and the loader caches, refreshes and stays out of the way
+as the standard one does."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.machinery
+import inspect
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pulumi_aws.ecs
+import pulumi_kubernetes.apps.v1
+
+from components import sdk_annotations
+from preflight.engine import ProgramRun
+from preflight.report import Preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_EAGER_PLAN = """
+import dataclasses, inspect, json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from preflight.engine import run_program
+from preflight.stackconfig import load_stack_config
+run = run_program(Path(sys.argv[1]), load_stack_config(Path(sys.argv[1]), sys.argv[2]))
+import pulumi_aws.ecs
+# Loaded by Python's own loader: the annotations were evaluated.
+assert not isinstance(inspect.get_annotations(pulumi_aws.ecs.ClusterArgs.__init__)["name"], str)
+print(json.dumps({"resources": [dataclasses.asdict(r) for r in run.resources], "outputs": run.outputs,
+                  "secret_outputs": run.secret_outputs, "error": run.error_text}, default=str))
+"""
+
+
+def _plain(run: ProgramRun) -> dict[str, Any]:
+    data = {
+        "resources": [dataclasses.asdict(r) for r in run.resources],
+        "outputs": run.outputs,
+        "secret_outputs": run.secret_outputs,
+        "error": run.error_text,
+    }
+    return _ordered(json.loads(json.dumps(data, default=str)))
+
+
+def _ordered(plan: dict[str, Any]) -> dict[str, Any]:
+    """Registrations by URN and dependencies as sets: the order the SDK registers resources in, and
+    the order of the dependency sets it collects, differ between any two runs, whatever the loading."""
+    resources = {}
+    for resource in plan["resources"]:
+        resource["dependencies"] = sorted(resource["dependencies"])
+        by_property = resource["property_dependencies"]
+        resource["property_dependencies"] = {k: sorted(v) for k, v in by_property.items()}
+        resources[resource["urn"]] = resource
+    assert len(resources) == len(plan["resources"])
+    return {**plan, "resources": resources}
+
+
+def test_this_process_loaded_the_sdks_postponed() -> None:
+    for module in (pulumi_aws.ecs, pulumi_kubernetes.apps.v1):
+        assert type(module.__spec__.loader).__name__ == "_PostponedAnnotationsLoader", module.__name__
+    # Kept as their source text (PEP 563), not evaluated.
+    name = inspect.get_annotations(pulumi_aws.ecs.ClusterArgs.__init__)["name"]
+    assert isinstance(name, str) and name.startswith("pulumi.Input["), name
+
+
+def test_the_prod_plan_is_the_same_as_with_eager_annotations(stack_runs: dict[str, Preflight]) -> None:
+    """prod deploys to every target, so its program loads every provider SDK: each registration (type,
+    name, parent, inputs on the wire, options), the outputs and the error text are the same."""
+    env = {**os.environ, sdk_annotations.OFF_ENV: "eager"}
+    done = subprocess.run(
+        [sys.executable, "-c", _EAGER_PLAN, str(ROOT), "prod"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    eager = _ordered(json.loads(done.stdout.strip().splitlines()[-1]))
+    postponed = _plain(stack_runs["prod"].run)
+    assert postponed["error"] == "" and len(postponed["resources"]) > 300
+    assert postponed == eager
+
+
+# A stand-in provider SDK: a `pulumi_*` package that ships pulumi-plugin.json, as generated SDKs do.
+_SDK_MODULE = """
+from typing import Optional
+def f(x: Optional["Missing"] = None) -> "int": ...
+ANNOTATIONS = f.__annotations__
+"""
+
+_IMPORT = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from components import sdk_annotations
+import {package}.mod as mod
+print(type(mod.__spec__.loader).__name__, repr(mod.ANNOTATIONS["x"]))
+"""
+
+
+def _sdk(tmp_path: Path, package: str = "pulumi_fakecloud", plugin: bool = True) -> Path:
+    site = tmp_path / "site"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text("")
+    (site / package / "mod.py").write_text(textwrap.dedent(_SDK_MODULE))
+    if plugin:
+        (site / package / "pulumi-plugin.json").write_text('{"resource": true, "name": "fakecloud"}')
+    return site
+
+
+def _import(site: Path, package: str = "pulumi_fakecloud", **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
+    return subprocess.run(
+        [sys.executable, "-c", _IMPORT.format(package=package), str(ROOT), str(site)],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
+        check=False,
+        timeout=60,
+    )
+
+
+def _caches(site: Path, package: str = "pulumi_fakecloud") -> list[str]:
+    return sorted(p.name for p in (site / package / "__pycache__").glob("mod.*"))
+
+
+def test_a_provider_module_loads_postponed_and_its_bytecode_is_cached_apart(tmp_path: Path) -> None:
+    site = _sdk(tmp_path)
+    first = _import(site)
+    # An annotation naming what does not exist still imports: it is only text until resolved.
+    assert first.stdout.split() == ["_PostponedAnnotationsLoader", "\"Optional['Missing']\""], first.stderr
+    tag = sys.implementation.cache_tag
+    assert _caches(site) == [f"mod.{tag}.opt-postponed.pyc"]
+    cache = site / "pulumi_fakecloud" / "__pycache__" / f"mod.{tag}.opt-postponed.pyc"
+    written = cache.stat().st_mtime_ns
+    again = _import(site)
+    assert again.stdout == first.stdout and cache.stat().st_mtime_ns == written  # read, not rewritten
+
+    # A changed source (its size changes) is compiled again, never served from the old cache.
+    source = site / "pulumi_fakecloud" / "mod.py"
+    source.write_text(source.read_text().replace('"Missing"', '"Other"'))
+    changed = _import(site)
+    assert changed.stdout.split()[1] == "\"Optional['Other']\"", changed.stderr
+
+
+def test_a_corrupt_cache_is_compiled_again(tmp_path: Path) -> None:
+    site = _sdk(tmp_path)
+    _import(site)
+    cache = next((site / "pulumi_fakecloud" / "__pycache__").glob("mod.*.opt-postponed.pyc"))
+    cache.write_bytes(cache.read_bytes()[:20])  # header intact, code truncated
+    done = _import(site)
+    assert done.returncode == 0 and done.stdout.split()[0] == "_PostponedAnnotationsLoader", done.stderr
+
+
+def test_no_bytecode_is_written_where_python_writes_none(tmp_path: Path) -> None:
+    site = _sdk(tmp_path)
+    done = _import(site, PYTHONDONTWRITEBYTECODE="1")
+    assert done.stdout.split()[0] == "_PostponedAnnotationsLoader", done.stderr
+    assert not (site / "pulumi_fakecloud" / "__pycache__").exists()
+
+
+def test_eager_turns_it_off(tmp_path: Path) -> None:
+    site = _sdk(tmp_path)
+    done = _import(site, POUW_SDK_ANNOTATIONS="eager")
+    # Python's own loader: the annotation was evaluated (a string literal inside Optional: a ForwardRef).
+    assert done.stdout.split()[0] == "SourceFileLoader", done.stderr
+    assert "ForwardRef('Missing')" in done.stdout
+
+
+def test_packages_that_are_not_provider_sdks_load_as_python_loads_them(tmp_path: Path) -> None:
+    # A pulumi_* package without pulumi-plugin.json (pulumi_policy is one), and any other package.
+    for package, plugin in (("pulumi_notaprovider", False), ("someother", True)):
+        site = _sdk(tmp_path / package, package, plugin=plugin)
+        done = _import(site, package)
+        assert done.stdout.split()[0] == "SourceFileLoader", (package, done.stderr)
+
+
+def test_installing_twice_adds_one_finder() -> None:
+    before = list(sys.meta_path)
+    assert sdk_annotations.install()
+    assert sys.meta_path == before
+    ours = [f for f in sys.meta_path if getattr(f, "pouw_sdk_annotations", False)]
+    standard = next(i for i, f in enumerate(sys.meta_path) if f is importlib.machinery.PathFinder)
+    assert len(ours) == 1 and sys.meta_path.index(ours[0]) < standard
