@@ -4,7 +4,7 @@ with `from __future__ import annotations`.
 Why: the generated SDKs (pulumi_aws, pulumi_gcp, ...) are tens of thousands of classes and functions
 whose every parameter is annotated (`Optional[pulumi.Input[Sequence[pulumi.Input['XArgs']]]]`), and
 Python evaluates each of those annotations when the module loads, building `typing` objects nothing
-reads: the prod stack's program spent most of its import time there. Postponed, an annotation is
+reads: nearly half of the prod program's import floor (bench/floors.py). Postponed, an annotation is
 kept as its source text, and the SDK's runtime resolves the few it needs with
 `typing.get_type_hints` (pulumi's `_types`, cached per class: the output types it deserialises into),
 as it does for a user's own `@pulumi.input_type` classes written with postponed annotations. Nothing
@@ -15,8 +15,10 @@ top-level `pulumi_*` package that ships the code generator's `pulumi-plugin.json
 nor `pulumi_policy`). Their loader is the standard `SourceFileLoader` compiling with the
 `annotations` future flag; the bytecode is cached beside the standard one under its own tag
 (`__pycache__/<module>.cpython-311.opt-postponed.pyc`, `importlib.util.cache_from_source`'s
-`optimization`), validated by the source's mtime and size as the standard cache is, and written only
-where Python writes bytecode (not under `PYTHONDONTWRITEBYTECODE`). `POUW_SDK_ANNOTATIONS=eager` turns
+`optimization`), validated by the source's mtime and size as the standard cache is, and written where Python
+writes bytecode. Where it cannot be written (a read-only image, `PYTHONDONTWRITEBYTECODE`) but the
+standard bytecode is there (pip compiles it at install), a module loads from that instead: compiling
+every SDK module on every run would cost more than its annotations. `POUW_SDK_ANNOTATIONS=eager` turns
 it off. tests/test_sdk_annotations.py proves the plans identical either way.
 
 `components/__init__.py` installs it, so every process that imports the program's code (`pulumi up`,
@@ -31,7 +33,7 @@ import importlib.util
 import marshal
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
 
@@ -51,32 +53,58 @@ class _PostponedAnnotationsLoader(importlib.machinery.SourceFileLoader):
     def get_code(self, fullname: str) -> CodeType:
         source_path = self.get_filename(fullname)
         cache_path = importlib.util.cache_from_source(source_path, optimization=CACHE_TAG)
-        stats = self.path_stats(source_path)
-        # PEP 552's timestamp-based header: magic, flags 0, source mtime and size (each mod 2**32).
-        header = (
-            importlib.util.MAGIC_NUMBER
-            + (0).to_bytes(4, "little")
-            + (int(stats["mtime"]) & 0xFFFFFFFF).to_bytes(4, "little")
-            + (int(stats["size"]) & 0xFFFFFFFF).to_bytes(4, "little")
-        )
-        try:
-            cached = self.get_data(cache_path)
-        except OSError:
-            cached = b""
-        if cached[:16] == header:
-            try:
-                code = marshal.loads(memoryview(cached)[16:])
-            except (EOFError, ValueError, TypeError):
-                pass  # a truncated or corrupt cache file: compiled again below
-            else:
-                if isinstance(code, CodeType):
-                    return code
+        header = _pyc_header(self.path_stats(source_path))
+        cached = _valid_code(self, cache_path, header)
+        if cached is not None:
+            return cached
+        writable = _writable(cache_path)
+        standard = importlib.util.cache_from_source(source_path)
+        if not writable and _valid_code(self, standard, header) is not None:
+            # Nowhere to cache ours (a read-only environment, or PYTHONDONTWRITEBYTECODE), but the
+            # standard bytecode is there (pip compiles it at install): loading it beats compiling
+            # this module on every run. Either loading gives the same program.
+            return super().get_code(fullname)  # type: ignore[return-value]
         code = self.source_to_code(self.get_data(source_path), source_path)
-        if not sys.dont_write_bytecode:
-            # The standard loader's writer: atomic, and silent where it cannot write (a read-only
-            # site-packages compiles again next time, as Python would).
+        if writable:
+            # The standard loader's writer: atomic, and silent should the write fail after all.
             self.set_data(cache_path, header + marshal.dumps(code))
         return code
+
+
+def _pyc_header(stats: Mapping[str, float]) -> bytes:
+    """PEP 552's timestamp-based header: magic, flags 0, the source's mtime and size (mod 2**32)."""
+    return (
+        importlib.util.MAGIC_NUMBER
+        + (0).to_bytes(4, "little")
+        + (int(stats["mtime"]) & 0xFFFFFFFF).to_bytes(4, "little")
+        + (int(stats["size"]) & 0xFFFFFFFF).to_bytes(4, "little")
+    )
+
+
+def _valid_code(loader: importlib.machinery.SourceFileLoader, path: str, header: bytes) -> CodeType | None:
+    """The code cached at `path` when it was compiled from the source `header` describes."""
+    try:
+        data = loader.get_data(path)
+    except OSError:
+        return None
+    if data[:16] != header:
+        return None
+    try:
+        code = marshal.loads(memoryview(data)[16:])
+    except (EOFError, ValueError, TypeError):
+        return None  # truncated or corrupt: compiled again
+    return code if isinstance(code, CodeType) else None
+
+
+def _writable(cache_path: str) -> bool:
+    """Whether Python would write bytecode there: not under PYTHONDONTWRITEBYTECODE, and a writable
+    `__pycache__` (or, before it exists, a writable package directory)."""
+    if sys.dont_write_bytecode:
+        return False
+    directory = os.path.dirname(cache_path)
+    while directory and not os.path.isdir(directory):
+        directory = os.path.dirname(directory)
+    return bool(directory) and os.access(directory, os.W_OK)
 
 
 class _ProviderSdkFinder:

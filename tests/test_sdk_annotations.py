@@ -17,6 +17,7 @@ from typing import Any
 
 import pulumi_aws.ecs
 import pulumi_kubernetes.apps.v1
+import pytest
 
 from components import sdk_annotations
 from preflight.engine import ProgramRun
@@ -63,6 +64,8 @@ def _ordered(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_this_process_loaded_the_sdks_postponed() -> None:
+    if sys.dont_write_bytecode:  # `make test` unexports PYTHONDONTWRITEBYTECODE
+        pytest.skip("PYTHONDONTWRITEBYTECODE: the SDKs may load from their standard bytecode")
     for module in (pulumi_aws.ecs, pulumi_kubernetes.apps.v1):
         assert type(module.__spec__.loader).__name__ == "_PostponedAnnotationsLoader", module.__name__
     # Kept as their source text (PEP 563), not evaluated.
@@ -162,8 +165,22 @@ def test_a_corrupt_cache_is_compiled_again(tmp_path: Path) -> None:
 def test_no_bytecode_is_written_where_python_writes_none(tmp_path: Path) -> None:
     site = _sdk(tmp_path)
     done = _import(site, PYTHONDONTWRITEBYTECODE="1")
-    assert done.stdout.split()[0] == "_PostponedAnnotationsLoader", done.stderr
+    assert done.stdout.split() == ["_PostponedAnnotationsLoader", "\"Optional['Missing']\""], done.stderr
     assert not (site / "pulumi_fakecloud" / "__pycache__").exists()
+
+
+def test_where_it_cannot_cache_the_standard_bytecode_is_used(tmp_path: Path) -> None:
+    """A read-only environment (here: PYTHONDONTWRITEBYTECODE) whose standard bytecode pip compiled at
+    install: loading that beats compiling the module on every run."""
+    site = _sdk(tmp_path)
+    eager = _import(site, POUW_SDK_ANNOTATIONS="eager")  # writes the standard bytecode, as pip would
+    assert _caches(site) == [f"mod.{sys.implementation.cache_tag}.pyc"], eager.stderr
+    done = _import(site, PYTHONDONTWRITEBYTECODE="1")
+    assert "ForwardRef('Missing')" in done.stdout, done.stderr  # evaluated: the standard code
+    assert _caches(site) == [f"mod.{sys.implementation.cache_tag}.pyc"]  # and nothing written
+    # Where it can write, its own cache takes over.
+    assert _import(site).stdout.split()[1] == "\"Optional['Missing']\""
+    assert len(_caches(site)) == 2
 
 
 def test_eager_turns_it_off(tmp_path: Path) -> None:
