@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +92,12 @@ def project_copy(
 # it, GITHUB_SHA for one; pytest's own per-test variable aside). The same stack, config and environment
 # give the same ProgramRun, so a repeated one is not run again; tests only read the runs they share.
 # Kept: the stack files' own runs (stack_runs holds them anyway) and the RECENT_RUNS latest others (a
-# test file's tests mostly repeat each other's configs; keeping every run would hold them all in memory).
+# test file's tests mostly repeat each other's configs; keeping every run would hold them all in memory:
+# a prod run's registrations pickle to 0.7 MB). 8 missed the repeats of a file whose parametrised
+# tests each run five configs (test_strategy_switch.py), so 32.
 _STACK_FILE_RUNS: dict[tuple[Any, ...], ProgramRun] = {}
 _RECENT: OrderedDict[tuple[Any, ...], ProgramRun] = OrderedDict()
-RECENT_RUNS = 8
+RECENT_RUNS = 32
 _PER_TEST_ENV = "PYTEST_CURRENT_TEST"
 
 
@@ -122,14 +124,22 @@ def run_config(
     `record`: the release record (default `released(config)`)."""
     project = project_copy(tmp_path, stack, config, record)
     stack_config = load_stack_config(project, stack)
-    key = (*_run_key(stack_config), _record_key(project / RECORD_FILE))
+    return kept_run(project, stack_config, "__main__.py", lambda: run_program(project, stack_config))
+
+
+def kept_run(
+    project: Path, config: StackConfig, program: Hashable, run: Callable[[], ProgramRun]
+) -> ProgramRun:
+    """`run()` unless a run of the same `program` (`"__main__.py"`, or what else the caller runs on
+    this project's code) on the same config, environment and release record is kept."""
+    key = (*_run_key(config), _record_key(project / RECORD_FILE), program)
     if key in _STACK_FILE_RUNS:
         return _STACK_FILE_RUNS[key]
-    run = _RECENT.pop(key, None) or run_program(project, stack_config)
-    _RECENT[key] = run  # now the latest
+    done = _RECENT.pop(key, None) or run()
+    _RECENT[key] = done  # now the latest
     while len(_RECENT) > RECENT_RUNS:
         _RECENT.popitem(last=False)
-    return run
+    return done
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +148,9 @@ def stack_runs() -> dict[str, Preflight]:
     runs are also what run_config answers for the stack files' own configs."""
     results = {stack: run_preflight(stack) for stack in STACKS}
     for result in results.values():
-        _STACK_FILE_RUNS[(*_run_key(result.config), _record_key(ROOT / RECORD_FILE))] = result.run
+        _STACK_FILE_RUNS[(*_run_key(result.config), _record_key(ROOT / RECORD_FILE), "__main__.py")] = (
+            result.run
+        )
     return results
 
 

@@ -24,7 +24,7 @@ from components.targets.base import RUN_AS_UID, ContainerSpec
 from preflight.diff import restarts, workload_restart_inputs
 from preflight.engine import ProgramRun, run_function
 from preflight.stackconfig import load_stack_config
-from tests.conftest import project_copy, stack_file
+from tests.conftest import kept_run, project_copy, stack_file
 
 FEATURE = {"FEATURE_X": "on"}
 # The service component each Kubernetes target puts its Deployments under.
@@ -59,7 +59,10 @@ def build(
                     images = ctx.slot_images(service, plan, image, targets[key].registry)
                     targets[key].deploy(service, plan, images)
 
-    run = run_function(program, project, load_stack_config(project, stack))
+    stack_config = load_stack_config(project, stack)
+    run = kept_run(
+        project, stack_config, ("build", tuple(keys)), lambda: run_function(program, project, stack_config)
+    )
     assert run.error is None, run.error_text
     return run
 
