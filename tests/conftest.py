@@ -142,6 +142,13 @@ def kept_run(
     return done
 
 
+def stack_file_run(stack: str) -> ProgramRun:
+    """The program on the project's own stack file and release record: stack_runs' run when that
+    fixture ran first in this process, else run here (and kept as any other run)."""
+    config = load_stack_config(ROOT, stack)
+    return kept_run(ROOT, config, "__main__.py", lambda: run_program(ROOT, config))
+
+
 @pytest.fixture(scope="session")
 def stack_runs() -> dict[str, Preflight]:
     """Each project stack through the whole preflight once per session (program + pack); its program

@@ -31,9 +31,8 @@ from delivery.metrics import (
     prometheus_request,
     sources,
 )
-from preflight.engine import ProgramRun, run_program
-from preflight.stackconfig import load_stack_config
-from tests.conftest import ROOT
+from preflight.engine import ProgramRun
+from tests.conftest import stack_file_run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 WINDOW = Window(datetime(2024, 5, 1, 12, 0, tzinfo=UTC), datetime(2024, 5, 1, 12, 1, tzinfo=UTC))
@@ -56,7 +55,7 @@ LATENCY = metric(latencyP99={"maxMs": 500})
 @pytest.fixture(scope="module")
 def runs() -> dict[str, ProgramRun]:
     """Prod (web: a canary on EKS, Cloud Run, GKE) and staging (worker: a canary on ECS, ACI, AKS)."""
-    found = {stack: run_program(ROOT, load_stack_config(ROOT, stack)) for stack in ("prod", "staging")}
+    found = {stack: stack_file_run(stack) for stack in ("prod", "staging")}
     assert all(run.error is None for run in found.values())
     return found
 
