@@ -12,14 +12,15 @@ else in those packages reads annotations at runtime (no dataclasses, NamedTuples
 
 What: a meta-path finder, ahead of the standard one, for the modules of Pulumi provider SDKs (a
 top-level `pulumi_*` package that ships the code generator's `pulumi-plugin.json`; not `pulumi` itself
-nor `pulumi_policy`). Their loader is the standard `SourceFileLoader` compiling with the
-`annotations` future flag; the bytecode is cached beside the standard one under its own tag
-(`__pycache__/<module>.cpython-311.opt-postponed.pyc`, `importlib.util.cache_from_source`'s
-`optimization`), validated by the source's mtime and size as the standard cache is, and written where Python
-writes bytecode. Where it cannot be written (a read-only image, `PYTHONDONTWRITEBYTECODE`) but the
-standard bytecode is there (pip compiles it at install), a module loads from that instead: compiling
-every SDK module on every run would cost more than its annotations. `POUW_SDK_ANNOTATIONS=eager` turns
-it off. tests/test_sdk_annotations.py proves the plans identical either way.
+nor `pulumi_policy`, which ships one too but is hand-written). Their loader is the standard
+`SourceFileLoader` compiling with the `annotations` future flag; the bytecode is cached beside the
+standard one under its own tag (`__pycache__/<module>.cpython-311.opt-postponed.pyc`,
+`importlib.util.cache_from_source`'s `optimization`), validated by the source's mtime and size as the
+standard cache is, and written where Python writes bytecode. Where it cannot be written (a read-only
+image, `PYTHONDONTWRITEBYTECODE`) but the standard bytecode is there (pip compiles it at install), a
+module loads from that instead: compiling every SDK module on every run would cost more than its
+annotations. `POUW_SDK_ANNOTATIONS=eager` turns it off. tests/test_sdk_annotations.py proves the plans
+identical either way.
 
 `components/__init__.py` installs it, so every process that imports the program's code (`pulumi up`,
 `pulumi preview`, preflight, the tests) loads the SDKs this way, provided nothing imported one before.
@@ -58,12 +59,13 @@ class _PostponedAnnotationsLoader(importlib.machinery.SourceFileLoader):
         if cached is not None:
             return cached
         writable = _writable(cache_path)
-        standard = importlib.util.cache_from_source(source_path)
-        if not writable and _valid_code(self, standard, header) is not None:
-            # Nowhere to cache ours (a read-only environment, or PYTHONDONTWRITEBYTECODE), but the
-            # standard bytecode is there (pip compiles it at install): loading it beats compiling
+        if not writable:
+            # Nowhere to cache ours (a read-only environment, or PYTHONDONTWRITEBYTECODE), but where
+            # the standard bytecode is there (pip compiles it at install), loading it beats compiling
             # this module on every run. Either loading gives the same program.
-            return super().get_code(fullname)  # type: ignore[return-value]
+            standard = _valid_code(self, importlib.util.cache_from_source(source_path), header)
+            if standard is not None:
+                return standard
         code = self.source_to_code(self.get_data(source_path), source_path)
         if writable:
             # The standard loader's writer: atomic, and silent should the write fail after all.

@@ -127,12 +127,16 @@ def run_config(
     return kept_run(project, stack_config, "__main__.py", lambda: run_program(project, stack_config))
 
 
+def _kept_key(project: Path, config: StackConfig, program: Hashable) -> tuple[Any, ...]:
+    return (*_run_key(config), _record_key(project / RECORD_FILE), program)
+
+
 def kept_run(
     project: Path, config: StackConfig, program: Hashable, run: Callable[[], ProgramRun]
 ) -> ProgramRun:
     """`run()` unless a run of the same `program` (`"__main__.py"`, or what else the caller runs on
     this project's code) on the same config, environment and release record is kept."""
-    key = (*_run_key(config), _record_key(project / RECORD_FILE), program)
+    key = _kept_key(project, config, program)
     if key in _STACK_FILE_RUNS:
         return _STACK_FILE_RUNS[key]
     done = _RECENT.pop(key, None) or run()
@@ -155,9 +159,7 @@ def stack_runs() -> dict[str, Preflight]:
     runs are also what run_config answers for the stack files' own configs."""
     results = {stack: run_preflight(stack) for stack in STACKS}
     for result in results.values():
-        _STACK_FILE_RUNS[(*_run_key(result.config), _record_key(ROOT / RECORD_FILE), "__main__.py")] = (
-            result.run
-        )
+        _STACK_FILE_RUNS[_kept_key(ROOT, result.config, "__main__.py")] = result.run
     return results
 
 

@@ -199,6 +199,13 @@ def test_packages_that_are_not_provider_sdks_load_as_python_loads_them(tmp_path:
         assert done.stdout.split()[0] == "SourceFileLoader", (package, done.stderr)
 
 
+def test_the_policy_sdk_loads_as_python_loads_it() -> None:
+    """pulumi_policy ships a pulumi-plugin.json too, but it is hand-written: left alone."""
+    import pulumi_policy.policy
+
+    assert type(pulumi_policy.policy.__spec__.loader).__name__ == "SourceFileLoader"
+
+
 def test_installing_twice_adds_one_finder() -> None:
     before = list(sys.meta_path)
     assert sdk_annotations.install()
