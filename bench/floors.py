@@ -8,7 +8,12 @@
   postpones their annotations (components/sdk_annotations.py; `POUW_SDK_ANNOTATIONS=eager` in the
   environment measures Python's default loading instead);
 - the SDK floor: the Pulumi SDK alone registering N trivial `pulumi.CustomResource`s under the mocks
-  preflight uses (`preflight.engine.run_function`), in a fresh process, its imports excluded.
+  preflight uses (`preflight.engine.run_function`), in a fresh process, its imports excluded;
+- the protocol floor: the same `Analyze` requests, sent as preflight sends them (futures, at most
+  `ANALYZE_WINDOW` in flight), to an analyzer that answers each with an empty response, served by the
+  pack's interpreter as pulumi-policy serves a pack (`grpc.server` with a four-thread pool, as in
+  pulumi_policy/policy.py's `PolicyPack.__init__`): what the gRPC round trip alone costs per resource,
+  which no change to the pack's policies can take away.
 
 Both run in a fresh `.venv` interpreter with bytecode caching on, as `make preview` runs preflight.
 """
@@ -63,6 +68,24 @@ print(json.dumps(sorted(loaded)))
 """
 
 
+# Run by the pack's interpreter: an Analyzer that answers every Analyze with no diagnostics.
+_EMPTY_ANALYZER = """
+import sys, time
+from concurrent import futures
+import grpc
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+class EmptyAnalyzer(analyzer_pb2_grpc.AnalyzerServicer):
+    def Analyze(self, request, context):
+        return analyzer_pb2.AnalyzeResponse()
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+analyzer_pb2_grpc.add_AnalyzerServicer_to_server(EmptyAnalyzer(), server)
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()  # until the bench closes it
+"""
+
+
 def env() -> dict[str, str]:
     """As `make preview` runs it: bytecode caching on (the Makefile unexports PYTHONDONTWRITEBYTECODE)."""
     return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -113,3 +136,40 @@ def sdk_floor(count: int, runs: int, stack: str = "prod") -> float:
         result: dict[str, Any] = json.loads(done.stdout)
         samples.append(float(result["seconds"]))
     return statistics.median(samples)
+
+
+def protocol_floor(requests: list[Any], runs: int) -> float:
+    """Median seconds to send `requests` (AnalyzeRequests) to the empty analyzer and get every answer."""
+    import functools
+    import threading
+
+    import grpc
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    from preflight.analyzer import ANALYZE_WINDOW, _release, pack_python, read_manifest
+
+    pack_dir = ROOT / "policies"
+    python = pack_python(pack_dir, read_manifest(pack_dir))
+    with subprocess.Popen(
+        [python, "-c", _EMPTY_ANALYZER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as server:
+        assert server.stdout is not None and server.stdin is not None
+        channel = grpc.insecure_channel(f"127.0.0.1:{int(server.stdout.readline())}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = analyzer_pb2_grpc.AnalyzerStub(channel)
+        samples = []
+        for _ in range(runs + 1):  # the first round warms the connection up
+            window = threading.BoundedSemaphore(ANALYZE_WINDOW)
+            t0 = time.perf_counter()
+            calls = []
+            for request in requests:
+                window.acquire()
+                call = stub.Analyze.future(request)
+                call.add_done_callback(functools.partial(_release, window))
+                calls.append(call)
+            for call in calls:
+                call.result()
+            samples.append(time.perf_counter() - t0)
+        channel.close()
+        server.stdin.close()
+    return statistics.median(samples[1:])

@@ -4,7 +4,9 @@
 
 A generated stack (a realistic mix: Deployments, ECR repositories, task definitions, listeners,
 load balancers, Cloud Run services, container groups, log groups) goes through Configure,
-Analyze per resource and AnalyzeStack, as preflight sends it. Prints figures only.
+Analyze per resource and AnalyzeStack, as preflight sends it. The last line is the protocol floor
+(bench/floors.py): the same Analyze requests answered by an analyzer that does nothing, on the same
+gRPC stack, so the share of the pack's time that is the round trip itself is visible. Prints figures only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from preflight.analyzer import PolicyPackProcess, analyze, load_policy_config  # noqa: E402
+from pulumi.runtime.proto import analyzer_pb2  # noqa: E402
+
+from bench.floors import protocol_floor  # noqa: E402
+from preflight.analyzer import PolicyPackProcess, _described, analyze, load_policy_config  # noqa: E402
 from preflight.engine import Registration  # noqa: E402
 from tests.fixtures import workloads  # noqa: E402
 
@@ -104,6 +109,13 @@ def main() -> None:
             f"process(es): median {median:.3f}s per round = {args.resources / median:.0f} resources/s "
             f"({len(result.violations)} violations; runs {', '.join(f'{t:.3f}s' for t in times)})"
         )
+    by_urn = {r.urn: r for r in resources}
+    requests = [analyzer_pb2.AnalyzeRequest(**_described(r, by_urn)) for r in resources]
+    floor = protocol_floor(requests, args.runs)
+    print(
+        f"protocol floor: the same {args.resources} Analyze calls to an analyzer that does nothing: "
+        f"median {floor:.3f}s = {args.resources / floor:.0f} resources/s"
+    )
 
 
 if __name__ == "__main__":
