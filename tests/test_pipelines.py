@@ -468,6 +468,14 @@ def test_policy_venv_target_creates_the_environment_pulumipolicy_yaml_names(tmp_
         [str(python), "-c", "import pulumi, pulumi_policy"], capture_output=True, check=False
     )
     assert check.returncode == 0, check.stderr
+    # Created without ensurepip's pip, the environment still has one: the pip the lock pins, which the
+    # CLI's pip toolchain expects there.
+    pinned = re.search(
+        r"^pip==(\S+)", (ROOT / "policies" / "requirements-lock.txt").read_text(), re.MULTILINE
+    )
+    assert pinned
+    pip = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, text=True, check=False)
+    assert pip.stdout.startswith(f"pip {pinned.group(1)} "), pip.stdout + pip.stderr
     assert run_policy_venv(copy).returncode == 0  # idempotent
 
 
