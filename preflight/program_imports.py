@@ -15,7 +15,12 @@ front cost dev's diff, which deploys to AWS only, more than it saved (`bench/dif
 
 Which modules: what the tool's project imports (`import pulumi_aws.ec2 as ec2`, `from pulumi_kubernetes.core
 import v1`), read from its sources with `ast` (nothing of the project is executed). A base revision
-that imports something else imports it itself, as a fresh interpreter would.
+that imports something else imports it itself, as a fresh interpreter would. The service packages
+themselves load lazily (components/sdk_annotations.py: a resource's module runs on the first use of
+its name), so for the stack's providers the preload also looks up the names the sources use on each
+import (`ec2.SecurityGroup`, `v1.Namespace`, `Firewall`), which runs those modules and their types
+once in the server: loading the stack's providers' whole packages instead (`from pkg import *`
+semantics) cost prod's diff more than the runs then saved.
 
 They load as the program loads them, annotations postponed (components/sdk_annotations.py, the one
 project file the server executes, under a private name; see `_load_sdks_as_the_program_does`).
@@ -36,7 +41,7 @@ import multiprocessing.context
 import multiprocessing.forkserver
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -57,13 +62,17 @@ def _sources(project_dir: Path) -> Iterator[Path]:
             yield from sorted(path.rglob("*.py"))
 
 
-def _imports(source: Path) -> set[str]:
+def _parse(source: Path) -> ast.Module | None:
     try:
-        tree = ast.parse(source.read_text(), str(source))
+        return ast.parse(source.read_text(), str(source))
     except (OSError, SyntaxError, ValueError):
-        return set()  # the run reports it; a preload is only an optimisation
+        return None  # the run reports it; a preload is only an optimisation
+
+
+def _imports(source: Path) -> set[str]:
+    tree = _parse(source)
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(tree) if tree is not None else ():
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -71,6 +80,32 @@ def _imports(source: Path) -> set[str]:
             # submodule (`from pulumi_kubernetes.apiextensions import CustomResource`).
             found.add(node.module)
     return found
+
+
+def _used_names(source: Path) -> set[tuple[str, str]]:
+    """(module, name) for each name the source takes from a provider module it imports: `Firewall` of
+    `from pulumi_gcp.compute import Firewall`, `SecurityGroup` of `ec2.SecurityGroup` after `import
+    pulumi_aws.ec2 as ec2`, `Namespace` of `v1.Namespace` after `from pulumi_kubernetes.core import v1`
+    (module `pulumi_kubernetes.core.v1`). A name bound twice in one file counts for both bindings."""
+    tree = _parse(source)
+    if tree is None:
+        return set()
+    bound: dict[str, set[str]] = {}  # a local name -> the dotted paths it was imported as
+    used: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    bound.setdefault(alias.asname, set()).add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                if alias.name != "*":
+                    bound.setdefault(alias.asname or alias.name, set()).add(f"{node.module}.{alias.name}")
+                    used.add((node.module, alias.name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            used.update((path, node.attr) for path in bound.get(node.value.id, ()))
+    return {(module, name) for module, name in used if module.startswith("pulumi_")}
 
 
 def stack_providers(project_dir: Path, stack: str) -> set[str] | None:
@@ -116,9 +151,20 @@ def provider_modules(project_dir: Path) -> list[str]:
     return sorted(m for m in found if m.split(".")[0] == "pulumi" or m.startswith("pulumi_"))
 
 
-def load(modules: list[str], providers: set[str] | None = None) -> list[str]:
+def provider_names(project_dir: Path) -> list[tuple[str, str]]:
+    """What the project's program sources use of the provider modules they import (`_used_names`)."""
+    used: set[tuple[str, str]] = set()
+    for source in _sources(project_dir):
+        used |= _used_names(source)
+    return sorted(used)
+
+
+def load(
+    modules: list[str], providers: set[str] | None = None, names: Sequence[tuple[str, str]] = ()
+) -> list[str]:
     """Import each module; a lazily registered one is loaded too when its provider package is in
-    `providers` (None: every provider), else left a placeholder. Returns the ones that imported."""
+    `providers` (None: every provider), else left a placeholder, and so are the `names` (module, name)
+    taken from those providers' modules. Returns the modules that imported."""
     loaded = []
     for name in modules:
         if _under_placeholder(name):
@@ -127,8 +173,17 @@ def load(modules: list[str], providers: set[str] | None = None) -> list[str]:
         with contextlib.suppress(Exception):
             module = importlib.import_module(name)
             if providers is None or name.split(".")[0] in providers:
-                getattr(module, "__all__", None)  # any attribute but the spec's loads a placeholder
+                # A placeholder loads on any attribute but its introspection ones (pulumi._utils'
+                # _INTROSPECTION_ATTRS); a dunder nobody defines loads nothing more of a lazy package.
+                getattr(module, "__preflight_preload__", None)
             loaded.append(name)
+    for module_name, name in names:
+        if providers is not None and module_name.split(".")[0] not in providers:
+            continue
+        with contextlib.suppress(Exception):
+            value: object = sys.modules[module_name.split(".")[0]]
+            for part in [*module_name.split(".")[1:], name]:
+                value = getattr(value, part)  # a lazy package runs the module that defines the name
     return loaded
 
 
@@ -151,7 +206,8 @@ def preload() -> None:
     gc.disable()
     try:
         _load_sdks_as_the_program_does()
-        load(provider_modules(TOOL_ROOT), stack_providers(TOOL_ROOT, stack) if stack else None)
+        providers = stack_providers(TOOL_ROOT, stack) if stack else None
+        load(provider_modules(TOOL_ROOT), providers, provider_names(TOOL_ROOT))
     finally:
         gc.freeze()
         gc.enable()

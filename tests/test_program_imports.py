@@ -4,6 +4,7 @@ its deadline."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.forkserver
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from preflight import diff
-from preflight.program_imports import TOOL_ROOT, provider_modules, stack_providers
+from preflight.program_imports import TOOL_ROOT, provider_modules, provider_names, stack_providers
 
 PROJECT = "name: tiny\nruntime:\n  name: python\n"
 
@@ -66,6 +67,53 @@ def test_provider_modules_are_read_from_the_sources_and_name_no_project_code(tmp
     real = provider_modules(TOOL_ROOT)
     assert "pulumi_gcp.compute" in real and "pulumi_aws.ec2" in real
     assert not [m for m in real if m.split(".")[0] in ("components", "preflight", "delivery")]
+
+
+def test_the_names_the_sources_take_from_provider_modules_are_read_with_them(tmp_path: Path) -> None:
+    tiny_project(
+        tmp_path,
+        """
+        import pulumi_aws.ec2 as ec2
+        from pulumi_kubernetes.core import v1
+        from components.marker import WHO
+        ec2.SecurityGroup("sg")
+        v1.Namespace(WHO)
+        def rule(args: ec2.SecurityGroupIngressArgs) -> None: ...
+        """,
+    )
+    (tmp_path / "components" / "uses.py").write_text("from pulumi_gcp.compute import Firewall\n")
+    assert provider_names(tmp_path) == [
+        ("pulumi_aws.ec2", "SecurityGroup"),
+        ("pulumi_aws.ec2", "SecurityGroupIngressArgs"),  # annotations count: the types load with it
+        ("pulumi_gcp.compute", "Firewall"),
+        ("pulumi_kubernetes.core", "v1"),
+        ("pulumi_kubernetes.core.v1", "Namespace"),  # through the name `from ... import v1` bound
+    ]
+
+
+_PRELOAD_ECR = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from preflight import program_imports
+program_imports._load_sdks_as_the_program_does()
+program_imports.load(["pulumi_aws.ecr"], {"pulumi_aws"}, [("pulumi_aws.ecr", "Repository")])
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("pulumi_aws.ecr."))))
+"""
+
+
+def test_the_preload_runs_the_modules_of_the_names_used_not_whole_packages() -> None:
+    """pulumi_aws.ecr's package is lazy (components/sdk_annotations.py): preloading the one name a
+    program uses runs that resource's module and its types, not the package's twenty others."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELOAD_ECR, str(TOOL_ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout)
+    assert "pulumi_aws.ecr.repository" in loaded and "pulumi_aws.ecr.repository_policy" not in loaded
 
 
 def test_each_run_imports_its_own_copy_of_the_project(
