@@ -37,6 +37,15 @@ names each module exports are read from its `__all__` when the `__init__.py` is 
 packages (which register the provider's resource modules) and any other shape are compiled as written.
 Prod's program then loads 306 of the providers' modules instead of 1,803.
 
+ForwardRef compilation, once per text. A string annotation becomes a `typing.ForwardRef`, whose
+constructor compiles the text (`compile(text, '<string>', 'eval')`): every annotation of every
+`TypedDict` class of the SDKs' input types as it is created (the prod program creates 4,794), and every
+annotation `typing.get_type_hints` resolves when the SDK reads an output type's properties (it makes a
+new ForwardRef each time). The prod run compiles 22,979 such texts, 6,963 of them distinct. `install()`
+puts a `compile` in the `typing` module's namespace (shadowing the builtin for typing's code only) that
+compiles each distinct text once, exactly as typing's own call does (no flags inherited), and hands out
+the same immutable code object after that; any other call goes to the builtin unchanged.
+
 `components/__init__.py` installs it, so every process that imports the program's code (`pulumi up`,
 `pulumi preview`, preflight, the tests) loads the SDKs this way, provided nothing imported one before.
 """
@@ -51,9 +60,10 @@ import marshal
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, ModuleType
+from typing import Any
 
 OFF_ENV = "POUW_SDK_ANNOTATIONS"  # "eager": the SDKs load as Python loads them by default
 CACHE_TAG = "postponedlazy"  # the bytecode cache's optimization tag (alphanumeric)
@@ -267,11 +277,35 @@ def _declared_all(path: str) -> list[str] | None:
     return names
 
 
+def _forward_ref_compile() -> Callable[..., CodeType]:
+    import builtins
+
+    compiled: dict[tuple[str, str, str], CodeType] = {}
+
+    def compile(source: Any, filename: Any, mode: Any, *args: Any, **kwargs: Any) -> CodeType:
+        if args or kwargs or type(source) is not str or type(filename) is not str or type(mode) is not str:
+            code: CodeType = builtins.compile(source, filename, mode, *args, **kwargs)
+            return code
+        key = (source, filename, mode)
+        found = compiled.get(key)
+        if found is None:
+            # flags 0, dont_inherit: what typing's own call compiles (typing.py has no future imports).
+            found = compiled[key] = builtins.compile(source, filename, mode, 0, True)
+        return found
+
+    setattr(compile, _MARKER, True)
+    return compile
+
+
 def install() -> bool:
-    """Put the finder first on `sys.meta_path` (once per process). False when turned off; modules
-    already imported stay as they loaded."""
+    """Put the finder first on `sys.meta_path` and the ForwardRef compile cache in `typing` (once per
+    process). False when turned off; modules already imported stay as they loaded."""
     if os.environ.get(OFF_ENV, "").strip().lower() == "eager":
         return False
     if not any(getattr(finder, _MARKER, False) for finder in sys.meta_path):
         sys.meta_path.insert(0, _ProviderSdkFinder())
+    import typing
+
+    if not getattr(vars(typing).get("compile"), _MARKER, False):
+        typing.compile = _forward_ref_compile()  # type: ignore[attr-defined]
     return True

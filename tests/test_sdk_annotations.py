@@ -384,3 +384,44 @@ def test_the_real_service_packages_are_lazy_and_offer_what_the_eager_ones_do() -
     assert lazy["loaded"] == [f"pulumi_aws.ecr.{m}" for m in ("_enums", "_inputs", "outputs", "repository")]
     assert len(eager["loaded"]) > 20 and "pulumi_aws.ecr.repository_policy" in eager["loaded"]
     assert lazy["dir"] == eager["dir"] and "Repository" in lazy["dir"]
+
+
+def test_a_forward_reference_compiles_its_text_once_to_what_typing_would_compile() -> None:
+    import typing
+
+    assert sdk_annotations.install()
+    first, second = (
+        typing.ForwardRef("Optional[Sequence['Missing']]"),
+        typing.ForwardRef("Optional[Sequence['Missing']]"),
+    )
+    assert first.__forward_code__ is second.__forward_code__  # one compilation for the text
+    fresh = compile("Optional[Sequence['Missing']]", "<string>", "eval", 0, True)
+    assert (
+        first.__forward_code__.co_code == fresh.co_code and first.__forward_code__.co_names == fresh.co_names
+    )
+    assert first.__forward_code__.co_flags == fresh.co_flags  # nothing inherited from the cache's module
+    # Still evaluates as typing evaluates it, in the caller's namespaces.
+    assert typing.ForwardRef("Optional[int]")._evaluate(vars(typing), {}, frozenset()) == (int | None)
+    with pytest.raises(SyntaxError):
+        typing.ForwardRef("not a type (")
+    # Any other call is the builtin's: flags, other modes, bytes.
+    assert typing.compile("x = 1", "<s>", "exec", __import__("__future__").annotations.compiler_flag)  # type: ignore[attr-defined]
+    assert sdk_annotations.install()  # a second install keeps the one cache
+    assert typing.compile is vars(typing)["compile"]  # type: ignore[attr-defined]
+
+
+def test_eager_leaves_typing_alone() -> None:
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import typing, components;"
+        "print('compile' in vars(typing))"
+    )
+    for mode, expected in (("eager", "False"), ("", "True")):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(ROOT)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, sdk_annotations.OFF_ENV: mode},
+            check=False,
+            timeout=60,
+        )
+        assert done.stdout.strip() == expected, (mode, done.stderr)
