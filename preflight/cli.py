@@ -320,20 +320,21 @@ class _Report:
             self.console.print(f"[red bold]error:[/] {escape(message)}")
             self.write(
                 {
-                    "--json": failure_json(self.stack, message),
-                    "--markdown": failure_markdown(self.stack, message),
+                    "--json": lambda: failure_json(self.stack, message),
+                    "--markdown": lambda: failure_markdown(self.stack, message),
                 }
             )
         return 2
 
-    def write(self, texts: dict[str, str]) -> bool:
-        """Each output its text; an output with none (`--export` when the program did not run) is removed."""
+    def write(self, texts: dict[str, Callable[[], str]]) -> bool:
+        """Each output its text, made only for the outputs asked for (the JSON plan of a large stack takes
+        a while); an output with none (`--export` when the program did not run) is removed."""
         for flag, path in self.writable.items():
             try:
                 if flag not in texts:
                     path.unlink(missing_ok=True)
                     continue
-                path.write_text(texts[flag])
+                path.write_text(texts[flag]())
             except OSError as err:
                 reason = err.strerror or str(err)
                 self.console.print(f"[red bold]error:[/] {escape(f'{flag} {path}: cannot write: {reason}')}")
@@ -358,12 +359,15 @@ def _main(args: argparse.Namespace, report: _Report, interrupts: Interrupts) -> 
         if interrupts.received:  # the SDK swallowed the KeyboardInterrupt: the run is not a result
             raise KeyboardInterrupt
         print_report(result, report.console)
-        texts = {"--json": plan_json(result), "--markdown": markdown(result)}
+        texts: dict[str, Callable[[], str]] = {
+            "--json": lambda: plan_json(result),
+            "--markdown": lambda: markdown(result),
+        }
         if result.run.error is None and args.export is not None:
             from preflight.export import export_preflight  # only for --export
 
             export = export_preflight(result)
-            texts["--export"] = export.json()
+            texts["--export"] = export.json
             for where in export.redacted:
                 report.console.print(f"[yellow bold]warning:[/] --export: {escape(where)}: a secret in clear")
         if not report.write(texts):
