@@ -70,7 +70,7 @@ print(json.dumps(sorted(loaded)))
 
 # Run by the pack's interpreter: an Analyzer that answers every Analyze with no diagnostics.
 _EMPTY_ANALYZER = """
-import sys, time
+import sys
 from concurrent import futures
 import grpc
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
