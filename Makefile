@@ -32,18 +32,17 @@ $(VENV)/.installed: $(LOCK) | $(UV)
 	touch $@
 
 # Only when no uv is on PATH: the version the lock pins, with its hashes, installed by a pip: the venv's
-# own once it has one, else the system Python's aimed at the venv (`pip --python`, pip 22.3+), else the
-# one ensurepip gives the venv.
+# own once it has one, else the system Python's aimed at the venv (`pip --python`, pip 22.3+; tried
+# without a probe, which cost 1.1 s), else, when that fails, the one ensurepip gives the venv.
 $(VENV)/bin/uv:
 	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
 	awk '/^uv==/ {found = 1} found {print} found && !/\\$$/ {exit}' $(LOCK) > $(VENV)/uv-requirement.txt
 	@set -euo pipefail; \
-	if $(PY) -m pip --version >/dev/null 2>&1; then pip=($(PY) -m pip); \
-	elif $(PYTHON) -m pip --python $(PY) --version >/dev/null 2>&1; then pip=($(PYTHON) -m pip --python $(PY)); \
-	else $(PY) -m ensurepip --default-pip >/dev/null; pip=($(PY) -m pip); fi; \
-	echo "$${pip[*]} install uv (requirements-lock.txt's pin)"; \
-	"$${pip[@]}" install --quiet --disable-pip-version-check --no-deps --require-hashes \
-		-r $(VENV)/uv-requirement.txt
+	install() { echo "$$* install uv (requirements-lock.txt's pin)"; "$$@" install --quiet \
+		--disable-pip-version-check --no-deps --require-hashes -r $(VENV)/uv-requirement.txt; }; \
+	if $(PY) -m pip --version >/dev/null 2>&1; then install $(PY) -m pip; \
+	elif ! install $(PYTHON) -m pip --python $(PY); then \
+		$(PY) -m ensurepip --default-pip >/dev/null; install $(PY) -m pip; fi
 
 # Recompile both locks from their ranges (requirements-lock.in in the root and in policies/, each
 # including its requirements*.txt). Keeps every pin the ranges still allow; `make lock LOCK_ARGS=--upgrade`
