@@ -102,8 +102,11 @@ def run_preflight(*args, **kwargs):
     return result
 cli.run_preflight = run_preflight
 import contextlib, io
-with contextlib.redirect_stdout(io.StringIO()):
+report = io.StringIO()
+with contextlib.redirect_stdout(report):
     timings["code"] = cli.main(["--stack", sys.argv[2], "--project-dir", sys.argv[3]])
+if timings["code"] == 2 and not timings.get("error"):  # refused before the program ran: what it said
+    timings["error"] = report.getvalue().strip()[-2000:]
 timings["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 timings["pack_rss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 sys.stderr.write("\\n" + json.dumps(timings) + "\\n")

@@ -16,6 +16,7 @@ import pulumi
 import pulumi_azure_native.network as azure_network
 import pulumi_azure_native.resources as azure_resources
 
+from components import sdk_aliases
 from components.iam import permissions_boundary
 from components.image import ImageBuild, ImageBuildArgs, ReleaseImage, ReleaseImageArgs
 from components.network import AwsNetwork, AwsNetworkArgs
@@ -34,6 +35,9 @@ from components.rollout import RolloutPlan
 from components.schema import ServiceSettings
 from components.settings import Settings
 from components.targets.aks import address_of, egress_address
+
+# Before the program constructs any resource: alias URNs only when the SDK reads them.
+sdk_aliases.install()
 
 
 class StackContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -175,3 +176,27 @@ def diff(before: ProgramRun, after: ProgramRun) -> dict[str, set[tuple[str, str]
     """The engine's plan diff as plain sets, for compact assertions."""
     change = plan_diff(before, after)
     return {"added": set(change.added), "removed": set(change.removed), "changed": set(change.changed)}
+
+
+def comparable_plan(run: ProgramRun) -> dict[str, Any]:
+    """A run's registrations, outputs and error as JSON data, ordered as `ordered_plan` orders them."""
+    data = {
+        "resources": [dataclasses.asdict(r) for r in run.resources],
+        "outputs": run.outputs,
+        "secret_outputs": run.secret_outputs,
+        "error": run.error_text,
+    }
+    return ordered_plan(json.loads(json.dumps(data, default=str)))
+
+
+def ordered_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """Registrations by URN and dependencies as sets: the order the SDK registers resources in, and
+    the order of the dependency sets it collects, differ between any two runs, whatever the loading."""
+    resources = {}
+    for resource in plan["resources"]:
+        resource["dependencies"] = sorted(resource["dependencies"])
+        by_property = resource["property_dependencies"]
+        resource["property_dependencies"] = {k: sorted(v) for k, v in by_property.items()}
+        resources[resource["urn"]] = resource
+    assert len(resources) == len(plan["resources"])
+    return {**plan, "resources": resources}

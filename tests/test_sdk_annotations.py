@@ -5,7 +5,6 @@ way as the standard one does."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.machinery
 import inspect
 import json
@@ -21,8 +20,8 @@ import pulumi_kubernetes.apps.v1
 import pytest
 
 from components import sdk_annotations
-from preflight.engine import ProgramRun
 from preflight.report import Preflight
+from tests.conftest import comparable_plan, ordered_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,29 +38,6 @@ assert not isinstance(inspect.get_annotations(pulumi_aws.ecs.ClusterArgs.__init_
 print(json.dumps({"resources": [dataclasses.asdict(r) for r in run.resources], "outputs": run.outputs,
                   "secret_outputs": run.secret_outputs, "error": run.error_text}, default=str))
 """
-
-
-def _plain(run: ProgramRun) -> dict[str, Any]:
-    data = {
-        "resources": [dataclasses.asdict(r) for r in run.resources],
-        "outputs": run.outputs,
-        "secret_outputs": run.secret_outputs,
-        "error": run.error_text,
-    }
-    return _ordered(json.loads(json.dumps(data, default=str)))
-
-
-def _ordered(plan: dict[str, Any]) -> dict[str, Any]:
-    """Registrations by URN and dependencies as sets: the order the SDK registers resources in, and
-    the order of the dependency sets it collects, differ between any two runs, whatever the loading."""
-    resources = {}
-    for resource in plan["resources"]:
-        resource["dependencies"] = sorted(resource["dependencies"])
-        by_property = resource["property_dependencies"]
-        resource["property_dependencies"] = {k: sorted(v) for k, v in by_property.items()}
-        resources[resource["urn"]] = resource
-    assert len(resources) == len(plan["resources"])
-    return {**plan, "resources": resources}
 
 
 def test_this_process_loaded_the_sdks_postponed() -> None:
@@ -87,8 +63,8 @@ def test_the_prod_plan_is_the_same_as_with_eager_annotations(stack_runs: dict[st
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    eager = _ordered(json.loads(done.stdout.strip().splitlines()[-1]))
-    postponed = _plain(stack_runs["prod"].run)
+    eager = ordered_plan(json.loads(done.stdout.strip().splitlines()[-1]))
+    postponed = comparable_plan(stack_runs["prod"].run)
     assert postponed["error"] == "" and len(postponed["resources"]) > 300
     assert postponed == eager
 
